@@ -1,0 +1,145 @@
+"""``python -m loadkit.gateway``: run the reference gateway as its own process.
+
+Why its own process: the harness runs under gevent, the gateway under
+asyncio; keeping them apart means neither event loop can distort the other's
+timings, and the gateway can be killed outright to produce real 1006s.
+
+Contract with whoever starts it (see ``process.GatewayProcess``): the first
+line on stdout is ``loadkit gateway listening on http://HOST:PORT``; SIGINT,
+SIGTERM or (with ``--watch-stdin``) EOF on stdin close every session with
+1001 "going away" and exit 0; a bad option is one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from .settings import GatewaySettings, SettingsError, load_settings
+
+PROG = "loadkit gateway"
+
+
+class UsageError(Exception):
+    """A bad command line; shown as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see --help)")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0 = any free port), got {port}")
+    return port
+
+
+def loopback_host(host: str) -> str:
+    """The address to bind for ``host``, which must be loopback: traffic never leaves the machine."""
+    if host.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return host
+    except ValueError:
+        pass
+    raise UsageError(f"refusing to listen on {host!r}: use a loopback address (127.0.0.0/8, ::1 or localhost)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Reference guest-chat gateway (HTTP + WebSocket on one port).")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=0, help="TCP port; 0 picks a free one (default)")
+    parser.add_argument("--config", metavar="FILE.toml", help="settings file; fault settings under [faults]")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one setting, e.g. idle_timeout_s=5 or faults.drop_fraction=0.1")
+    parser.add_argument("--seed", type=int, help="seed of the fault plan (default: random, shown in stats)")
+    parser.add_argument("--watch-stdin", action="store_true",
+                        help="exit like on SIGTERM when stdin reaches EOF (dies with the harness)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-v info, -vv debug)")
+    return parser
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: Callable[[], None]) -> None:
+    """Call ``on_eof`` in the loop when stdin ends, e.g. when the parent dies even by kill -9.
+
+    A thread doing raw ``os.read`` works for pipes, files and terminals alike
+    and, unlike ``sys.stdin.read``, holds no interpreter lock at exit.
+    """
+
+    def run() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        try:
+            loop.call_soon_threadsafe(on_eof)
+        except RuntimeError:  # loop already closed: we are exiting anyway
+            pass
+
+    threading.Thread(target=run, name="loadkit-gateway-stdin", daemon=True).start()
+
+
+async def _serve(settings: GatewaySettings, host: str, port: int, watch_stdin: bool) -> int:
+    from .server import Gateway  # websockets and asyncio machinery only once we run
+
+    gateway = Gateway(settings)
+    try:
+        bound = await gateway.start(host, port)
+    except OSError as exc:
+        print(f"{PROG}: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    shown = f"[{host}]" if ":" in host else host
+    print(f"loadkit gateway listening on http://{shown}:{bound}", flush=True)
+    logging.getLogger("loadkit.gateway").info("seed %s, settings %s", settings.seed, settings.public_dict())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gateway.request_stop)
+    if watch_stdin:
+        _watch_stdin(loop, gateway.request_stop)
+    await gateway.stopping.wait()
+    logging.getLogger("loadkit.gateway").info("shutting down: closing %d sessions", len(gateway.sessions))
+    await gateway.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the gateway; returns the exit status (0 stopped, 1 cannot listen, 2 bad options)."""
+    try:
+        args = build_parser().parse_args(argv)
+        host = loopback_host(args.host)
+        settings = load_settings(args.config, args.set, args.seed)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except (UsageError, SettingsError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    if settings.seed is None:
+        settings = dataclasses.replace(settings, seed=secrets.randbelow(2**31))
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("loadkit.gateway").setLevel(
+        logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return asyncio.run(_serve(settings, host, args.port, args.watch_stdin))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Ground truth: what the gateway actually did, counted from the wire.
+
+Why this exists: a load harness reports what its clients saw, and a report is
+only trustworthy if it can be checked against what the server did. So every
+close is recorded from the close frames that really crossed the connection
+(not from what the code intended), with who sent the first one and which
+phase the session was in. A harness test can then assert "the client counted
+exactly what the gateway counted".
+
+Pure: counters and a snapshot; the server feeds it. No clock, no sockets.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+__all__ = ["CloseRecord", "GatewayStats", "close_record"]
+
+Initiator = Literal["server", "client", "none"]
+Phase = Literal["pre_auth", "authenticated"]
+
+FRAMES_RECEIVED = ("auth", "ping", "message", "typing", "other")
+FRAMES_SENT = ("auth_ok", "pong", "ack", "message", "error", "session_expired")
+ERROR_CODES = ("4011", "4029", "4400", "4001", "4003")
+
+
+class _Close(Protocol):
+    """What we read from a close frame (websockets.frames.Close has these)."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class CloseRecord:
+    """How one session ended, as the client saw it."""
+
+    code: int
+    reason: str
+    initiator: Initiator
+    phase: Phase
+
+
+def close_record(
+    sent: _Close | None, rcvd: _Close | None, rcvd_then_sent: bool | None, phase: Phase
+) -> CloseRecord:
+    """Turn websockets' ``close_sent``/``close_rcvd``/``close_rcvd_then_sent`` into a record.
+
+    - no close frame either way: the TCP connection just ended (reset, kill):
+      code 1006, initiator ``none``, as RFC 6455 tells the client to report it;
+    - the client's close frame came first (``rcvd_then_sent`` true, or only
+      one received): initiator ``client``, with the client's code;
+    - the server's came first (``rcvd_then_sent`` false, or only one sent):
+      initiator ``server``, with the server's code, which is what the client
+      received.
+    """
+    if sent is None and rcvd is None:
+        return CloseRecord(1006, "", "none", phase)
+    if rcvd is not None and (rcvd_then_sent or sent is None):
+        return CloseRecord(rcvd.code, rcvd.reason, "client", phase)
+    assert sent is not None
+    return CloseRecord(sent.code, sent.reason, "server", phase)
+
+
+class GatewayStats:
+    """Counters behind ``GET /_gateway/stats``. Keys are strings, as in the JSON."""
+
+    def __init__(self) -> None:
+        self.tokens_issued = 0
+        self.tokens_refused: Counter[str] = Counter({"429": 0, "503": 0, "400": 0})
+        self.upgrades_accepted = 0
+        self.upgrades_refused: Counter[str] = Counter({"503": 0, "429": 0})
+        self.opened = 0
+        self.authenticated = 0
+        self.open = 0
+        self.closed = 0
+        self.closes: Counter[CloseRecord] = Counter()
+        self.received: Counter[str] = Counter(dict.fromkeys(FRAMES_RECEIVED, 0))
+        self.sent: Counter[str] = Counter(dict.fromkeys(FRAMES_SENT, 0))
+        self.errors: Counter[str] = Counter(dict.fromkeys(ERROR_CODES, 0))
+        self.drops: Counter[str] = Counter({"1011": 0, "reset": 0})
+        self.faults: Counter[str] = Counter()
+        self.faults_upgrade_refused: Counter[str] = Counter({"429": 0, "503": 0})
+
+    def session_opened(self) -> None:
+        self.opened += 1
+        self.open += 1
+
+    def session_closed(self, record: CloseRecord) -> None:
+        self.open -= 1
+        self.closed += 1
+        self.closes[record] += 1
+
+    def frame_received(self, frame_type: object) -> None:
+        self.received[frame_type if frame_type in FRAMES_RECEIVED else "other"] += 1
+
+    def frame_sent(self, frame_type: str, error_code: int | None = None) -> None:
+        self.sent[frame_type] += 1
+        if error_code is not None:
+            self.errors[str(error_code)] += 1
+
+    def snapshot(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The JSON document; closes sorted most frequent first."""
+        closes = [
+            {"code": r.code, "reason": r.reason, "initiator": r.initiator, "phase": r.phase, "count": n}
+            for r, n in sorted(self.closes.items(), key=lambda item: (-item[1], item[0].code, item[0].reason))
+        ]
+        f = self.faults
+        return {
+            "tokens": {"issued": self.tokens_issued, "refused": dict(self.tokens_refused)},
+            "upgrades": {"accepted": self.upgrades_accepted, "refused": dict(self.upgrades_refused)},
+            "sessions": {"opened": self.opened, "authenticated": self.authenticated,
+                         "open": self.open, "closed": self.closed},
+            "closes": closes,
+            "frames_received": dict(self.received),
+            "frames_sent": dict(self.sent),
+            "errors_sent": dict(self.errors),
+            "faults": {
+                "drop": dict(self.drops),
+                "silent_close_after_auth": f["silent_close_after_auth"],
+                "upgrade_refused": dict(self.faults_upgrade_refused),
+                "stalled_handshakes": f["stalled_handshakes"],
+                "restarts": f["restarts"],
+                "slow_handshakes": f["slow_handshakes"],
+                "auth_delayed": f["auth_delayed"],
+                "acks_delayed": f["acks_delayed"],
+                "acks_out_of_order": f["acks_out_of_order"],
+                "agent_replies_delayed": f["agent_replies_delayed"],
+                "sessions_expired": f["sessions_expired"],
+            },
+            "settings": settings,
+        }
