@@ -1,0 +1,1 @@
+"""Locust glue: the only package (besides the locustfile) that imports Locust."""

@@ -1,0 +1,384 @@
+"""The Locust plugin: options, events, metrics collection, reports and verdicts.
+
+Importing this module registers loadkit with Locust (the locustfile only
+imports it). Locust is reached through its events only:
+
+- ``init_command_line_parser``: loadkit's options;
+- ``init``: validate options, build the per-process ``Runtime``, start the
+  embedded gateway when no host is given (once: never on a worker);
+- ``test_start``: start the time-series windows (local run or master);
+- ``report_to_master`` / ``worker_report``: workers ship metric deltas, the
+  master merges them (see ``loadkit.locust.distributed``);
+- ``usage_monitor``: harness CPU, for the saturation verdict;
+- ``quitting``: the final report, written once nothing is in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gevent
+import orjson
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadkit.errors import ConfigError
+from loadkit.locust import embedded, options
+from loadkit.metrics.recorder import Recorder
+from loadkit.protocol import get_profile
+from loadkit.report.build import build_report, connect_failures, unreachable
+from loadkit.report.exitcodes import verdict_exit_code
+from loadkit.report.summary import render_summary
+from loadkit.session import LiveSessions
+from loadkit.transport import GeventTransport
+
+logger = logging.getLogger("loadkit")
+
+_CPU_HIGH = 90.0
+
+
+class Runtime:
+    """Everything loadkit keeps in one Locust process."""
+
+    def __init__(self, environment: Any, opts: Any) -> None:
+        from loadkit.report import thresholds
+
+        self.environment = environment
+        self.opts = opts
+        self.settings = options.settings_from(opts)
+        self.profile = get_profile(opts.protocol)
+        try:
+            self.thresholds = thresholds.parse_all(opts.threshold or [])
+        except thresholds.ThresholdError as exc:
+            raise ConfigError(str(exc)) from None
+        s = self.settings
+        self.transport = GeventTransport(open_timeout=s.connect_timeout_s, close_timeout=s.close_timeout_s)
+        marks = s.survival_marks
+        self.recorder = Recorder(marks)  # this process's users record here
+        self.total = Recorder(marks)     # merged: the whole run (local or master)
+        self.window = Recorder(marks)    # merged: the current time-series window
+        self.live = LiveSessions()
+        self.worker_open: dict[str, int] = {}
+        self.gateway: Any = None
+        self.series_rows: list[dict[str, Any]] = []
+        self.drift_first: dict[str, dict[str, Any]] = {}
+        self.drift_last: dict[str, dict[str, Any]] = {}
+        self.cpu_samples: list[float] = []
+        self.started_wall: float | None = None
+        self.started_mono: float | None = None
+        self.window_started: float | None = None
+        self.ticker: gevent.Greenlet | None = None
+        self.aborted: str | None = None
+        self.finished = False
+        self._fire = environment.events.request.fire
+
+    # -- the hot path's one Locust call ------------------------------------------
+
+    def report(self, name: str, ms: float, error: BaseException | None, length: int) -> None:
+        self._fire(request_type="WS", name=name, response_time=ms, response_length=length,
+                   exception=error, context=None)
+
+    # -- aggregation --------------------------------------------------------------
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.environment.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.environment.runner, MasterRunner)
+
+    def collect_local(self) -> None:
+        """Move what local users recorded into the run and window totals."""
+        if self.is_master:
+            return
+        delta = self.recorder.detach()
+        self.total.merge(delta)
+        self.window.merge(delta)
+
+    def absorb(self, delta: Recorder) -> None:
+        self.total.merge(delta)
+        self.window.merge(delta)
+
+    def open_sessions(self) -> int:
+        if self.is_master:
+            return sum(self.worker_open.values())
+        return self.live.open
+
+    # -- time series --------------------------------------------------------------
+
+    def reset(self) -> None:
+        marks = self.settings.survival_marks
+        self.recorder.detach()
+        self.total = Recorder(marks)
+        self.window = Recorder(marks)
+        self.series_rows = []
+        self.drift_first, self.drift_last = {}, {}
+        self.cpu_samples = []
+        self.started_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.window_started = self.started_mono
+        self.finished = False
+        path = self.opts.loadkit_series
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"")
+
+    def close_window(self) -> dict[str, Any] | None:
+        self.collect_local()
+        now = time.monotonic()
+        if self.window_started is None or self.started_mono is None:
+            return None
+        w = self.window
+        span = now - self.window_started
+        if span <= 0.05 and w.is_empty():
+            return None
+        latency = {}
+        for phase, hist in w.latency.items():
+            if hist:
+                summary = hist.summary_ms((50, 95, 99))
+                latency[phase] = summary
+                entry = {k: summary[k] for k in ("p50", "p95", "p99")}
+                self.drift_first.setdefault(phase, entry)
+                self.drift_last[phase] = entry
+        outcomes = w.outcomes()
+        codes: dict[str, int] = {}
+        for (_p, code, _r, _i), n in w.close_codes.items():
+            codes[str(code)] = codes.get(str(code), 0) + n
+        row = {
+            "t": round(time.time(), 3),
+            "elapsed_s": round(now - self.started_mono, 3),
+            "window_s": round(span, 3),
+            "open": self.open_sessions(),
+            "started": w.started,
+            "authenticated": w.authenticated,
+            "ended": sum(outcomes.values()),
+            "drops": w.drops(),
+            "reconnects": w.reconnect_attempts,
+            "outcomes": outcomes,
+            "close_codes": codes,
+            "latency_ms": latency,
+            "cpu_percent": self.cpu_samples[-1] if self.cpu_samples else None,
+        }
+        self.series_rows.append(row)
+        self.window = Recorder(self.settings.survival_marks)
+        self.window_started = now
+        path = self.opts.loadkit_series
+        if path:
+            with open(path, "ab") as fh:  # append and flush: a killed soak keeps its windows
+                fh.write(orjson.dumps(row) + b"\n")
+                fh.flush()
+        return row
+
+    def tick_forever(self) -> None:
+        interval = float(self.opts.series_interval)
+        while True:
+            gevent.sleep(interval)
+            try:
+                self.close_window()
+                self.check_breach()
+            except Exception:
+                logger.exception("loadkit: time-series window failed")
+
+    # -- verdict ------------------------------------------------------------------
+
+    def saturation(self) -> dict[str, Any]:
+        samples = self.cpu_samples
+        above = sum(1 for c in samples if c > _CPU_HIGH)
+        share = above / len(samples) if samples else 0.0
+        return {
+            "max_cpu_percent": max(samples) if samples else None,
+            "samples": len(samples),
+            "share_above_90": round(share, 4),
+            "limit": float(self.opts.saturation_limit),
+            "valid": share <= float(self.opts.saturation_limit),
+        }
+
+    def check_breach(self) -> None:
+        if not (self.opts.abort_on_breach and self.thresholds) or self.aborted:
+            return
+        if self.started_mono is None or time.monotonic() - self.started_mono < float(self.opts.breach_grace):
+            return
+        from loadkit.report import thresholds
+
+        live = self.build(final=False)
+        rows = thresholds.evaluate_partial(self.thresholds, live)
+        breached = [r for r in rows if not r["passed"] and r["value"] is not None]
+        if breached:
+            self.aborted = "; ".join(f"{r['expr']} (value {r['value']:.4g})" for r in breached)
+            logger.error("loadkit: threshold breached, stopping the run: %s", self.aborted)
+            runner = self.environment.runner
+            gevent.spawn_later(0, runner.quit)
+
+    def run_info(self) -> dict[str, Any]:
+        ended = time.time()
+        started = self.started_wall or ended
+        env = self.environment
+        opts = self.opts
+        return {
+            "started_at": _iso(started),
+            "ended_at": _iso(ended),
+            "duration_s": round(ended - started, 3),
+            "host": env.host,
+            "profile": self.profile.name,
+            "embedded_gateway": self.gateway is not None,
+            "users": getattr(opts, "num_users", None),
+            "workers": {"count": len(self.worker_open), "lost": sorted(getattr(self, "lost_workers", []))},
+            "settings": {**self.settings.as_dict(), "thresholds": list(opts.threshold or [])},
+            "aborted": self.aborted,
+        }
+
+    def build(self, final: bool, gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+        drift = {"window_s": float(self.opts.series_interval), "first": self.drift_first,
+                 "last": self.drift_last}
+        return build_report(self.total, open_sessions=self.open_sessions(), run=self.run_info(),
+                            drift=drift, saturation=self.saturation(), gateway=gateway)
+
+    def finish(self) -> int:
+        """Close the last window, write every report, print the summary; the exit code."""
+        from loadkit.report import thresholds
+
+        self.close_window()
+        gateway_stats = None
+        if self.gateway is not None:
+            try:
+                gateway_stats = self.gateway.stats()
+            except Exception as exc:  # the summary still matters more
+                logger.warning("loadkit: could not read the gateway's stats: %s", exc)
+        report = self.build(final=True, gateway=gateway_stats)
+        report["thresholds"] = thresholds.evaluate(self.thresholds, report)
+        report["verdict"] = verdict_of(report)
+        write_outputs(report, self.series_rows, self.opts)
+        print(render_summary(report), flush=True)
+        if report["verdict"] == "unreachable":
+            failures = ", ".join(f"{k} ×{v}" for k, v in connect_failures(report).items())
+            print(f"loadkit: target {self.environment.host} unreachable: every connection attempt failed "
+                  f"({failures})", file=sys.stderr, flush=True)
+        elif report["verdict"] == "error" and not report["invariant"]["ok"]:
+            inv = report["invariant"]
+            print(f"loadkit: ACCOUNTING VIOLATED: started {inv['started']} != ended {inv['ended']} "
+                  f"+ open {inv['open']} (a loadkit bug; please report it)", file=sys.stderr, flush=True)
+        return int(verdict_exit_code(report["verdict"]))
+
+
+def verdict_of(report: dict[str, Any]) -> str:
+    outcomes = report["sessions"]["outcomes"]
+    if not report["invariant"]["ok"] or outcomes.get("harness_error"):
+        return "error"
+    if unreachable(report):
+        return "unreachable"
+    if not report.get("saturation", {}).get("valid", True):
+        return "invalid"
+    if any(not t["passed"] for t in report.get("thresholds", [])):
+        return "fail"
+    return "pass"
+
+
+def write_outputs(report: dict[str, Any], rows: list[dict[str, Any]], opts: Any) -> None:
+    if opts.loadkit_report:
+        path = Path(opts.loadkit_report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+        tmp.replace(path)
+    if opts.loadkit_html:
+        from loadkit.report import html
+
+        path = Path(opts.loadkit_html)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(html.render(report, rows), encoding="utf-8")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _die(environment: Any, message: str) -> None:
+    """One line, exit 1, no traceback; quiet on --processes children (the parent says it)."""
+    if isinstance(environment.runner, WorkerRunner) and getattr(environment.parsed_options, "processes", None):
+        sys.exit(1)
+    sys.exit(f"loadkit: error: {message}")
+
+
+# -- listeners ------------------------------------------------------------------------
+
+
+@events.init_command_line_parser.add_listener
+def _register_options(parser: Any, **_kw: Any) -> None:
+    options.register(parser)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_kw: Any) -> None:
+    opts = environment.parsed_options
+    if opts is None:  # a library use of Locust without the command line
+        return
+    try:
+        rt = Runtime(environment, opts)
+        if environment.host:
+            environment.host = options.validate_host(environment.host)
+    except ConfigError as exc:
+        _die(environment, str(exc))
+        return
+    environment.loadkit = rt
+    from loadkit.locust import distributed
+
+    distributed.install(environment, rt)
+    if not rt.is_worker and not environment.host:
+        try:
+            rt.gateway = embedded.start(list(opts.gateway_set or []))
+        except ConfigError as exc:
+            _die(environment, str(exc))
+        environment.host = rt.gateway.url
+
+    events_ = environment.events
+
+    @events_.test_start.add_listener
+    def _on_test_start(**_kw: Any) -> None:
+        try:
+            rt.settings = options.settings_from(opts)  # again: the web UI skips type=
+            if environment.host:
+                environment.host = options.validate_host(environment.host)
+        except ConfigError as exc:
+            logger.error("loadkit: %s", exc)
+            gevent.spawn_later(0, environment.runner.quit)
+            return
+        if rt.is_worker:
+            return
+        rt.reset()
+        if rt.ticker is None:
+            rt.ticker = gevent.spawn(rt.tick_forever)
+
+    @events_.usage_monitor.add_listener
+    def _on_usage(environment: Any, cpu_usage: float, **_kw: Any) -> None:
+        if rt.is_master:
+            samples = [c.cpu_usage for c in environment.runner.clients.values()] + [cpu_usage]
+            rt.cpu_samples.append(max(samples))
+        elif not rt.is_worker:
+            rt.cpu_samples.append(cpu_usage)
+
+    @events_.quitting.add_listener
+    def _on_quitting(environment: Any, **_kw: Any) -> None:
+        if rt.is_worker:
+            return
+        runner = environment.runner
+        if runner is not None:
+            runner.stop()  # before the gateway goes: users must not see it vanish
+        if rt.is_master:
+            distributed.await_final_reports(environment, rt)
+        if rt.ticker is not None:
+            rt.ticker.kill(block=False)
+        try:
+            code = rt.finish()
+        except Exception:
+            logger.exception("loadkit: could not finish the report")
+            code = 5
+        finally:
+            if rt.gateway is not None:
+                rt.gateway.stop()
+        environment.process_exit_code = code

@@ -1,0 +1,180 @@
+"""Everything loadkit counts about sessions, in one mergeable object.
+
+The ``Recorder`` is a bag of counters and histograms with no clock and no
+I/O. Hot-path methods do one or two dict updates. It is built for Locust's
+delta-and-merge model: ``detach()`` hands back everything recorded since the
+last call and starts afresh (workers ship that to the master; a single
+process merges it into its running total), ``to_wire``/``from_wire`` cross a
+process boundary, and ``merge`` adds exactly, so percentiles of the whole run
+come from merged histograms, never from averaged percentiles.
+
+The accounting invariant ``started == sum(ended) + open`` is checked
+against an *independent* count: ``open`` comes from the live-session gauge
+kept by the session driver (sessions begun and not yet ended), not from
+this object, so a session counted twice or never ended breaks the equation
+instead of hiding in a derived number.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from loadkit.lifecycle import Result
+from loadkit.metrics.histogram import Histogram
+
+#: Latency series every report has, even when empty.
+LATENCY_PHASES = ("token", "connect", "auth", "message", "ping", "reply")
+#: Survival marks in seconds (``--survival-marks``).
+DEFAULT_SURVIVAL_MARKS = (60, 300, 1800, 3600)
+
+
+class Recorder:
+    __slots__ = (
+        "started", "authenticated", "ended", "close_codes", "latency", "recover",
+        "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
+        "missed_pongs", "session_seconds", "survival_reached", "survival_died",
+        "marks",
+    )
+
+    def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
+        self.marks = tuple(marks)
+        self.started = 0
+        self.authenticated = 0
+        #: (outcome, phase) -> sessions
+        self.ended: Counter[tuple[str, str]] = Counter()
+        #: (phase, code, reason, initiator) -> sessions
+        self.close_codes: Counter[tuple[str, int, str, str]] = Counter()
+        self.latency: dict[str, Histogram] = {p: Histogram() for p in LATENCY_PHASES}
+        #: drop → authenticated again, µs
+        self.recover = Histogram()
+        #: error frames received, by code ("4029")
+        self.errors: Counter[str] = Counter()
+        #: frames from the target we could not use, by kind ("not JSON")
+        self.bad_frames: Counter[str] = Counter()
+        self.reconnect_attempts = 0
+        self.reconnect_successes = 0
+        self.missed_pongs = 0
+        #: authenticated seconds of ended sessions (for drops per session-hour)
+        self.session_seconds = 0.0
+        self.survival_reached: Counter[int] = Counter()
+        self.survival_died: Counter[int] = Counter()
+
+    # -- hot path --------------------------------------------------------------
+
+    def observe(self, phase: str, value_us: int) -> None:
+        self.latency[phase].record(value_us)
+
+    def session_started(self) -> None:
+        self.started += 1
+
+    def session_authenticated(self) -> None:
+        self.authenticated += 1
+
+    def session_ended(self, result: Result, established_s: float,
+                      close: tuple[int, str, str] | None) -> None:
+        """Count one ended session: its outcome, its close code, its survival."""
+        phase = result.phase.value
+        self.ended[(result.outcome.value, phase)] += 1
+        if close is not None:
+            code, reason, initiator = close
+            self.close_codes[(phase, code, reason, initiator)] += 1
+        if result.authenticated:
+            self.session_seconds += established_s
+            drop = result.is_drop
+            for mark in self.marks:
+                if established_s >= mark:
+                    self.survival_reached[mark] += 1
+                elif drop:
+                    self.survival_died[mark] += 1
+
+    # -- derived -----------------------------------------------------------------
+
+    @property
+    def ended_total(self) -> int:
+        return sum(self.ended.values())
+
+    def outcomes(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (outcome, _phase), n in self.ended.items():
+            out[outcome] += n
+        return dict(sorted(out.items()))
+
+    def drops(self) -> int:
+        from loadkit.lifecycle import DROP_OUTCOMES
+
+        return sum(
+            n for (outcome, phase), n in self.ended.items()
+            if outcome in DROP_OUTCOMES and phase in ("just_after_auth", "established")
+        )
+
+    # -- delta and merge -------------------------------------------------------
+
+    def detach(self) -> Recorder:
+        """Everything recorded since the last detach, as a new Recorder; self restarts empty."""
+        old = Recorder(self.marks)
+        for name in self.__slots__:
+            setattr(old, name, getattr(self, name))
+        self.__init__(self.marks)  # type: ignore[misc]
+        return old
+
+    def merge(self, other: Recorder) -> None:
+        self.started += other.started
+        self.authenticated += other.authenticated
+        self.ended.update(other.ended)
+        self.close_codes.update(other.close_codes)
+        for phase, hist in other.latency.items():
+            self.latency.setdefault(phase, Histogram()).merge(hist)
+        self.recover.merge(other.recover)
+        self.errors.update(other.errors)
+        self.bad_frames.update(other.bad_frames)
+        self.reconnect_attempts += other.reconnect_attempts
+        self.reconnect_successes += other.reconnect_successes
+        self.missed_pongs += other.missed_pongs
+        self.session_seconds += other.session_seconds
+        self.survival_reached.update(other.survival_reached)
+        self.survival_died.update(other.survival_died)
+
+    def is_empty(self) -> bool:
+        return not (self.started or self.ended or self.close_codes or self.errors
+                    or self.bad_frames or self.reconnect_attempts or self.missed_pongs
+                    or any(self.latency.values()) or self.recover)
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack- and JSON-safe dict (no tuple keys, no ints as keys)."""
+        return {
+            "marks": list(self.marks),
+            "started": self.started,
+            "authenticated": self.authenticated,
+            "ended": [[o, p, n] for (o, p), n in self.ended.items()],
+            "close_codes": [[p, c, r, i, n] for (p, c, r, i), n in self.close_codes.items()],
+            "latency": {k: h.to_wire() for k, h in self.latency.items() if h},
+            "recover": self.recover.to_wire(),
+            "errors": dict(self.errors),
+            "bad_frames": dict(self.bad_frames),
+            "reconnect": [self.reconnect_attempts, self.reconnect_successes],
+            "missed_pongs": self.missed_pongs,
+            "session_seconds": self.session_seconds,
+            "survival": [[m, self.survival_reached[m], self.survival_died[m]] for m in self.marks],
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Recorder:
+        rec = cls(data.get("marks", DEFAULT_SURVIVAL_MARKS))
+        rec.started = int(data["started"])
+        rec.authenticated = int(data["authenticated"])
+        rec.ended = Counter({(o, p): n for o, p, n in data["ended"]})
+        rec.close_codes = Counter({(p, int(c), r, i): n for p, c, r, i, n in data["close_codes"]})
+        for k, h in data["latency"].items():
+            rec.latency[k] = Histogram.from_wire(h)
+        rec.recover = Histogram.from_wire(data["recover"])
+        rec.errors = Counter(data["errors"])
+        rec.bad_frames = Counter(data["bad_frames"])
+        rec.reconnect_attempts, rec.reconnect_successes = data["reconnect"]
+        rec.missed_pongs = int(data["missed_pongs"])
+        rec.session_seconds = float(data["session_seconds"])
+        for m, reached, died in data["survival"]:
+            rec.survival_reached[m] = reached
+            rec.survival_died[m] = died
+        return rec

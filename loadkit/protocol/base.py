@@ -1,0 +1,101 @@
+"""What every protocol profile provides, and the events it hands back.
+
+The lifecycle asks a profile for frames ("the auth frame for this grant")
+and asks it what a server frame *means* (``classify``); it never inspects a
+frame itself and never branches on a profile's name. Profiles do no I/O: the
+token call is described as a ``TokenRequest`` that the session performs.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class EventKind(enum.IntEnum):
+    """What a frame from the server means to a guest."""
+
+    AUTH_OK = 1          #: authenticated (auth_ok, SessionResponse)
+    AUTH_REFUSED = 2     #: an explicit refusal of the auth frame
+    PONG = 3             #: answer to our keepalive; ``ref`` is its id
+    ACK = 4              #: our message was accepted; ``ref`` is its id
+    AGENT_MESSAGE = 5    #: a message from the agent; ``ref`` is what it replies to, if known
+    ERROR = 6            #: a refused request; ``code``; the socket stays open
+    RATE_LIMITED = 7     #: slow down; ``retry_after`` seconds
+    SESSION_EXPIRED = 8  #: the session or token expired; a close follows
+    SESSION_ENDED = 9    #: the server ended the session (e.g. ConnectionClosedEvent)
+    IGNORED = 10         #: a frame the profile knows and the lifecycle needn't act on
+    UNKNOWN = 11         #: valid JSON object, but no known frame
+    MALFORMED = 12       #: not a JSON object at all
+
+
+@dataclass(slots=True)
+class ServerEvent:
+    kind: EventKind
+    ref: Any = None
+    code: int | None = None
+    retry_after: float | None = None
+    detail: str = ""
+    #: Profile-specific fields the lifecycle passes through untouched
+    #: (e.g. webmessaging's ``newSession``).
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class TokenRequest:
+    """An HTTP request the session performs to obtain a guest token."""
+
+    method: str
+    url: str
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class TokenGrant:
+    """What a guest holds after the token step; secrets live here only."""
+
+    guest_id: str
+    token: str
+    expires_at: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never leak a token into logs or tracebacks
+        return f"TokenGrant(guest_id={self.guest_id!r}, token=<hidden>)"
+
+
+#: How a guest writes its auth frame: the well-behaved way, or one of the
+#: mistakes from the seed thread (a profile may support a subset).
+AUTH_STYLES = ("normal", "wrong_case", "command", "bad_token", "none")
+
+
+class Profile(Protocol):
+    """The sans-I/O description of one gateway protocol."""
+
+    name: str
+    #: Lowest keepalive interval the protocol allows (webmessaging: 30 s).
+    min_keepalive_s: float
+
+    def token_request(self, base_url: str, guest_no: int) -> TokenRequest | None:
+        """The token call, or ``None`` when the guest makes its own token."""
+
+    def token_grant(self, status: int | None, body: bytes, guest_no: int) -> TokenGrant:
+        """The grant from the token response; raises ``ValueError`` if malformed."""
+
+    def websocket_url(self, base_url: str, grant: TokenGrant) -> str: ...
+
+    def handshake_headers(self, base_url: str) -> list[tuple[str, str]]: ...
+
+    def auth_frame(self, grant: TokenGrant, style: str = "normal") -> bytes | None: ...
+
+    def ping_frame(self, seq: int, grant: TokenGrant) -> tuple[bytes, Any]:
+        """The keepalive frame and the reference its answer will carry."""
+
+    def message_frame(self, seq: int, text: str, grant: TokenGrant) -> tuple[bytes, Any]:
+        """A chat message and the reference its ack will carry."""
+
+    def goodbye_frames(self, grant: TokenGrant) -> list[bytes]:
+        """Frames sent before a normal close (e.g. closeSession)."""
+
+    def classify(self, data: bytes | str) -> ServerEvent: ...

@@ -1,0 +1,125 @@
+"""The ``guest`` profile: the protocol of ``shared/reference/guest-protocol.md``.
+
+Frames are built with orjson straight to bytes and classified with a single
+``orjson.loads`` and a dict lookup on ``type``: this runs for every frame of
+every guest, so it does nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from loadkit.protocol.base import EventKind, ServerEvent, TokenGrant, TokenRequest
+
+TOKEN_PATH = "/api/v2/guests"
+WEBSOCKET_PATH = "/api/v2/guest/websocket"
+
+_E = EventKind
+
+
+def ws_url_from_base(base_url: str, path: str, query: str = "") -> str:
+    """``http(s)://host:port/prefix`` → ``ws(s)://host:port/prefix`` + path."""
+    parts = urlsplit(base_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}[parts.scheme]
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, query, ""))
+
+
+def http_url_from_base(base_url: str, path: str) -> str:
+    parts = urlsplit(base_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
+
+
+class GuestProfile:
+    """Default profile: token over REST, ``auth`` frame, ``ping``/``pong``, ``message``/``ack``."""
+
+    name = "guest"
+    min_keepalive_s = 0.0
+
+    def __init__(self, token_path: str = TOKEN_PATH, websocket_path: str = WEBSOCKET_PATH) -> None:
+        self.token_path = token_path
+        self.websocket_path = websocket_path
+
+    # -- token ---------------------------------------------------------------
+
+    def token_request(self, base_url: str, guest_no: int) -> TokenRequest:
+        body = orjson.dumps({"displayName": f"Load Guest {guest_no}"})
+        return TokenRequest(
+            "POST",
+            http_url_from_base(base_url, self.token_path),
+            body,
+            (("Content-Type", "application/json"),),
+        )
+
+    def token_grant(self, status: int | None, body: bytes, guest_no: int) -> TokenGrant:
+        try:
+            data = orjson.loads(body)
+            return TokenGrant(str(data["guestId"]), str(data["token"]), data.get("expiresAt"))
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"malformed token response: {exc.__class__.__name__}") from None
+
+    # -- connection ----------------------------------------------------------
+
+    def websocket_url(self, base_url: str, grant: TokenGrant) -> str:
+        return ws_url_from_base(base_url, self.websocket_path)
+
+    def handshake_headers(self, base_url: str) -> list[tuple[str, str]]:
+        return []
+
+    # -- frames out ----------------------------------------------------------
+
+    def auth_frame(self, grant: TokenGrant, style: str = "normal") -> bytes | None:
+        if style == "none":
+            return None
+        if style == "wrong_case":
+            return orjson.dumps({"type": "Auth", "guestId": grant.guest_id, "token": grant.token})
+        if style == "command":  # the variant suggested in the seed thread
+            return orjson.dumps(
+                {"command": "auth", "guestId": grant.guest_id, "token": grant.token, "version": "1.0"}
+            )
+        token = grant.token[:-4] + "XXXX" if style == "bad_token" else grant.token
+        return orjson.dumps({"type": "auth", "guestId": grant.guest_id, "token": token})
+
+    def ping_frame(self, seq: int, grant: TokenGrant) -> tuple[bytes, Any]:
+        return b'{"type":"ping","id":%d}' % seq, seq
+
+    def message_frame(self, seq: int, text: str, grant: TokenGrant) -> tuple[bytes, Any]:
+        ref = f"c-{seq}"
+        return orjson.dumps({"type": "message", "id": ref, "text": text}), ref
+
+    def goodbye_frames(self, grant: TokenGrant) -> list[bytes]:
+        return []
+
+    # -- frames in -----------------------------------------------------------
+
+    def classify(self, data: bytes | str) -> ServerEvent:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return ServerEvent(_E.MALFORMED, detail="not JSON")
+        if type(obj) is not dict:
+            return ServerEvent(_E.MALFORMED, detail="not a JSON object")
+        kind = obj.get("type")
+        if kind == "ack":
+            return ServerEvent(_E.ACK, obj.get("id"))
+        if kind == "pong":
+            return ServerEvent(_E.PONG, obj.get("id"))
+        if kind == "message":
+            return ServerEvent(_E.AGENT_MESSAGE, obj.get("replyTo"))
+        if kind == "auth_ok":
+            return ServerEvent(_E.AUTH_OK, obj.get("sessionId"), fields=obj)
+        if kind == "error":
+            code = obj.get("code")
+            if code == 4029:
+                retry = obj.get("retryAfter")
+                return ServerEvent(_E.RATE_LIMITED, code=4029, retry_after=float(retry) if retry else None)
+            if code in (4001, 4003):
+                return ServerEvent(_E.AUTH_REFUSED, code=code, detail=str(obj.get("message", "")))
+            return ServerEvent(_E.ERROR, code=code if isinstance(code, int) else None,
+                               detail=str(obj.get("message", "")))
+        if kind == "session_expired":
+            return ServerEvent(_E.SESSION_EXPIRED)
+        return ServerEvent(_E.UNKNOWN, detail=f"type={kind!r}")

@@ -1,0 +1,86 @@
+"""The end-of-run summary on the terminal, from a report dict. Pure text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadkit.protocol.codes import CLOSE_CODE_NAMES
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "-" * len(line)]
+    for r in cells:
+        out.append("  ".join(c.rjust(w) if c[:1].isdigit() or c == "-" else c.ljust(w) for c, w in zip(r, widths)))
+    return out
+
+
+def render_summary(report: dict[str, Any]) -> str:
+    s = report["sessions"]
+    lines = ["", "=== loadkit summary " + "=" * 50]
+    run = report.get("run", {})
+    if run.get("host"):
+        lines.append(f"target {run['host']}  profile {run.get('profile', '?')}  "
+                     f"duration {_fmt(run.get('duration_s'))} s")
+    inv = report["invariant"]
+    lines.append(
+        f"sessions: started {s['started']}, authenticated {s['authenticated']}, "
+        f"ended {inv['ended']}, still open {s['open']}  "
+        f"[accounting {'ok' if inv['ok'] else 'VIOLATED'}: {inv['started']} = {inv['ended']} + {inv['open']}]"
+    )
+    lines.append(
+        f"drops: {report['drops']}  drop rate {_pct(report['drop_rate'])}  "
+        f"drops per session-hour {_fmt(report['drops_per_session_hour'])}  "
+        f"(session-hours {report['session_hours']:.3f})"
+    )
+    lines.append("")
+    lines += _table(["outcome", "phase", "count"],
+                    [[o, p, n] for p, outs in sorted(s["by_phase"].items()) for o, n in sorted(outs.items())])
+    if report["close_codes"]:
+        lines.append("")
+        lines += _table(["code", "meaning", "reason", "initiator", "phase", "count"], [
+            [c["code"], CLOSE_CODE_NAMES.get(c["code"], ""), c["reason"] or "(none)", c["initiator"],
+             c["phase"], c["count"]] for c in report["close_codes"]])
+    lines.append("")
+    lat = report["latency_ms"]
+    lines += _table(["latency ms", "count", "p50", "p95", "p99", "max"], [
+        [phase, v.get("count", 0), v.get("p50"), v.get("p95"), v.get("p99"), v.get("max")]
+        for phase, v in lat.items()])
+    rc = report.get("reconnect", {})
+    if rc.get("attempts"):
+        rm = rc["recover_ms"]
+        lines.append("")
+        lines.append(f"reconnects: {rc['attempts']} attempts, {rc['successes']} recovered; "
+                     f"time to recover p50 {_fmt(rm.get('p50'))} ms, p95 {_fmt(rm.get('p95'))} ms")
+    surv = {k: v for k, v in report.get("survival", {}).items() if v.get("eligible")}
+    if surv:
+        lines.append("survival: " + ", ".join(
+            f"{k} {_pct(v['rate'])} ({v['reached']}/{v['eligible']})" for k, v in surv.items()))
+    ka = report.get("keepalive", {})
+    if ka.get("missed_pongs"):
+        lines.append(f"keepalive: {ka['missed_pongs']} missed pongs, {ka['timeouts']} keepalive timeouts")
+    if report.get("errors"):
+        lines.append("error frames: " + ", ".join(f"{k}×{v}" for k, v in report["errors"].items()))
+    if report.get("bad_frames"):
+        lines.append("bad frames: " + ", ".join(f"{k}×{v}" for k, v in report["bad_frames"].items()))
+    for t in report.get("thresholds", []):
+        mark = "PASS" if t["passed"] else "FAIL"
+        lines.append(f"threshold {mark}: {t['expr']}  (value {_fmt(t['value'])})")
+    if "verdict" in report:
+        lines.append(f"verdict: {report['verdict'].upper()}")
+    lines.append("=" * 70)
+    return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.2f}%"

@@ -1,0 +1,378 @@
+"""Drive one guest through its lifecycle over a transport.
+
+This is where the pure layers meet I/O, without owning any: the transport
+does the waiting, the profile makes and reads frames, ``Lifecycle`` keeps
+the state and classifies the end, the ``Recorder`` counts. The driver makes
+no Locust calls either: phase timings go to a ``report`` callback that the
+Locust glue points at ``events.request``.
+
+One greenlet per guest does everything: it computes the next deadline
+(keepalive due, message due, pong overdue, session over) and blocks in
+``recv`` until then, so a guest costs one socket and one greenlet.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from loadkit.errors import (
+    ConnectFailed,
+    ConnectionEnded,
+    ConnectRefused,
+    HttpStatusError,
+    TargetProtocolError,
+    UpgradeRefused,
+)
+from loadkit.lifecycle import Cause, Ending, Lifecycle, Result, Step
+from loadkit.metrics.recorder import Recorder
+from loadkit.protocol.base import EventKind, Profile, TokenGrant
+from loadkit.settings import Behaviour, HarnessSettings, backoff
+
+#: ``report(name, response_time_ms, error_or_None, response_length)``
+Report = Callable[[str, float, BaseException | None, int], None]
+
+_E = EventKind
+
+
+def _no_report(name: str, ms: float, error: BaseException | None, length: int) -> None:
+    pass
+
+
+class LiveSessions:
+    """The open-sessions gauge, kept apart from the recorder's counters.
+
+    It is the independent side of the accounting check
+    ``started == ended + open``.
+    """
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = 0
+
+
+class SessionDriver:
+    def __init__(self, transport: Any, profile: Profile, recorder: Recorder,
+                 settings: HarnessSettings, base_url: str, live: LiveSessions,
+                 report: Report = _no_report, rng: random.Random | None = None) -> None:
+        self.transport = transport
+        self.profile = profile
+        self.recorder = recorder
+        self.settings = settings
+        self.base_url = base_url
+        self.live = live
+        self.report = report
+        self.rng = rng or random.Random()
+
+    # -- a guest: one session, plus reconnects after drops ---------------------------
+
+    def run_guest(self, guest_no: int, behaviour: Behaviour) -> Result:
+        """Run one guest to its end; reconnect (with backoff) after a drop."""
+        s = self.settings
+        now = self.transport.now
+        length = self.rng.uniform(*s.session_seconds)
+        result, grant, end_at = self.run_session(guest_no, behaviour, None, length, None)
+        attempt = 0
+        dropped_at: float | None = None
+        while s.reconnect and attempt < s.reconnect_max_attempts and (
+            result.is_drop or (dropped_at is not None and not result.authenticated)
+        ):
+            if dropped_at is None:
+                dropped_at = now()
+            attempt += 1
+            self.transport.sleep(backoff(attempt, s.reconnect_base_s, s.reconnect_cap_s, self.rng))
+            self.recorder.reconnect_attempts += 1
+            reuse = grant if grant is not None and self._grant_valid(grant) else None
+            result, grant2, end_at = self.run_session(guest_no, behaviour, reuse, length, end_at)
+            grant = grant2 or grant
+            if result.authenticated:
+                rec = self.recorder
+                rec.reconnect_successes += 1
+                recovered = self._last_auth_at - dropped_at
+                rec.recover.record(int(recovered * 1e6))
+                self.report("reconnect", recovered * 1000.0, None, 0)
+                dropped_at = None if not result.is_drop else now()
+                attempt = 0 if result.is_drop else attempt
+        return result
+
+    def _grant_valid(self, grant: TokenGrant) -> bool:
+        import time
+
+        return grant.expires_at is None or grant.expires_at > time.time() + 5
+
+    # -- one session -------------------------------------------------------------
+
+    def run_session(self, guest_no: int, behaviour: Behaviour, grant: TokenGrant | None,
+                    length: float, end_at: float | None) -> tuple[Result, TokenGrant | None, float | None]:
+        """One connection's life. Returns its result, the grant and the guest's end time."""
+        t = self.transport
+        rec = self.recorder
+        lc = Lifecycle(t.now())
+        rec.session_started()
+        self.live.open += 1
+        ws = None
+        ending: Ending | None = None
+        self._last_auth_at = 0.0
+        self._refused = False
+        self._expired = False
+        try:
+            try:
+                grant = self._token(lc, grant, guest_no)
+                ws = self._connect(lc, grant)
+                ending = self._authenticate(lc, ws, grant, behaviour)
+                if ending is None:
+                    if end_at is None:
+                        end_at = lc.auth_at + length  # type: ignore[operator]
+                    ending = self._established(lc, ws, grant, behaviour, end_at)
+            except ConnectRefused as exc:
+                ending = Ending(Cause.CONNECT_REFUSED, detail=str(exc))
+            except UpgradeRefused as exc:
+                ending = Ending(Cause.UPGRADE_REFUSED, detail=f"HTTP {exc.status}")
+            except HttpStatusError as exc:
+                ending = Ending(Cause.TOKEN_REFUSED, detail=f"HTTP {exc.status}")
+            except ConnectFailed as exc:
+                ending = Ending(Cause.CONNECT_FAILED, detail=exc.reason)
+            except TargetProtocolError as exc:
+                ending = Ending(Cause.PROTOCOL_ERROR, exc.code, exc.reason, exc.initiator, str(exc))
+            except ConnectionEnded as exc:
+                ending = Ending(Cause.CLOSED, exc.code, exc.reason, exc.initiator,
+                                refused=self._refused, expired=self._expired)
+        except BaseException:
+            # Not ours to swallow: record the end, then let it go on.
+            exc = sys.exc_info()[1]
+            stopping = not isinstance(exc, Exception)
+            cause = Cause.STOPPED if stopping else Cause.HARNESS_ERROR
+            ending = self._close(ws, cause, 1001 if stopping else 1011,
+                                 "harness stopping" if stopping else "harness error", wait=False,
+                                 detail="" if stopping else repr(exc))
+            self._finish(lc, ending, rec)
+            raise
+        result = self._finish(lc, ending, rec)
+        return result, grant, end_at
+
+    def _finish(self, lc: Lifecycle, ending: Ending, rec: Recorder) -> Result:
+        t = self.transport
+        now = t.now()
+        if lc.state is lc.state.NEW:
+            lc.step(Step.BEGIN, now)
+        result = lc.end(ending, now, self.settings.just_after_auth_s)
+        self.live.open -= 1
+        close = None
+        if ending.code is not None:
+            close = (ending.code, ending.reason, ending.initiator or "none")
+        established = lc.established_s(now)
+        self.recorder.session_ended(result, established, close)
+        ok = result.outcome.value in ("closed_normally", "stopped_by_harness")
+        if not ok:
+            err = ending.detail or (
+                str(ConnectionEnded(ending.code, ending.reason, ending.initiator or "none"))
+                if ending.code is not None else ending.cause.value
+            )
+            self.report("session", (now - lc.started_at) * 1000.0,
+                        SessionEnded(f"{result.outcome.value} in {result.phase.value}: {err}"), 0)
+        else:
+            self.report("session", (now - lc.started_at) * 1000.0, None, 0)
+        return result
+
+    # -- phases ----------------------------------------------------------------
+
+    def _token(self, lc: Lifecycle, grant: TokenGrant | None, guest_no: int) -> TokenGrant:
+        t = self.transport
+        if grant is not None:
+            lc.step(Step.RESUME, t.now())
+            return grant
+        lc.step(Step.BEGIN, t.now())
+        request = self.profile.token_request(self.base_url, guest_no)
+        if request is None:
+            grant = self.profile.token_grant(None, b"", guest_no)
+        else:
+            t0 = t.now()
+            try:
+                status, body = t.http(request)
+                grant = self.profile.token_grant(status, body, guest_no)
+            except ValueError as exc:
+                self.report("token", (t.now() - t0) * 1000.0, exc, 0)
+                raise HttpStatusError(200, b"malformed token response") from None
+            except (HttpStatusError, ConnectRefused, ConnectFailed) as exc:
+                self.report("token", (t.now() - t0) * 1000.0, exc, 0)
+                raise
+            dt = t.now() - t0
+            self.recorder.observe("token", int(dt * 1e6))
+            self.report("token", dt * 1000.0, None, len(body))
+        lc.step(Step.TOKEN_OK, t.now())
+        return grant
+
+    def _connect(self, lc: Lifecycle, grant: TokenGrant) -> Any:
+        t = self.transport
+        url = self.profile.websocket_url(self.base_url, grant)
+        headers = self.profile.handshake_headers(self.base_url)
+        t0 = t.now()
+        try:
+            ws = t.connect(url, headers, self.settings.connect_timeout_s)
+        except (ConnectRefused, ConnectFailed, UpgradeRefused) as exc:
+            self.report("connect", (t.now() - t0) * 1000.0, exc, 0)
+            raise
+        t1 = t.now()
+        self.recorder.observe("connect", int((t1 - t0) * 1e6))
+        self.report("connect", (t1 - t0) * 1000.0, None, 0)
+        lc.step(Step.OPENED, t1)
+        return ws
+
+    def _authenticate(self, lc: Lifecycle, ws: Any, grant: TokenGrant, behaviour: Behaviour) -> Ending | None:
+        """Send auth, wait for the answer. None when authenticated, else how it ended."""
+        t = self.transport
+        frame = self.profile.auth_frame(grant, behaviour.auth_style)
+        t0 = t.now()
+        if frame is not None:
+            try:
+                ws.send(frame)
+            except ConnectionEnded as exc:
+                self.report("auth", (t.now() - t0) * 1000.0, exc, 0)
+                raise
+        deadline = t0 + self.settings.auth_timeout_s
+        while True:
+            try:
+                data = ws.recv(deadline - t.now())
+            except ConnectionEnded as exc:
+                self.report("auth", (t.now() - t0) * 1000.0, exc, 0)
+                raise
+            if data is None:
+                ending = self._close(ws, Cause.AUTH_TIMEOUT, 1000, "auth timeout", wait=True,
+                                     detail=f"no auth answer within {self.settings.auth_timeout_s:g} s")
+                self.report("auth", (t.now() - t0) * 1000.0, TimeoutError(ending.detail), 0)
+                return ending
+            ev = self.profile.classify(data)
+            kind = ev.kind
+            if kind is _E.AUTH_OK:
+                t1 = t.now()
+                lc.step(Step.AUTH_OK, t1)
+                self._last_auth_at = t1
+                rec = self.recorder
+                rec.session_authenticated()
+                rec.observe("auth", int((t1 - t0) * 1e6))
+                self.report("auth", (t1 - t0) * 1000.0, None, len(data))
+                return None
+            self._note(ev)
+
+    def _note(self, ev: Any) -> None:
+        """Count what a frame says that the current phase doesn't act on."""
+        kind = ev.kind
+        rec = self.recorder
+        if kind is _E.AUTH_REFUSED:
+            self._refused = True
+            rec.errors[str(ev.code)] += 1
+        elif kind is _E.ERROR or kind is _E.RATE_LIMITED:
+            rec.errors[str(ev.code)] += 1
+        elif kind is _E.SESSION_EXPIRED:
+            self._expired = True
+        elif kind is _E.MALFORMED or kind is _E.UNKNOWN:
+            rec.bad_frames[ev.detail if kind is _E.MALFORMED else "unknown frame"] += 1
+
+    def _established(self, lc: Lifecycle, ws: Any, grant: TokenGrant, behaviour: Behaviour,
+                     end_at: float) -> Ending:
+        t = self.transport
+        s = self.settings
+        profile = self.profile
+        rng = self.rng
+        rec = self.recorder
+        report = self.report
+        now = t.now()
+        keepalive = behaviour.keepalive
+        interval = behaviour.message_interval or s.message_interval
+        next_ping = now + s.keepalive_s if keepalive else float("inf")
+        next_msg = now + rng.uniform(*interval) if behaviour.messages else float("inf")
+        pings: dict[Any, float] = {}
+        acks: dict[Any, float] = {}
+        replies: dict[Any, float] = {}
+        seq = 0
+        misses = 0
+        text = ("hello from loadkit " * (1 + s.message_chars // 19))[: s.message_chars]
+        while True:
+            now = t.now()
+            if now >= end_at:
+                for frame in profile.goodbye_frames(grant):
+                    ws.send(frame)
+                return self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True)
+            if now >= next_ping:
+                seq += 1
+                frame, ref = profile.ping_frame(seq, grant)
+                ws.send(frame)
+                pings[ref] = now
+                next_ping = now + s.keepalive_s
+            if pings:
+                oldest = min(pings.values())
+                if now - oldest >= s.pong_timeout_s:
+                    for ref in [r for r, ts in pings.items() if now - ts >= s.pong_timeout_s]:
+                        del pings[ref]
+                        rec.missed_pongs += 1
+                        misses += 1
+                    if misses >= s.keepalive_misses:
+                        return self._close(ws, Cause.KEEPALIVE_TIMEOUT, 1001, "keepalive timeout",
+                                           wait=False, detail=f"no pong within {s.pong_timeout_s:g} s")
+                pong_due = min(pings.values()) + s.pong_timeout_s if pings else float("inf")
+            else:
+                pong_due = float("inf")
+            if now >= next_msg:
+                seq += 1
+                frame, ref = profile.message_frame(seq, text, grant)
+                ws.send(frame)
+                acks[ref] = now
+                replies[ref] = now
+                next_msg = now + rng.uniform(*interval)
+            wait = min(end_at, next_ping, next_msg, pong_due) - now
+            data = ws.recv(wait if wait > 0 else 0)
+            if data is None:
+                continue
+            ev = profile.classify(data)
+            kind = ev.kind
+            if kind is _E.ACK:
+                sent = acks.pop(ev.ref, None)
+                if sent is not None:
+                    dt = t.now() - sent
+                    rec.observe("message", int(dt * 1e6))
+                    report("message", dt * 1000.0, None, len(data))
+            elif kind is _E.PONG:
+                sent = pings.pop(ev.ref, None)
+                if sent is not None:
+                    misses = 0
+                    dt = t.now() - sent
+                    rec.observe("ping", int(dt * 1e6))
+                    report("ping", dt * 1000.0, None, len(data))
+            elif kind is _E.AGENT_MESSAGE:
+                sent = replies.pop(ev.ref, None)
+                if sent is not None:
+                    dt = t.now() - sent
+                    rec.observe("reply", int(dt * 1e6))
+                    report("reply", dt * 1000.0, None, len(data))
+            elif kind is _E.RATE_LIMITED:
+                rec.errors["4029"] += 1
+                acks.pop(ev.ref, None)
+                if behaviour.honour_retry_after and ev.retry_after:
+                    next_msg = max(next_msg, t.now() + ev.retry_after)
+            else:
+                self._note(ev)
+
+    def _close(self, ws: Any, cause: Cause, code: int, reason: str, wait: bool,
+               detail: str = "") -> Ending:
+        """Close from our side and say how it really ended (the server may have been first)."""
+        if ws is None:
+            return Ending(cause, detail=detail)
+        try:
+            ended = ws.close(code, reason, wait=wait)
+        except Exception:  # a broken socket while stopping: the decision stands
+            ended = ConnectionEnded(code, reason, "client")
+        if ended.initiator != "client":
+            # The server's close (or a lost connection) came first: that is
+            # what happened, whatever we meant to do.
+            if cause in (Cause.STOPPED, Cause.HARNESS_ERROR):
+                return Ending(cause, ended.code, ended.reason, ended.initiator, detail)
+            return Ending(Cause.CLOSED, ended.code, ended.reason, ended.initiator,
+                          refused=self._refused, expired=self._expired)
+        return Ending(cause, ended.code, ended.reason, ended.initiator, detail)
+
+
+class SessionEnded(Exception):
+    """Failure text for Locust's table when a session did not end normally."""

@@ -1,0 +1,182 @@
+"""Harness settings: parsing and validation of every loadkit option, pure.
+
+Each option value has a parser here that raises ``ConfigError`` with one
+line saying what is wrong and what is expected; the Locust glue wraps them
+as argparse ``type=`` callables (so a bad value stops Locust before any
+fork, for the command line, environment and config files alike) and
+validates the whole set again at ``test_start`` (the web UI skips ``type=``).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from loadkit.errors import ConfigError
+
+#: Misbehaving guests (the seed thread's mistakes) and what each does.
+BEHAVIOURS: dict[str, dict[str, Any]] = {
+    "normal": {},
+    "no_keepalive": {"keepalive": False, "messages": False},   # silent: the idle timeout kills it
+    "wrong_case": {"auth_style": "wrong_case"},                # {"type":"Auth"}
+    "command_auth": {"auth_style": "command"},                 # {"command":"auth",...}
+    "bad_token": {"auth_style": "bad_token"},
+    "no_auth": {"auth_style": "none"},                         # never authenticates
+    "fast_messages": {"message_interval": (0.02, 0.05), "honour_retry_after": False},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    name: str = "normal"
+    auth_style: str = "normal"
+    keepalive: bool = True
+    messages: bool = True
+    message_interval: tuple[float, float] | None = None
+    honour_retry_after: bool = True
+
+
+def behaviour(name: str) -> Behaviour:
+    return Behaviour(name=name, **BEHAVIOURS[name])
+
+
+def parse_range(text: str, what: str = "value", minimum: float = 0.0) -> tuple[float, float]:
+    """``"5-10"`` → (5.0, 10.0); ``"7"`` → (7.0, 7.0)."""
+    raw = str(text).strip()
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(?:-\s*([0-9]*\.?[0-9]+)\s*)?", raw)
+    if not m:
+        raise ConfigError(f"{what} must be MIN-MAX in seconds (e.g. 5-10), got {raw!r}")
+    lo = float(m.group(1))
+    hi = float(m.group(2)) if m.group(2) is not None else lo
+    if lo > hi:
+        raise ConfigError(f"{what} must be MIN-MAX with MIN <= MAX, got {raw!r}: write {m.group(2)}-{m.group(1)}")
+    if lo < minimum:
+        raise ConfigError(f"{what} must be at least {minimum:g}, got {raw!r}")
+    return lo, hi
+
+
+def parse_seconds(text: str | float, what: str = "value", positive: bool = True) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number of seconds, got {text!r}") from None
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{what} must be {'greater than 0' if positive else 'at least 0'}, got {text!r}")
+    return value
+
+
+def parse_count(text: str | int, what: str = "value") -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise ConfigError(f"{what} must be at least 0, got {text!r}")
+    return value
+
+
+def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
+    """``"normal=95,no_keepalive=5"`` → weights per behaviour."""
+    out: list[tuple[str, float]] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if name not in BEHAVIOURS:
+            raise ConfigError(
+                f"guest mix: unknown behaviour {name!r}; expected NAME=WEIGHT with NAME one of "
+                + ", ".join(BEHAVIOURS)
+            )
+        try:
+            w = float(weight) if sep else 1.0
+        except ValueError:
+            raise ConfigError(f"guest mix: weight of {name!r} must be a number, got {weight!r}") from None
+        if w < 0:
+            raise ConfigError(f"guest mix: weight of {name!r} must be at least 0, got {weight!r}")
+        out.append((name, w))
+    if not out or sum(w for _, w in out) <= 0:
+        raise ConfigError(f"guest mix must name at least one behaviour with a positive weight, got {text!r}")
+    return tuple(out)
+
+
+_MARK = re.compile(r"^\s*([0-9]+)\s*([smh]?)\s*$")
+
+
+def parse_marks(text: str) -> tuple[int, ...]:
+    """``"1m,5m,30m,60m"`` → seconds (90s, 1h and bare seconds accepted)."""
+    marks = []
+    for part in str(text).split(","):
+        m = _MARK.match(part)
+        if not m or int(m.group(1)) == 0:
+            raise ConfigError(f"survival marks must be durations like 90s, 5m, 1h, got {part.strip()!r}")
+        marks.append(int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)])
+    return tuple(sorted(set(marks)))
+
+
+def mark_label(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h" if seconds != 3600 else "60m"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class HarnessSettings:
+    """Everything that shapes a guest's life, with the defaults users get."""
+
+    session_seconds: tuple[float, float] = (10.0, 30.0)
+    keepalive_s: float = 20.0
+    pong_timeout_s: float = 10.0
+    keepalive_misses: int = 1
+    message_interval: tuple[float, float] = (2.0, 5.0)
+    message_chars: int = 40
+    pause_between: tuple[float, float] = (0.0, 1.0)
+    connect_timeout_s: float = 10.0
+    auth_timeout_s: float = 15.0
+    close_timeout_s: float = 2.0
+    just_after_auth_s: float = 5.0
+    reconnect: bool = True
+    reconnect_base_s: float = 0.5
+    reconnect_cap_s: float = 15.0
+    reconnect_max_attempts: int = 5
+    guest_mix: tuple[tuple[str, float], ...] = (("normal", 1.0),)
+    survival_marks: tuple[int, ...] = (60, 300, 1800, 3600)
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> HarnessSettings:
+        if self.keepalive_s <= 0:
+            raise ConfigError(f"--keepalive-interval must be greater than 0, got {self.keepalive_s:g}")
+        if self.pong_timeout_s <= 0:
+            raise ConfigError(f"--pong-timeout must be greater than 0, got {self.pong_timeout_s:g}")
+        for name in ("session_seconds", "message_interval", "pause_between"):
+            lo, hi = getattr(self, name)
+            if lo < 0 or lo > hi:
+                raise ConfigError(f"--{name.replace('_', '-')} must be MIN-MAX with 0 <= MIN <= MAX, got {lo:g}-{hi:g}")
+        if self.reconnect_base_s <= 0 or self.reconnect_cap_s < self.reconnect_base_s:
+            raise ConfigError("--reconnect-backoff must be BASE-CAP with 0 < BASE <= CAP")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = [list(x) for x in v] if f.name == "guest_mix" else v
+        return out
+
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with equal jitter: half of min(cap, base·2^(n-1)), plus up to as much again.
+
+    Equal rather than full jitter so a reconnect storm still spreads out but
+    no attempt hammers a restarting gateway after a near-zero pause.
+    """
+    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    return delay / 2 + rng.uniform(0.0, delay / 2)
