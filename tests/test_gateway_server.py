@@ -11,7 +11,10 @@ produce log noise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -544,24 +547,22 @@ def test_opened_equals_closed_plus_open_under_churn(start: Any) -> None:
         (1000, "client", "authenticated", 8), (1000, "client", "pre_auth", 4)}
 
 
-# --- a handler bug, in process --------------------------------------------------------
+# --- in process: planted bugs, leaks, log noise --------------------------------------
 
 
-def test_a_handler_bug_closes_1011_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the gateway in this process so a bug can be planted in the session code."""
-    from loadkit.gateway.server import Gateway, Session
+@contextlib.contextmanager
+def in_process(*assignments: str) -> Iterator[Any]:
+    """A Gateway on its own event loop in a thread of this process, so tests can look inside."""
+    from loadkit.gateway.server import Gateway
 
-    async def broken(self: Session, frame: dict[str, Any]) -> bool:
-        raise RuntimeError("planted bug")
-
-    monkeypatch.setattr(Session, "_on_message", broken)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     box: dict[str, Any] = {}
 
     async def run() -> None:
-        gateway = box["gateway"] = Gateway(load_settings(None, [f"secret={SECRET}"], seed=1))
-        box["port"] = await gateway.start("127.0.0.1", 0)
+        gateway = box["gateway"] = Gateway(load_settings(None, [f"secret={SECRET}", *assignments], seed=1))
+        port = await gateway.start("127.0.0.1", 0)
+        gateway.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
         ready.set()
         await gateway.stopping.wait()
         await gateway.shutdown()
@@ -570,20 +571,53 @@ def test_a_handler_bug_closes_1011_internal_error(monkeypatch: pytest.MonkeyPatc
     thread.start()
     try:
         assert ready.wait(5)
-        url = f"ws://127.0.0.1:{box['port']}/api/v2/guest/websocket"
+        yield box["gateway"]
+    finally:
+        loop.call_soon_threadsafe(box["gateway"].request_stop)
+        thread.join(10)
+        loop.close()
+
+
+def wait_for(predicate: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_a_handler_bug_closes_1011_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadkit.gateway.server import Session
+
+    async def broken(self: Session, frame: dict[str, Any]) -> bool:
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(Session, "_on_message", broken)
+    with in_process() as gateway:
+        url = gateway.url.replace("http", "ws") + "/api/v2/guest/websocket"
         with connect(url, proxy=None, compression=None, open_timeout=5) as conn:
             send(conn, {"type": "auth", "guestId": "g", "token": forge("g")})
             assert recv(conn)["type"] == "auth_ok"
             send(conn, {"type": "message", "id": "c-1", "text": "boom"})
             seen = until_closed(conn)
         assert seen == Seen(1011, "internal error", "server", ())
-        deadline = time.monotonic() + 5
-        while box["gateway"].stats.closed < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        closes = box["gateway"].stats.snapshot({})["closes"]
-        assert closes == [{"code": 1011, "reason": "internal error", "initiator": "server",
-                           "phase": "authenticated", "count": 1}]
-    finally:
-        loop.call_soon_threadsafe(box["gateway"].request_stop)
-        thread.join(10)
-        loop.close()
+        wait_for(lambda: gateway.stats.closed == 1)
+        assert gateway.stats.snapshot({})["closes"] == [
+            {"code": 1011, "reason": "internal error", "initiator": "server", "phase": "authenticated", "count": 1}]
+
+
+def test_plain_http_leaves_no_tasks_connections_or_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    caplog.set_level(logging.DEBUG)
+    with in_process() as gateway:
+        for _ in range(50):
+            opener.open(urllib.request.Request(gateway.url + "/api/v2/guests", method="POST"), timeout=5).read()
+            opener.open(gateway.url + "/_gateway/stats", timeout=5).read()
+        with socket.create_connection(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]))) as raw:
+            raw.sendall(b"garbage\r\n\r\n")  # malformed: 400, then closed
+            assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+        server = gateway.server
+        wait_for(lambda: not server.handler_tasks)
+        assert gateway.stats.tokens_issued == 50 and not server.all_connections
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
