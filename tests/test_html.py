@@ -220,7 +220,8 @@ def test_many_close_codes_are_folded_into_other() -> None:
 
 
 def test_empty_report_and_series_render() -> None:
-    for series in ([], None):
+    empty: list[list[dict[str, Any]] | None] = [[], None]
+    for series in empty:
         document = render({}, series)
         text = " ".join(parse(document).text)
         assert "NO VERDICT" in text and "No time-series rows" in text
@@ -403,11 +404,12 @@ def chromium(tmp_path: Path) -> Any:
     """A headless Chromium with the DevTools protocol on a free port; yields (DevTools, log path)."""
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    executable: str = CHROMIUM
     from websockets.sync.client import connect
     profile, log_path = tmp_path / "profile", tmp_path / "chromium.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
              "--remote-debugging-port=0", "--window-size=1200,900", "about:blank"],

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -448,3 +452,16 @@ def test_evaluation_does_not_modify_the_report() -> None:
     evaluate_partial(thresholds, report)
     assert report == before
     assert all(isinstance(t, Threshold) for t in thresholds)
+
+
+def test_the_report_readers_load_no_sockets_locust_or_gevent() -> None:
+    code = (
+        "import sys\n"
+        "import loadkit.report.thresholds, loadkit.report.compare, loadkit.report.html, loadkit.report.exitcodes\n"
+        "print(sorted(m for m in ('socket', 'ssl', 'asyncio', 'gevent', 'locust', 'websockets') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -179,7 +179,7 @@ class _Line:
 
 def _nice_step(span: float, target: int = 5) -> float:
     raw = span / target
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude = 10.0 ** math.floor(math.log10(raw))
     for multiple in (1, 2, 2.5, 5, 10):
         if raw <= multiple * magnitude * (1 + 1e-9):
             return multiple * magnitude
@@ -452,8 +452,13 @@ def _outcomes(report: Mapping[str, Any]) -> str:
     if not isinstance(outcomes, Mapping):
         return _not_measured("Outcomes")
     started = _num(sessions.get("started"))
+
+    def share(count: Any) -> str:
+        number = _num(count)
+        return _pct(number / started) if number is not None and started else "&ndash;"
+
     rows = [
-        (_e(name), _fmt(count), _pct(_num(count) / started) if started and _num(count) is not None else "&ndash;")
+        (_e(name), _fmt(count), share(count))
         for name, count in sorted(outcomes.items(), key=lambda kv: (-(_num(kv[1]) or 0), str(kv[0])))
     ]
     out = _table(("outcome", "sessions", "share of started"), rows, numeric=(1, 2))
