@@ -146,7 +146,7 @@ class SessionDriver:
             stopping = not isinstance(exc, Exception)
             cause = Cause.STOPPED if stopping else Cause.HARNESS_ERROR
             ending = self._close(ws, cause, 1001 if stopping else 1011,
-                                 "harness stopping" if stopping else "harness error", wait=False,
+                                 "harness stopping" if stopping else "harness error", wait=stopping,
                                  detail="" if stopping else repr(exc))
             self._finish(lc, ending, rec)
             raise
@@ -364,6 +364,8 @@ class SessionDriver:
             ended = ws.close(code, reason, wait=wait)
         except Exception:  # a broken socket while stopping: the decision stands
             ended = ConnectionEnded(code, reason, "client")
+        for data in ws.leftover:  # what the server sent before our close reached it
+            self._note(self.profile.classify(data))
         if ended.initiator != "client":
             # The server's close (or a lost connection) came first: that is
             # what happened, whatever we meant to do.

@@ -58,7 +58,7 @@ class WebSocket:
     exchanged. Pings from the server are answered inside ``recv``.
     """
 
-    __slots__ = ("_sock", "_proto", "_events", "_parts", "_ended", "close_timeout")
+    __slots__ = ("_sock", "_proto", "_events", "_parts", "_ended", "close_timeout", "leftover")
 
     def __init__(self, sock: Any, proto: ClientProtocol, pending: list[Any], close_timeout: float) -> None:
         self._sock = sock
@@ -67,6 +67,9 @@ class WebSocket:
         self._parts: list[bytes] | None = None
         self._ended: ConnectionEnded | None = None
         self.close_timeout = close_timeout
+        #: Messages that arrived while we were closing: the caller still
+        #: counts them (the server sent them; the harness must not lose them).
+        self.leftover: list[bytes] = []
 
     # -- sending ---------------------------------------------------------------
 
@@ -223,8 +226,9 @@ class WebSocket:
         """Start (or finish) the close handshake and return how it ended.
 
         With ``wait`` the server's close frame is awaited for up to
-        ``close_timeout``; without it (the harness stopping) our close frame
-        is written and the socket released at once.
+        ``close_timeout`` (messages that arrive meanwhile go to
+        ``leftover``); without it our close frame is written and the socket
+        released at once.
         """
         if self._ended is not None:
             return self._ended
@@ -244,7 +248,10 @@ class WebSocket:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._read(remaining):
                     break
-            self._events.clear()
+        while self._events:
+            msg = self._on_event(self._events.popleft())
+            if msg is not None:
+                self.leftover.append(msg)
         return self._finish()
 
     def abort(self) -> None:

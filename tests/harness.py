@@ -1,0 +1,86 @@
+"""Test helpers: run the real harness (Locust headless) against a real gateway.
+
+Every process started here is stopped by PID before the helper returns,
+also when the test fails or times out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "locustfile.py"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None
+    series: list[dict[str, Any]]
+
+
+def locust_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args]
+
+
+def run_locust(tmp: Path, *args: str, users: int = 10, rate: float = 10, run_time: str = "5s",
+               timeout: float = 90, headless: bool = True, extra_env: dict[str, str] | None = None) -> Run:
+    """Run ``locust`` headless with a JSON report and series; return both."""
+    report = tmp / "report.json"
+    series = tmp / "series.jsonl"
+    cmd = locust_command(
+        *(["--headless"] if headless else []), "-u", str(users), "-r", str(rate), "-t", run_time,
+        "--loadkit-report", str(report), "--loadkit-series", str(series), "--series-interval", "1",
+        "--only-summary", *args,
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(extra_env or {}))
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env=env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    data = json.loads(report.read_text()) if report.exists() else None
+    rows = [json.loads(line) for line in series.read_text().splitlines()] if series.exists() else []
+    return Run(proc.returncode, out.decode(), err.decode(), data, rows)
+
+
+def settled_stats(gateway: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """The gateway's ground truth once every connection it saw has ended."""
+    deadline = time.monotonic() + timeout
+    stats = gateway.stats()
+    while stats["sessions"]["open"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = gateway.stats()
+    return stats
+
+
+def codes_by(closes: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], int]:
+    """Sum close-code rows by the given keys (e.g. "code", "initiator")."""
+    out: dict[tuple[Any, ...], int] = {}
+    for row in closes:
+        k = tuple(row[key] for key in keys)
+        out[k] = out.get(k, 0) + row["count"]
+    return out
+
+
+def assert_matches_gateway(report: dict[str, Any], stats: dict[str, Any]) -> None:
+    """The harness's counts equal the gateway's record: equal, not close."""
+    s = report["sessions"]
+    assert report["invariant"]["ok"], report["invariant"]
+    assert s["started"] == sum(s["outcomes"].values()) + s["open"]
+    assert s["authenticated"] == stats["sessions"]["authenticated"]
+    assert codes_by(report["close_codes"], "code", "reason", "initiator") == \
+        codes_by(stats["closes"], "code", "reason", "initiator")
