@@ -15,8 +15,6 @@ from typing import Any
 import orjson
 import pytest
 
-from loadkit.errors import ConfigError
-from loadkit.protocol import get_profile
 from loadkit.protocol.base import AUTH_STYLES, EventKind, ServerEvent, TokenGrant, TokenRequest
 from loadkit.protocol.guest import GuestProfile
 
@@ -312,19 +310,9 @@ def test_the_paths_are_settings_of_the_profile(grant: TokenGrant) -> None:
     assert custom.token_request("https://h", 1).url == "https://h/guests"
 
 
-# -- secrets and registry ------------------------------------------------------------------------
+# -- secrets ---------------------------------------------------------------------------------
 
 
 def test_a_token_grant_never_shows_its_token(grant: TokenGrant) -> None:
     for text in (repr(grant), str(grant), f"{grant}", repr([grant]), repr({"g": grant})):
         assert TOKEN not in text and "<hidden>" in text and GUEST_ID in text
-
-
-def test_the_guest_profile_is_the_registered_default() -> None:
-    assert isinstance(get_profile("guest"), GuestProfile)
-    assert get_profile("guest", websocket_path="/ws").websocket_path == "/ws"
-
-
-def test_an_unknown_profile_is_a_one_line_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"^unknown profile 'nope': expected one of .*guest"):
-        get_profile("nope")
