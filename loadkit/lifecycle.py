@@ -171,7 +171,10 @@ def classify(ending: Ending, state: State, authenticated: bool, since_auth_s: fl
     outcome = _DIRECT.get(ending.cause)
     if outcome is None:  # Cause.CLOSED: the target ended it
         code = ending.code
-        if ending.initiator == "none" or code == NO_CLOSE_FRAME:
+        if authenticated and (ending.expired or (code in SESSION_EXPIRED_CODES and ending.initiator != "none")):
+            # The server said why before the link went: that names the end.
+            outcome = Outcome.SESSION_EXPIRED
+        elif ending.initiator == "none" or code == NO_CLOSE_FRAME:
             outcome = Outcome.CONNECTION_LOST
         elif not authenticated:
             if ending.refused or code in AUTH_REFUSAL_CODES:
@@ -180,8 +183,6 @@ def classify(ending: Ending, state: State, authenticated: bool, since_auth_s: fl
                 outcome = Outcome.AUTH_TIMEOUT
             else:
                 outcome = Outcome.DROPPED_BY_SERVER
-        elif ending.expired or code in SESSION_EXPIRED_CODES:
-            outcome = Outcome.SESSION_EXPIRED
         else:
             outcome = Outcome.DROPPED_BY_SERVER
     return Result(outcome, phase, authenticated)

@@ -349,7 +349,8 @@ class SessionDriver:
                     report("reply", dt * 1000.0, None, len(data))
             elif kind is _E.RATE_LIMITED:
                 rec.errors["4029"] += 1
-                acks.pop(ev.ref, None)
+                acks.pop(ev.ref, None)  # refused: no ack and no reply will come
+                replies.pop(ev.ref, None)
                 if behaviour.honour_retry_after and ev.retry_after:
                     next_msg = max(next_msg, t.now() + ev.retry_after)
             else:

@@ -9,6 +9,7 @@ validates the whole set again at ``test_start`` (the web UI skips ``type=``).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass, field, fields
@@ -62,7 +63,7 @@ def parse_seconds(text: str | float, what: str = "value", positive: bool = True)
         value = float(text)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must be a number of seconds, got {text!r}") from None
-    if value < 0 or (positive and value == 0):
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise ConfigError(f"{what} must be {'greater than 0' if positive else 'at least 0'}, got {text!r}")
     return value
 
@@ -95,7 +96,7 @@ def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
             w = float(weight) if sep else 1.0
         except ValueError:
             raise ConfigError(f"guest mix: weight of {name!r} must be a number, got {weight!r}") from None
-        if w < 0:
+        if not math.isfinite(w) or w < 0:
             raise ConfigError(f"guest mix: weight of {name!r} must be at least 0, got {weight!r}")
         out.append((name, w))
     if not out or sum(w for _, w in out) <= 0:
@@ -178,5 +179,5 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     Equal rather than full jitter so a reconnect storm still spreads out but
     no attempt hammers a restarting gateway after a near-zero pause.
     """
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay = min(cap, base * (2 ** min(max(0, attempt - 1), 60)))
     return delay / 2 + rng.uniform(0.0, delay / 2)

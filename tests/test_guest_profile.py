@@ -168,9 +168,6 @@ def test_a_json_object_of_no_known_type_is_unknown(profile: GuestProfile, data: 
     assert profile.classify(data) == ServerEvent(EventKind.UNKNOWN, detail=detail)
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, TypeError),
-                   reason="BUG: guest.py classify() does float(retryAfter) unguarded: a 4029 error frame "
-                          "with a non-numeric retryAfter raises instead of becoming an event")
 @pytest.mark.parametrize("retry", ["soon", [1], {"s": 1}])
 def test_a_rate_limit_with_a_nonsense_retry_after_is_still_an_event(profile: GuestProfile, retry: Any) -> None:
     data = orjson.dumps({"type": "error", "code": 4029, "message": "rate limited", "retryAfter": retry})
@@ -178,9 +175,6 @@ def test_a_rate_limit_with_a_nonsense_retry_after_is_still_an_event(profile: Gue
     assert event.kind is EventKind.RATE_LIMITED and event.retry_after is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: guest.py classify() gives error frames no ref, but session.py "
-                                       "pops acks[ev.ref] on RATE_LIMITED and the gateway sends the refused "
-                                       "message's id: refused messages' pending acks are never dropped")
 def test_a_rate_limit_refers_to_the_refused_message_by_the_id_the_gateway_sends(profile: GuestProfile) -> None:
     # what loadkit/gateway/server.py _on_message sends: _send_error(4029, ..., retryAfter=retry, id=message_id)
     data = orjson.dumps({"type": "error", "code": 4029, "message": "rate limited", "retryAfter": 1, "id": "c-3"})
@@ -272,16 +266,12 @@ def test_a_malformed_token_response_raises_value_error(profile: GuestProfile, bo
         profile.token_grant(201, body, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: guest.py token_grant() str()s guestId and token, so JSON null "
-                                       "or objects become a grant for guest 'None' instead of a ValueError")
 @pytest.mark.parametrize("body", [b'{"guestId":null,"token":null}', b'{"guestId":"g","token":{"v":1}}'])
 def test_a_token_response_with_non_string_ids_raises_value_error(profile: GuestProfile, body: bytes) -> None:
     with pytest.raises(ValueError):
         profile.token_grant(201, body, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: guest.py token_grant() keeps any expiresAt; a string one makes "
-                                       "session.py _grant_valid() raise TypeError at the first reconnect")
 @pytest.mark.parametrize("expires", ['"soon"', "[1]"])
 def test_a_token_response_with_a_non_numeric_expiry_raises_value_error(profile: GuestProfile, expires: str) -> None:
     with pytest.raises(ValueError):

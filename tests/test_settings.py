@@ -91,8 +91,6 @@ def test_parse_seconds_refuses_with_one_line(text: object, positive: bool, messa
     assert error_of(parse_seconds, text, "--pong-timeout", positive) == message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: settings.py parse_seconds() accepts 'nan' (float('nan') passes "
-                                       "both `value < 0` and `value == 0`), so --keepalive-interval nan is valid")
 def test_parse_seconds_refuses_not_a_number() -> None:
     error_of(parse_seconds, "nan", "--keepalive-interval")
 
@@ -149,9 +147,6 @@ def test_parse_mix_refuses_with_one_line(text: str, message: str) -> None:
     assert error_of(parse_mix, text) == message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: settings.py parse_mix() accepts weights nan and inf; "
-                                       "user.py then calls rng.choices(), which raises "
-                                       "'Total of weights must be finite' in every user")
 @pytest.mark.parametrize("text", ["normal=nan", "normal=1,no_auth=inf"])
 def test_parse_mix_refuses_weights_that_are_not_finite(text: str) -> None:
     error_of(parse_mix, text)
@@ -263,8 +258,5 @@ def test_the_first_attempt_and_attempt_zero_wait_the_same() -> None:
     assert backoff(0, 0.5, 15.0, random.Random(1)) == backoff(1, 0.5, 15.0, random.Random(1))
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG: settings.py backoff() computes base * 2 ** (attempt - 1) before capping; from "
-                          "attempt 1026 on the int no longer converts to float (--reconnect-max-attempts allows it)")
 def test_backoff_stays_at_the_cap_for_any_attempt() -> None:
     assert backoff(2000, 0.5, 15.0, Extreme(high=True)) == 15.0

@@ -57,9 +57,14 @@ class GuestProfile:
     def token_grant(self, status: int | None, body: bytes, guest_no: int) -> TokenGrant:
         try:
             data = orjson.loads(body)
-            return TokenGrant(str(data["guestId"]), str(data["token"]), data.get("expiresAt"))
+            guest_id, token, expires = data["guestId"], data["token"], data.get("expiresAt")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"malformed token response: {exc.__class__.__name__}") from None
+        if not (isinstance(guest_id, str) and guest_id and isinstance(token, str) and token):
+            raise ValueError("malformed token response: guestId and token must be non-empty strings")
+        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float))):
+            raise ValueError("malformed token response: expiresAt must be a number of seconds")
+        return TokenGrant(guest_id, token, expires)
 
     # -- connection ----------------------------------------------------------
 
@@ -115,7 +120,9 @@ class GuestProfile:
             code = obj.get("code")
             if code == 4029:
                 retry = obj.get("retryAfter")
-                return ServerEvent(_E.RATE_LIMITED, code=4029, retry_after=float(retry) if retry else None)
+                if isinstance(retry, bool) or not isinstance(retry, (int, float)) or retry <= 0:
+                    retry = None
+                return ServerEvent(_E.RATE_LIMITED, obj.get("id"), code=4029, retry_after=retry)
             if code in (4001, 4003):
                 return ServerEvent(_E.AUTH_REFUSED, code=code, detail=str(obj.get("message", "")))
             return ServerEvent(_E.ERROR, code=code if isinstance(code, int) else None,
