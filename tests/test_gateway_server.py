@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -57,6 +58,27 @@ def start() -> Iterator[Any]:
         assert gw.returncode == 0
         if gw.quiet:  # type: ignore[attr-defined]
             assert gw.stderr_text() == ""
+
+
+def _shared(**settings: Any) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(settings={**FAST, **settings}, seed=1)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+    assert gw.returncode == 0 and gw.stderr_text() == ""
+
+
+@pytest.fixture(scope="module")
+def default_gw() -> Iterator[GatewayProcess]:
+    """One default gateway shared by the cases that check deltas of the stats."""
+    yield from _shared()
+
+
+@pytest.fixture(scope="module")
+def explicit_gw() -> Iterator[GatewayProcess]:
+    yield from _shared(auth_failure="explicit")
 
 
 # --- client side helpers -----------------------------------------------------------
@@ -120,13 +142,21 @@ def stats_after(gw: GatewayProcess, closed: int, timeout: float = 5) -> dict[str
         time.sleep(0.02)
 
 
-def assert_recorded(gw: GatewayProcess, seen: Seen, phase: str) -> dict[str, Any]:
-    """The gateway counted exactly the close this client saw, and nothing else."""
-    stats = stats_after(gw, 1)
-    assert stats["closes"] == [{"code": seen.code, "reason": seen.reason, "initiator": seen.initiator,
-                                "phase": phase, "count": 1}]
+def close_counts(stats: dict[str, Any] | None) -> Counter[tuple[Any, ...]]:
+    if stats is None:
+        return Counter()
+    return Counter({(c["code"], c["reason"], c["initiator"], c["phase"]): c["count"] for c in stats["closes"]})
+
+
+def assert_recorded(gw: GatewayProcess, seen: Seen, phase: str, before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The gateway counted exactly the close this client saw, and nothing else (since ``before``)."""
+    closed_before = before["sessions"]["closed"] if before else 0
+    stats = stats_after(gw, closed_before + 1)
+    new = close_counts(stats) - close_counts(before)
+    assert new == Counter({(seen.code, seen.reason, seen.initiator, phase): 1})
     sessions = stats["sessions"]
-    assert sessions["opened"] == sessions["closed"] + sessions["open"] == 1
+    assert sessions["opened"] == sessions["closed"] + sessions["open"]
+    assert sessions["closed"] == closed_before + 1
     return stats
 
 
@@ -231,18 +261,18 @@ BAD_FIRST_FRAMES = {
 
 
 @pytest.mark.parametrize("name", BAD_FIRST_FRAMES)
-def test_silent_mode_closes_a_malformed_auth_with_bare_1000(start: Any, name: str) -> None:
-    gw = start()
+def test_silent_mode_closes_a_malformed_auth_with_bare_1000(default_gw: GatewayProcess, name: str) -> None:
+    gw, before = default_gw, default_gw.stats()
     with ws(gw) as conn:
         send(conn, BAD_FIRST_FRAMES[name])
         seen = until_closed(conn)
     assert seen == Seen(1000, "", "server", ())  # no error frame: the seed thread's symptom
-    assert_recorded(gw, seen, "pre_auth")
+    assert_recorded(gw, seen, "pre_auth", before)
 
 
 @pytest.mark.parametrize("problem", ["forged", "other guest", "expired"])
-def test_silent_mode_closes_a_bad_token_with_bare_1000(start: Any, problem: str) -> None:
-    gw = start()
+def test_silent_mode_closes_a_bad_token_with_bare_1000(default_gw: GatewayProcess, problem: str) -> None:
+    gw, before = default_gw, default_gw.stats()
     guest = gw.token()
     token = {"forged": forge(guest["guestId"], secret="wrong"),
              "other guest": gw.token()["token"],
@@ -251,20 +281,21 @@ def test_silent_mode_closes_a_bad_token_with_bare_1000(start: Any, problem: str)
         send(conn, {"type": "auth", "guestId": guest["guestId"], "token": token})
         seen = until_closed(conn)
     assert seen == Seen(1000, "", "server", ())
-    stats = assert_recorded(gw, seen, "pre_auth")
-    assert stats["errors_sent"]["4001"] == 0
+    stats = assert_recorded(gw, seen, "pre_auth", before)
+    assert stats["frames_sent"]["error"] == before["frames_sent"]["error"]  # no error frame at all
 
 
 @pytest.mark.parametrize("frame", [BAD_FIRST_FRAMES["wrong case"], BAD_FIRST_FRAMES["command instead of type"], None])
-def test_explicit_mode_sends_error_4001_then_closes_4001(start: Any, frame: dict[str, Any] | None) -> None:
-    gw = start(auth_failure="explicit")
+def test_explicit_mode_sends_error_4001_then_closes_4001(explicit_gw: GatewayProcess, frame: dict[str, Any] | None) -> None:
+    gw, before = explicit_gw, explicit_gw.stats()
     with ws(gw) as conn:
         send(conn, frame or {"type": "auth", "guestId": "g", "token": forge("someone-else")})
         seen = until_closed(conn)
     assert seen.code == 4001 and seen.reason == "unauthorized" and seen.initiator == "server"
     assert [f["type"] for f in seen.frames] == ["error"] and seen.frames[0]["code"] == 4001
-    stats = assert_recorded(gw, seen, "pre_auth")
-    assert stats["errors_sent"]["4001"] == 1 and stats["frames_sent"]["error"] == 1
+    stats = assert_recorded(gw, seen, "pre_auth", before)
+    assert stats["errors_sent"]["4001"] == before["errors_sent"]["4001"] + 1
+    assert stats["frames_sent"]["error"] == before["frames_sent"]["error"] + 1
 
 
 @pytest.mark.parametrize("mode, frames", [("silent", []), ("explicit", [4003])])
@@ -347,8 +378,8 @@ def test_too_long_text_gets_4011_and_the_socket_stays_open(start: Any) -> None:
 
 
 @pytest.mark.parametrize("frame", [{"type": "hello"}, {"id": 3}, {"type": "message", "text": "no id"}, [1, 2]])
-def test_unknown_or_malformed_frames_after_auth_get_4400(start: Any, frame: Any) -> None:
-    gw = start()
+def test_unknown_or_malformed_frames_after_auth_get_4400(default_gw: GatewayProcess, frame: Any) -> None:
+    gw, before = default_gw, default_gw.stats()
     with ws(gw) as conn:
         login(gw, conn)
         conn.send(json.dumps(frame))
@@ -356,7 +387,7 @@ def test_unknown_or_malformed_frames_after_auth_get_4400(start: Any, frame: Any)
         assert error["type"] == "error" and error["code"] == 4400
         send(conn, {"type": "ping", "id": 1})
         assert recv(conn)["type"] == "pong"
-    assert gw.stats()["errors_sent"]["4400"] == 1
+    assert gw.stats()["errors_sent"]["4400"] == before["errors_sent"]["4400"] + 1
 
 
 def test_a_frame_over_max_frame_bytes_closes_1009(start: Any) -> None:
@@ -372,8 +403,9 @@ def test_a_frame_over_max_frame_bytes_closes_1009(start: Any) -> None:
 @pytest.mark.parametrize("payload, authed", [
     ("not json", False), ("not json", True), (b"\x00binary", True), (b"\xff\xfe", True),
 ])
-def test_non_json_binary_or_non_utf8_frames_close_1007(start: Any, payload: str | bytes, authed: bool) -> None:
-    gw = start()
+def test_non_json_binary_or_non_utf8_frames_close_1007(default_gw: GatewayProcess, payload: str | bytes,
+                                                        authed: bool) -> None:
+    gw, before = default_gw, default_gw.stats()
     with ws(gw) as conn:
         if authed:
             login(gw, conn)
@@ -383,7 +415,8 @@ def test_non_json_binary_or_non_utf8_frames_close_1007(start: Any, payload: str 
             conn.send(payload)
         seen = until_closed(conn)
     assert seen == Seen(1007, "invalid payload", "server", ())
-    assert_recorded(gw, seen, "authenticated" if authed else "pre_auth")
+    stats = assert_recorded(gw, seen, "authenticated" if authed else "pre_auth", before)
+    assert stats["frames_received"]["other"] == before["frames_received"]["other"] + 1
 
 
 def test_token_expiry_during_a_session_sends_session_expired_then_4006(start: Any) -> None:
