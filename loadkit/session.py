@@ -370,7 +370,7 @@ class SessionDriver:
         if ended.initiator != "client":
             # The server's close (or a lost connection) came first: that is
             # what happened, whatever we meant to do.
-            if cause in (Cause.STOPPED, Cause.HARNESS_ERROR):
+            if cause is Cause.HARNESS_ERROR:  # a bug stays visible whatever the wire says
                 return Ending(cause, ended.code, ended.reason, ended.initiator, detail)
             return Ending(Cause.CLOSED, ended.code, ended.reason, ended.initiator,
                           refused=self._refused, expired=self._expired)
