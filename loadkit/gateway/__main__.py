@@ -99,6 +99,10 @@ async def _serve(settings: GatewaySettings, host: str, port: int, watch_stdin: b
     from .server import Gateway  # websockets and asyncio machinery only once we run
 
     gateway = Gateway(settings)
+    loop = asyncio.get_running_loop()
+    # Before the first line: whoever reads the URL may send SIGTERM right away.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gateway.request_stop)
     try:
         bound = await gateway.start(host, port)
     except OSError as exc:
@@ -107,9 +111,6 @@ async def _serve(settings: GatewaySettings, host: str, port: int, watch_stdin: b
     shown = f"[{host}]" if ":" in host else host
     print(f"loadkit gateway listening on http://{shown}:{bound}", flush=True)
     logging.getLogger("loadkit.gateway").info("seed %s, settings %s", settings.seed, settings.public_dict())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, gateway.request_stop)
     if watch_stdin:
         _watch_stdin(loop, gateway.request_stop)
     await gateway.stopping.wait()
