@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from loadkit.errors import ConfigError
+
 
 class EventKind(enum.IntEnum):
     """What a frame from the server means to a guest."""
@@ -99,3 +101,90 @@ class Profile(Protocol):
         """Frames sent before a normal close (e.g. closeSession)."""
 
     def classify(self, data: bytes | str) -> ServerEvent: ...
+
+
+# -- optional parts of a profile (additive: the driver never needs them) --------------
+#
+# ``auth_styles``      the subset of AUTH_STYLES the profile can write (default: all);
+#                      scenario validation refuses a guest mix that needs another.
+# ``check_keepalive``  ``(interval_s) -> None``, raising ConfigError with the
+#                      protocol's own words; default: compare with min_keepalive_s.
+
+
+def check_keepalive(profile: Profile, interval_s: float) -> None:
+    """Refuse a keepalive interval below what the profile's protocol allows.
+
+    Call it wherever the interval is decided (scenario load, plugin start):
+    the driver pings at exactly this interval, so this is the one gate
+    between a typo and a gateway that rate-limits or bans the harness.
+    """
+    check = getattr(profile, "check_keepalive", None)
+    if check is not None:
+        check(interval_s)
+        return
+    minimum = float(getattr(profile, "min_keepalive_s", 0.0) or 0.0)
+    if interval_s < minimum:
+        raise ConfigError(
+            f"keepalive interval {interval_s:g} s is below the {profile.name} profile's minimum "
+            f"of {minimum:g} s: set --keepalive-interval {minimum:g} or more"
+        )
+
+
+def auth_styles(profile: Profile) -> tuple[str, ...]:
+    """The auth styles ``profile`` can write (all of AUTH_STYLES unless it says otherwise)."""
+    return tuple(getattr(profile, "auth_styles", AUTH_STYLES))
+
+
+class ProfileOptionError(ConfigError):
+    """Bad options for a profile: every problem at once, each with its key.
+
+    ``problems`` holds ``(key, value, expected)`` triples, ``key`` dotted
+    relative to the profile's options (``frames.ping``, ``match[2].kind``),
+    so a scenario loader can name the file and the full key of each.
+    """
+
+    def __init__(self, profile: str, problems: list[tuple[str, Any, str]]) -> None:
+        self.profile = profile
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(f"{self.profile} profile option " + format_problem(key, value, expected)
+                         for key, value, expected in self.problems)
+
+
+def format_problem(key: str, value: Any, expected: str) -> str:
+    """``key = value: expected …`` (``key: missing; expected …`` when no value was given).
+
+    ``expected`` is a noun phrase ("one of a, b"); a text that starts with
+    "unknown" is a verdict of its own ("unknown key; did you mean …") and is
+    shown as is.
+    """
+    if value is MISSING:
+        return f"{key}: missing; expected {expected}"
+    if expected.startswith("unknown"):
+        return f"{key} = {show_value(value)}: {expected}"
+    return f"{key} = {show_value(value)}: expected {expected}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+#: Stands for "no value was given" in a problem triple.
+MISSING: Any = _Missing()
+
+
+def show_value(value: Any) -> str:
+    """A value as a user wrote it (TOML-ish, JSON quoting), for one-line errors."""
+    import json
+
+    if isinstance(value, dict) and set(value) <= {"env", "default"} and "env" in value:
+        inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,714 @@
+"""The ``custom`` profile: a gateway's JSON schema described in a scenario file.
+
+Theory of operation
+-------------------
+A team whose gateway is "the guest protocol, but with ``command`` instead of
+``type``" (the seed thread) should not have to write Python. Everything a
+profile does is described as data in the scenario file's
+``[tool.loadkit.profile]`` table (see ``docs/profiles.md``):
+
+- **frame templates** for auth, ping, message and goodbye: JSON objects
+  written as TOML tables, whose strings may hold placeholders ``{guestId}``,
+  ``{token}``, ``{seq}``, ``{id}`` (a fresh UUID per frame), ``{text}``,
+  ``{ts_ms}`` (epoch milliseconds), ``{guestNo}`` (token call only) and any
+  name from ``vars``. A string that is exactly one placeholder takes the
+  value's own type (``id = "{seq}"`` sends a number); anything else is text.
+  ``ping_ref`` / ``message_ref`` name the field of the sent frame that the
+  answer carries back.
+- **the token call**: ``token = "generate"`` (the guest makes a UUID token)
+  or a table with method, path, body template, headers and the JSON paths of
+  guestId, token and (optionally) the expiry in the answer.
+- **the WebSocket path** (a template: ``{guestId}``, ``{token}``, vars are
+  URL-quoted) and constant handshake ``headers``.
+- **matchers**, an ordered list; the first whose ``when`` fields all match
+  names the frame's kind, and paths say where its ref, code, retry-after and
+  detail are.
+
+Templates and matchers are compiled once, when the profile is built; a frame
+costs a few closure calls and one ``orjson.dumps``, and classifying one
+``orjson.loads`` plus the matchers' dict lookups.
+
+What templates cannot say (a signature over the frame, a computed field, a
+binary framing) goes in a **hook**: ``hook = "package.module:Name"`` names a
+class or function called with the template profile (``Name(base)``); every
+profile method the returned object has (``auth_frame``, ``classify``, …)
+replaces the template one, and can call ``base.method(...)`` to start from
+the templates. Parts of the file the hook replaces may then be omitted.
+
+Every bad part of the description is reported at once, each with its key
+(``ProfileOptionError``), so a scenario loader can name file and key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import string
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from loadkit.errors import LocalProtocolError
+from loadkit.protocol.base import (
+    AUTH_STYLES,
+    MISSING,
+    EventKind,
+    ProfileOptionError,
+    ServerEvent,
+    TokenGrant,
+    TokenRequest,
+)
+from loadkit.protocol.guest import http_url_from_base, ws_url_from_base
+
+__all__ = ["CustomProfile", "KINDS", "PLACEHOLDERS", "HOOKABLE"]
+
+_E = EventKind
+
+#: Matcher kinds and the event each one names.
+KINDS: dict[str, EventKind] = {
+    "auth_ok": _E.AUTH_OK,
+    "auth_refused": _E.AUTH_REFUSED,
+    "pong": _E.PONG,
+    "ack": _E.ACK,
+    "agent_message": _E.AGENT_MESSAGE,
+    "error": _E.ERROR,
+    "rate_limited": _E.RATE_LIMITED,
+    "session_expired": _E.SESSION_EXPIRED,
+    "session_ended": _E.SESSION_ENDED,
+    "ignored": _E.IGNORED,
+}
+
+#: Built-in placeholders, and where each may be used.
+PLACEHOLDERS: dict[str, str] = {
+    "guestId": "the guest's id (from the token call, or generated)",
+    "token": "the guest's token",
+    "seq": "the frame's sequence number in its session (ping, message)",
+    "id": "a fresh lower-case UUID, one per frame",
+    "text": "the chat text (message)",
+    "ts_ms": "the time, epoch milliseconds",
+    "guestNo": "the guest's number (token call)",
+}
+_CONTEXTS: dict[str, tuple[str, ...]] = {
+    "auth": ("guestId", "token", "id", "ts_ms"),
+    "ping": ("guestId", "token", "seq", "id", "ts_ms"),
+    "message": ("guestId", "token", "seq", "id", "text", "ts_ms"),
+    "goodbye": ("guestId", "token", "id", "ts_ms"),
+    "token": ("guestNo", "id", "ts_ms"),
+    "websocket_path": ("guestId", "token"),
+    "headers": (),
+}
+
+#: Profile methods a hook may replace.
+HOOKABLE = ("token_request", "token_grant", "websocket_url", "handshake_headers", "auth_frame",
+            "ping_frame", "message_frame", "goodbye_frames", "classify", "check_keepalive")
+
+#: What each hookable method needs from the file when the hook does not provide it.
+_NEEDS = {
+    "auth_frame": "frames.auth",
+    "ping_frame": "frames.ping",
+    "message_frame": "frames.message",
+    "classify": "match",
+    "websocket_url": "websocket_path",
+}
+
+_TOP_KEYS = ("websocket_path", "headers", "vars", "token", "frames", "match", "hook", "min_keepalive_s")
+_TOKEN_KEYS = ("method", "path", "body", "headers", "guest_id", "token", "expires_at")
+_FRAME_KEYS = ("auth", "ping", "ping_ref", "message", "message_ref", "goodbye", "auth_styles")
+_MATCH_KEYS = ("kind", "when", "ref", "code", "retry_after", "detail")
+
+Problems = list[tuple[str, Any, str]]
+Render = Callable[[Mapping[str, Any]], Any]
+Path = tuple[str | int, ...]
+
+
+# -- templates ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A compiled frame template: ``render(context)`` gives the JSON value."""
+
+    render: Render
+    uses: frozenset[str]
+
+    def build(self, ctx: dict[str, Any]) -> Any:
+        if "id" in self.uses:
+            ctx["id"] = str(uuid.uuid4())
+        if "ts_ms" in self.uses:
+            ctx["ts_ms"] = int(time.time() * 1000)
+        return self.render(ctx)
+
+
+_FORMATTER = string.Formatter()
+
+
+def _compile(value: Any, key: str, allowed: tuple[str, ...], problems: Problems,
+             uses: set[str]) -> Render:
+    if isinstance(value, dict):
+        parts = [(str(k), _compile(v, f"{key}.{k}", allowed, problems, uses)) for k, v in value.items()]
+        return lambda ctx: {k: f(ctx) for k, f in parts}
+    if isinstance(value, list):
+        items = [_compile(v, f"{key}[{i}]", allowed, problems, uses) for i, v in enumerate(value)]
+        return lambda ctx: [f(ctx) for f in items]
+    if isinstance(value, str):
+        return _compile_text(value, key, allowed, problems, uses)
+    if isinstance(value, (bool, int, float)) or value is None:
+        return lambda ctx: value
+    problems.append((key, value, "a JSON value (string, number, boolean, table or array)"))
+    return lambda ctx: None
+
+
+def _compile_text(text: str, key: str, allowed: tuple[str, ...], problems: Problems,
+                  uses: set[str]) -> Render:
+    try:
+        pieces = list(_FORMATTER.parse(text))
+    except ValueError as exc:
+        problems.append((key, text, f"a template string: {exc} (write {{{{ and }}}} for literal braces)"))
+        return lambda ctx: text
+    names = []
+    for _literal, name, spec, conversion in pieces:
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            problems.append((key, text, f"placeholders are plain names like {{token}}, got {{{name}}}"))
+            return lambda ctx: text
+        if name not in allowed:
+            where = ", ".join("{" + n + "}" for n in allowed) or "none"
+            problems.append((key, text, f"unknown placeholder {{{name}}} here; known here: {where}"))
+            return lambda ctx: text
+        names.append(name)
+    uses.update(names)
+    if len(pieces) == 1 and pieces[0][0] == "" and pieces[0][1] is not None:
+        name = pieces[0][1]
+        return lambda ctx: ctx[name]  # the whole string is one placeholder: keep the value's type
+    if not names:
+        literal = "".join(p[0] for p in pieces)
+        return lambda ctx: literal
+    steps = [(lit, name) for lit, name, _s, _c in pieces]
+
+    def render(ctx: Mapping[str, Any]) -> str:
+        out = []
+        for lit, name in steps:
+            out.append(lit)
+            if name is not None:
+                out.append(str(ctx[name]))
+        return "".join(out)
+
+    return render
+
+
+def template(value: Any, key: str, context: str, variables: Mapping[str, Any], problems: Problems) -> Template:
+    uses: set[str] = set()
+    render = _compile(value, key, _CONTEXTS[context] + tuple(variables), problems, uses)
+    return Template(render, frozenset(uses))
+
+
+# -- paths and matchers -------------------------------------------------------------------------------
+
+
+def parse_path(text: Any, key: str, problems: Problems) -> Path | None:
+    """``"body.errors.0.code"`` → ("body", "errors", 0, "code")."""
+    if not isinstance(text, str) or not text.strip() or any(not p for p in text.split(".")):
+        problems.append((key, text, 'a dotted path into the JSON frame, e.g. "id" or "body.retryAfter"'))
+        return None
+    return tuple(int(p) if p.isdigit() else p for p in text.split("."))
+
+
+def get_path(obj: Any, path: Path) -> Any:
+    """The value at ``path``, or MISSING."""
+    for part in path:
+        if type(obj) is dict:
+            obj = obj.get(part, MISSING) if isinstance(part, str) else obj.get(str(part), MISSING)
+        elif type(obj) is list and isinstance(part, int):
+            obj = obj[part] if part < len(obj) else MISSING
+        else:
+            return MISSING
+        if obj is MISSING:
+            return MISSING
+    return obj
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    kind: EventKind
+    tests: tuple[tuple[Path, str, Any], ...]  # (path, "eq" | "in" | "exists", value)
+    ref: Path | None = None
+    code: Path | None = None
+    retry_after: Path | None = None
+    detail: Path | None = None
+
+    def matches(self, obj: dict[str, Any]) -> bool:
+        for path, op, expected in self.tests:
+            value = get_path(obj, path)
+            if op == "exists":
+                if (value is not MISSING) is not expected:
+                    return False
+            elif value is MISSING:
+                return False
+            elif op == "eq":
+                if not _same(value, expected):
+                    return False
+            elif not any(_same(value, e) for e in expected):
+                return False
+        return True
+
+    def event(self, obj: dict[str, Any]) -> ServerEvent:
+        ref = _opt(obj, self.ref)
+        code = _opt(obj, self.code)
+        retry = _opt(obj, self.retry_after)
+        detail = _opt(obj, self.detail)
+        number = _as_int(code)
+        if self.kind is _E.RATE_LIMITED and number is None:
+            number = 4029
+        return ServerEvent(
+            self.kind,
+            None if ref is None else str(ref),
+            code=number,
+            retry_after=float(retry) if type(retry) in (int, float) and retry > 0 else None,
+            detail="" if detail is None else str(detail),
+            fields=obj if self.kind is _E.AUTH_OK else {},
+        )
+
+
+def _opt(obj: dict[str, Any], path: Path | None) -> Any:
+    if path is None:
+        return None
+    value = get_path(obj, path)
+    return None if value is MISSING else value
+
+
+def _as_int(value: Any) -> int | None:
+    if type(value) is int:
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _parse_matcher(i: int, raw: Any, problems: Problems) -> Matcher | None:
+    key = f"match[{i}]"
+    if not isinstance(raw, dict):
+        problems.append((key, raw, 'a table like {kind = "pong", when = {type = "pong"}, ref = "id"}'))
+        return None
+    _unknown(raw, _MATCH_KEYS, key, problems)
+    kind = raw.get("kind", MISSING)
+    if not isinstance(kind, str):
+        kind = kind if kind is MISSING else repr(kind)
+    if kind not in KINDS:
+        problems.append((f"{key}.kind", kind, "one of " + ", ".join(KINDS)))
+    when = raw.get("when", MISSING)
+    tests: list[tuple[Path, str, Any]] = []
+    if not isinstance(when, dict) or not when:
+        problems.append((f"{key}.when", when, 'a non-empty table of field = value, e.g. {type = "pong"}'))
+    else:
+        for field, expected in when.items():
+            path = parse_path(field, f"{key}.when.{field}", problems)
+            if path is None:
+                continue
+            if isinstance(expected, list):
+                tests.append((path, "in", tuple(expected)))
+            elif isinstance(expected, dict):
+                if set(expected) != {"exists"} or not isinstance(expected["exists"], bool):
+                    problems.append((f"{key}.when.{field}", expected,
+                                     "a value, a list of values (any of), or {exists = true|false}"))
+                    continue
+                tests.append((path, "exists", expected["exists"]))
+            else:
+                tests.append((path, "eq", expected))
+    paths = {name: parse_path(raw[name], f"{key}.{name}", problems) if name in raw else None
+             for name in ("ref", "code", "retry_after", "detail")}
+    if kind in KINDS and KINDS[kind] in (_E.PONG, _E.ACK) and paths["ref"] is None and "ref" not in raw:
+        problems.append((f"{key}.ref", MISSING, f"for kind = \"{kind}\", the path of the id its answer "
+                         "carries back, e.g. ref = \"id\""))
+    if kind not in KINDS or not tests:
+        return None
+    return Matcher(KINDS[kind], tuple(tests), **paths)
+
+
+def _unknown(table: Mapping[str, Any], known: tuple[str, ...], prefix: str, problems: Problems) -> None:
+    import difflib
+
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(known)
+            problems.append((f"{prefix}.{key}" if prefix else key, table[key], f"unknown key; {hint}"))
+
+
+# -- the profile ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpec:
+    method: str
+    path: Template
+    body: Template | None
+    body_is_text: bool
+    headers: tuple[tuple[str, str], ...]
+    guest_id: Path
+    token: Path
+    expires_at: Path | None
+
+
+class CustomProfile:
+    """A profile whose frames and matchers come from a scenario file."""
+
+    name = "custom"
+
+    def __init__(self) -> None:  # use from_options
+        self.min_keepalive_s = 0.0
+        self.auth_styles: tuple[str, ...] = ("normal", "none", "bad_token")
+        self.variables: dict[str, Any] = {}
+        self.ws_path: Template | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.token_spec: TokenSpec | None = None  # None: generate
+        self.frames: dict[str, Template] = {}
+        self.styles: dict[str, Template] = {}
+        self.refs: dict[str, Path] = {}
+        self.goodbye: list[Template] = []
+        self.matchers: list[Matcher] = []
+        self.hook = ""
+
+    def __repr__(self) -> str:  # vars may hold secrets: names only
+        return (f"CustomProfile(vars={sorted(self.variables)}, matchers={len(self.matchers)}, "
+                f"hook={self.hook!r})")
+
+    # -- building ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_options(cls, *, websocket_path: Any = MISSING, headers: Any = MISSING, vars: Any = MISSING,
+                     token: Any = "generate", frames: Any = MISSING, match: Any = MISSING,
+                     hook: Any = "", min_keepalive_s: Any = 0.0) -> Any:
+        """Compile the ``[tool.loadkit.profile]`` table; the profile (hooked, if a hook is named)."""
+        problems: Problems = []
+        p = cls()
+        factory = None
+        if hook:
+            factory = _resolve_hook(hook, problems)
+            p.hook = str(hook)
+        if isinstance(min_keepalive_s, bool) or not isinstance(min_keepalive_s, (int, float)) or min_keepalive_s < 0:
+            problems.append(("min_keepalive_s", min_keepalive_s, "a number of seconds >= 0"))
+        else:
+            p.min_keepalive_s = float(min_keepalive_s)
+        p.variables = p._parse_vars(vars, problems)
+        p._parse_ws(websocket_path, headers, problems)
+        p._parse_token(token, problems)
+        p._parse_frames(frames, problems)
+        if match is not MISSING:
+            if not isinstance(match, list):
+                problems.append(("match", match, "an array of tables: [[tool.loadkit.profile.match]]"))
+            else:
+                p.matchers = [m for i, raw in enumerate(match) if (m := _parse_matcher(i, raw, problems))]
+        provided: set[str] = set()
+        profile: Any = p
+        if factory is not None and not problems:
+            try:
+                obj = factory(p)
+            except Exception as exc:  # the user's code: say which and why, one line
+                problems.append(("hook", hook, f"calling it with the template profile failed: "
+                                 f"{exc.__class__.__name__}: {exc}"))
+            else:
+                provided = {m for m in HOOKABLE if callable(getattr(obj, m, None))}
+                profile = HookedProfile(p, obj, provided)
+        p._check_complete(provided, problems)
+        if problems:
+            raise ProfileOptionError(cls.name, problems)
+        return profile
+
+    def _parse_vars(self, raw: Any, problems: Problems) -> dict[str, Any]:
+        if raw is MISSING:
+            return {}
+        if not isinstance(raw, dict):
+            problems.append(("vars", raw, 'a table of name = value, e.g. vars = {version = "1.0"}'))
+            return {}
+        out = {}
+        for name, value in raw.items():
+            if not name.isidentifier():
+                problems.append((f"vars.{name}", value, "a name made of letters, digits and _"))
+            elif name in PLACEHOLDERS:
+                problems.append((f"vars.{name}", value, f"a name other than the built-in placeholders "
+                                 f"({', '.join(PLACEHOLDERS)})"))
+            elif isinstance(value, (str, int, float, bool)):
+                out[name] = value
+            else:
+                problems.append((f"vars.{name}", value, "a string, number or boolean"))
+        return out
+
+    def _parse_ws(self, path: Any, headers: Any, problems: Problems) -> None:
+        if path is not MISSING:
+            if not isinstance(path, str) or not path.startswith("/"):
+                problems.append(("websocket_path", path, 'a path starting with "/", e.g. "/api/v2/guest/websocket"'))
+            else:
+                self.ws_path = template(path, "websocket_path", "websocket_path", self.variables, problems)
+        if headers is not MISSING:
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                problems.append(("headers", headers, 'a table of header = "value" sent with the upgrade'))
+            else:
+                ctx = dict(self.variables)
+                for name, value in headers.items():
+                    t = template(value, f"headers.{name}", "headers", self.variables, problems)
+                    try:
+                        self.headers.append((str(name), str(t.render(ctx))))
+                    except KeyError:
+                        pass
+
+    def _parse_token(self, raw: Any, problems: Problems) -> None:
+        if raw == "generate":
+            return
+        if not isinstance(raw, dict):
+            problems.append(("token", raw, '"generate", or a table with method, path, guest_id and token'))
+            return
+        _unknown(raw, _TOKEN_KEYS, "token", problems)
+        method = raw.get("method", "POST")
+        if method not in ("GET", "POST", "PUT"):
+            problems.append(("token.method", method, '"POST", "GET" or "PUT"'))
+        path = raw.get("path", MISSING)
+        if not isinstance(path, str) or not path.startswith("/"):
+            problems.append(("token.path", path, 'the token endpoint\'s path, e.g. "/api/v2/guests"'))
+            path = "/"
+        body = raw.get("body", MISSING)
+        body_t = None
+        if body is not MISSING:
+            body_t = template(body, "token.body", "token", self.variables, problems)
+        headers = raw.get("headers", {})
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            problems.append(("token.headers", headers, 'a table of header = "value"'))
+            headers = {}
+        if body_t is not None and not isinstance(body, str) and not any(
+                h.lower() == "content-type" for h in headers):
+            headers = {**headers, "Content-Type": "application/json"}
+        paths = {}
+        for name in ("guest_id", "token"):
+            if name not in raw:
+                problems.append((f"token.{name}", MISSING, f'the JSON path of the {name} in the '
+                                 f'answer, e.g. {name} = "{"guestId" if name == "guest_id" else "token"}"'))
+            paths[name] = parse_path(raw.get(name, "x"), f"token.{name}", problems)
+        expires = parse_path(raw["expires_at"], "token.expires_at", problems) if "expires_at" in raw else None
+        if paths["guest_id"] and paths["token"]:
+            self.token_spec = TokenSpec(
+                str(method), template(path, "token.path", "token", self.variables, problems), body_t,
+                isinstance(body, str), tuple((str(k), str(v)) for k, v in headers.items()),
+                paths["guest_id"], paths["token"], expires,
+            )
+
+    def _parse_frames(self, raw: Any, problems: Problems) -> None:
+        if raw is MISSING:
+            return
+        if not isinstance(raw, dict):
+            problems.append(("frames", raw, "a table with auth, ping, message (and goodbye, auth_styles)"))
+            return
+        _unknown(raw, _FRAME_KEYS, "frames", problems)
+        for name in ("auth", "ping", "message"):
+            if name in raw:
+                if not isinstance(raw[name], dict):
+                    problems.append((f"frames.{name}", raw[name], "a table: the JSON object to send"))
+                    continue
+                self.frames[name] = template(raw[name], f"frames.{name}", name, self.variables, problems)
+        for name in ("ping", "message"):
+            ref_key = f"{name}_ref"
+            if name not in self.frames:
+                if ref_key in raw:
+                    problems.append((f"frames.{ref_key}", raw[ref_key], f"unknown here: there is no frames.{name} to point into"))
+                continue
+            default = "id" if "id" in raw[name] else MISSING
+            ref = raw.get(ref_key, default)
+            if ref is MISSING:
+                problems.append((f"frames.{ref_key}", MISSING, f"the field of frames.{name} that "
+                                 f"its answer carries back, e.g. {ref_key} = \"id\""))
+                continue
+            path = parse_path(ref, f"frames.{ref_key}", problems)
+            if path is not None:
+                sample = self._sample(name)
+                if sample is not None and get_path(sample, path) is MISSING:
+                    problems.append((f"frames.{ref_key}", ref, f"a path that exists in frames.{name}"))
+                self.refs[name] = path
+        goodbye = raw.get("goodbye", [])
+        if not isinstance(goodbye, list) or not all(isinstance(g, dict) for g in goodbye):
+            problems.append(("frames.goodbye", goodbye, "an array of tables: the frames sent before closing"))
+        else:
+            self.goodbye = [template(g, f"frames.goodbye[{i}]", "goodbye", self.variables, problems)
+                            for i, g in enumerate(goodbye)]
+        styles = raw.get("auth_styles", {})
+        if not isinstance(styles, dict):
+            problems.append(("frames.auth_styles", styles, "a table of style = frame"))
+            styles = {}
+        for style, frame in styles.items():
+            if style not in AUTH_STYLES or style in ("normal", "none", "bad_token"):
+                problems.append((f"frames.auth_styles.{style}", frame, "a style among "
+                                 + ", ".join(s for s in AUTH_STYLES if s not in ("normal", "none", "bad_token"))))
+            elif not isinstance(frame, dict):
+                problems.append((f"frames.auth_styles.{style}", frame, "a table: the JSON object to send"))
+            else:
+                self.styles[style] = template(frame, f"frames.auth_styles.{style}", "auth", self.variables, problems)
+        self.auth_styles = ("normal", "none", "bad_token", *self.styles)
+
+    def _sample(self, name: str) -> Any:
+        ctx: dict[str, Any] = {"guestId": "g", "token": "t", "seq": 1, "text": "x", **self.variables}
+        try:
+            return self.frames[name].build(ctx)
+        except (KeyError, TypeError):
+            return None
+
+    def _check_complete(self, provided: set[str], problems: Problems) -> None:
+        for method, part in _NEEDS.items():
+            if method in provided:
+                continue
+            if part == "match":
+                if not self.matchers and not any(k == "match" or k.startswith("match[") for k, _v, _e in problems):
+                    problems.append(("match", MISSING, "[[match]] tables for the server's frames, "
+                                     "at least one with kind = \"auth_ok\""))
+                continue
+            section, _, name = part.partition(".")
+            have = self.ws_path is not None if part == "websocket_path" else name in self.frames
+            if not have and not any(k == part for k, _v, _e in problems):
+                problems.append((part, MISSING, f"a template (or a hook that has {method})"))
+        if "classify" not in provided and self.matchers:
+            kinds = {m.kind for m in self.matchers}
+            for needed, why in ((_E.AUTH_OK, "authentication can never succeed"),
+                                (_E.PONG, "every ping would count as a missed pong"),
+                                (_E.ACK, "no message would ever be acknowledged")):
+                if needed not in kinds:
+                    name = next(k for k, v in KINDS.items() if v is needed)
+                    problems.append(("match", MISSING, f"a matcher with kind = \"{name}\": without it {why}"))
+
+    # -- the Profile interface ---------------------------------------------------------------------
+
+    def _ctx(self, grant: TokenGrant) -> dict[str, Any]:
+        return {**self.variables, "guestId": grant.guest_id, "token": grant.token}
+
+    def token_request(self, base_url: str, guest_no: int) -> TokenRequest | None:
+        spec = self.token_spec
+        if spec is None:
+            return None
+        ctx = {**self.variables, "guestNo": guest_no}
+        body = b""
+        if spec.body is not None:
+            value = spec.body.build(ctx)
+            body = value.encode() if spec.body_is_text else orjson.dumps(value)
+        return TokenRequest(spec.method, http_url_from_base(base_url, spec.path.build(ctx)), body, spec.headers)
+
+    def token_grant(self, status: int | None, body: bytes, guest_no: int) -> TokenGrant:
+        spec = self.token_spec
+        if spec is None:
+            return TokenGrant(str(uuid.uuid4()), str(uuid.uuid4()))
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ValueError("malformed token response: not JSON") from None
+        guest_id, token = get_path(data, spec.guest_id), get_path(data, spec.token)
+        if guest_id is MISSING or token is MISSING or guest_id is None or token is None:
+            missing = ".".join(map(str, spec.guest_id if guest_id in (MISSING, None) else spec.token))
+            raise ValueError(f"malformed token response: nothing at {missing!r}")
+        expires = get_path(data, spec.expires_at) if spec.expires_at else None
+        return TokenGrant(str(guest_id), str(token),
+                          float(expires) if type(expires) in (int, float) else None)
+
+    def websocket_url(self, base_url: str, grant: TokenGrant) -> str:
+        if self.ws_path is None:
+            raise LocalProtocolError("custom profile: no websocket_path and no hook for websocket_url")
+        ctx = {k: quote(str(v), safe="") for k, v in self._ctx(grant).items()}
+        path, _, query = str(self.ws_path.build(ctx)).partition("?")
+        return ws_url_from_base(base_url, path, query)
+
+    def handshake_headers(self, base_url: str) -> list[tuple[str, str]]:
+        return list(self.headers)
+
+    def _frame(self, name: str, ctx: dict[str, Any]) -> Any:
+        t = self.frames.get(name)
+        if t is None:
+            raise LocalProtocolError(f"custom profile: no frames.{name} and no hook for it")
+        return t.build(ctx)
+
+    def auth_frame(self, grant: TokenGrant, style: str = "normal") -> bytes | None:
+        if style == "none":
+            return None
+        ctx = self._ctx(grant)
+        if style == "bad_token":
+            ctx["token"] = grant.token[:-4] + "XXXX" if len(grant.token) > 4 else "XXXX"
+        if style in self.styles:
+            return orjson.dumps(self.styles[style].build(ctx))
+        if style not in ("normal", "bad_token"):
+            raise LocalProtocolError(f"custom profile: auth style {style!r} has no frames.auth_styles entry")
+        return orjson.dumps(self._frame("auth", ctx))
+
+    def ping_frame(self, seq: int, grant: TokenGrant) -> tuple[bytes, Any]:
+        ctx = self._ctx(grant)
+        ctx["seq"] = seq
+        frame = self._frame("ping", ctx)
+        return orjson.dumps(frame), str(get_path(frame, self.refs["ping"]))
+
+    def message_frame(self, seq: int, text: str, grant: TokenGrant) -> tuple[bytes, Any]:
+        ctx = self._ctx(grant)
+        ctx["seq"] = seq
+        ctx["text"] = text
+        frame = self._frame("message", ctx)
+        return orjson.dumps(frame), str(get_path(frame, self.refs["message"]))
+
+    def goodbye_frames(self, grant: TokenGrant) -> list[bytes]:
+        ctx = self._ctx(grant)
+        return [orjson.dumps(t.build(ctx)) for t in self.goodbye]
+
+    def classify(self, data: bytes | str) -> ServerEvent:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return ServerEvent(_E.MALFORMED, detail="not JSON")
+        if type(obj) is not dict:
+            return ServerEvent(_E.MALFORMED, detail="not a JSON object")
+        for m in self.matchers:
+            if m.matches(obj):
+                return m.event(obj)
+        return ServerEvent(_E.UNKNOWN, detail="no matcher")
+
+
+class HookedProfile:
+    """A custom profile with some methods replaced by a hook object's."""
+
+    name = "custom"
+
+    def __init__(self, base: CustomProfile, hook: Any, provided: set[str]) -> None:
+        self.base = base
+        self.hook_object = hook
+        self.min_keepalive_s = float(getattr(hook, "min_keepalive_s", base.min_keepalive_s))
+        self.auth_styles = tuple(getattr(hook, "auth_styles", base.auth_styles))
+        for method in HOOKABLE:
+            if method in provided:
+                setattr(self, method, getattr(hook, method))
+            elif hasattr(base, method):
+                setattr(self, method, getattr(base, method))
+
+    def __repr__(self) -> str:
+        return f"HookedProfile(hook={self.base.hook!r}, base={self.base!r})"
+
+
+def _resolve_hook(spec: Any, problems: Problems) -> Callable[[CustomProfile], Any] | None:
+    """``"package.module:Name"`` (``Name`` may be dotted) → the callable it names."""
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        problems.append(("hook", spec, '"package.module:Name", a class or function called with the '
+                         "template profile"))
+        return None
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        problems.append(("hook", spec, f"an importable module: cannot import {module_name!r} ({exc})"))
+        return None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            problems.append(("hook", spec, f"a name defined in {module_name}: it has no {attr!r}"))
+            return None
+        obj = getattr(obj, part)
+    if not callable(obj):
+        problems.append(("hook", spec, "a class or function (called with the template profile)"))
+        return None
+    return obj  # type: ignore[no-any-return]
