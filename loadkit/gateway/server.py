@@ -42,6 +42,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
+from . import custom, webmessaging
 from .faults import FaultPlan, SessionPlan, drop_reason
 from .settings import GatewaySettings
 from .stats import CloseRecord, GatewayStats, Phase, close_record
@@ -138,6 +139,7 @@ class GatewayConnection(ServerConnection):
         self._websocket = False
         self.plan: SessionPlan | None = None
         self.reserved = False  # holds one of max_connections
+        self.webmessaging: webmessaging.Admission | None = None  # set for /v1 upgrades
 
     def data_received(self, data: bytes) -> None:
         if self._websocket:
@@ -303,11 +305,11 @@ class Session:
         if frame is INVALID:
             await self.conn.close(*CLOSES["invalid"])
             return False
-        guest_id = frame.get("guestId") if isinstance(frame, dict) and frame.get("type") == "auth" else None
-        token = frame.get("token") if guest_id is not None else None
-        if not (isinstance(guest_id, str) and guest_id and isinstance(token, str) and token):
-            await self._reject(4001, 'first frame must be {"type":"auth","guestId":...,"token":...}')
+        credentials = custom.auth_credentials(frame, self.settings.auth_frame)
+        if credentials is None:
+            await self._reject(4001, custom.expected_auth(self.settings.auth_frame))
             return False
+        guest_id, token = credentials
         verdict = self.gw.signer.verify(token, guest_id, time.time())
         if verdict.error is TokenError.MISSING_SCOPE:
             await self._reject(4003, "token lacks the guest:chat scope")
@@ -447,6 +449,7 @@ class Gateway:
         self.background: set[asyncio.Task[Any]] = set()
         self.server: Server | None = None
         self.loop = asyncio.get_running_loop()
+        self.webmessaging = webmessaging.Hub(self)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -530,7 +533,11 @@ class Gateway:
 
     async def _process_request(self, conn: GatewayConnection, request: Request) -> Response | None:
         """Admission of an upgrade: path, availability, then the planned upgrade faults."""
-        if urlsplit(request.path).path != WS_PATH:
+        path = urlsplit(request.path).path
+        if path == webmessaging.WM_PATH:
+            if refused := self.webmessaging.admit(conn, request):
+                return refused
+        elif path != WS_PATH:
             return conn.respond(http.HTTPStatus.NOT_FOUND, "no WebSocket endpoint here\n")
         plan = conn.plan = self.plan.session(self.seq)
         self.seq += 1
@@ -556,7 +563,8 @@ class Gateway:
         assert conn.plan is not None
         self.stats.upgrades_accepted += 1
         self.stats.session_opened()
-        session = Session(self, conn, conn.plan)
+        session: Any = (self.webmessaging.session(conn) if conn.webmessaging is not None
+                        else Session(self, conn, conn.plan))
         self.sessions.add(session)
         try:
             record = await session.run()
@@ -575,6 +583,7 @@ class Gateway:
             (STATS_PATH, "GET"): lambda: (200, self.stats.snapshot(self.settings.public_dict()), ()),
             (HEALTH_PATH, "GET"): lambda: (200, {"status": "draining" if self.draining else "ok"}, ()),
             (RESTART_PATH, "POST"): lambda: self._trigger_restart(url.query),
+            (webmessaging.STATS_PATH, "GET"): lambda: (200, self.webmessaging.snapshot(), ()),
         }
         route = routes.get((url.path, method))
         if route is not None:

@@ -70,7 +70,12 @@ class GatewaySettings:
     """How long a closing handshake may take before the TCP connection is cut."""
     seed: int | None = None
     """Seed of the fault plan; None = random, shown in stats so a run can be repeated."""
+    auth_frame: Literal["type", "command"] = "type"
+    """The auth frame the guest endpoint expects: {"type":"auth",...} (the contract), or the
+    seed thread's variant {"command":"auth","guestId":...,"token":...,"version":"1.0"}."""
     faults: FaultSettings = field(default_factory=FaultSettings)
+    webmessaging: WebMessagingSettings = field(default_factory=lambda: WebMessagingSettings())
+    """The ``[webmessaging]`` table: the Genesys Web Messaging endpoint on ``/v1``."""
 
     def __post_init__(self) -> None:
         positive = ("token_ttl_s", "auth_deadline_s", "idle_timeout_s", "max_text_length",
@@ -90,6 +95,77 @@ class GatewaySettings:
         data = _to_plain(self)
         del data["secret"]
         return data
+
+
+#: Close codes a setting may name (what a server may send), 0 meaning "do not close".
+_SENDABLE = frozenset({1000, 1001, 1008, 1011, 1012, 1013})
+
+
+def _close_code(name: str, code: int, allow_zero: bool) -> None:
+    if (allow_zero and code == 0) or code in _SENDABLE or 3000 <= code <= 4999:
+        return
+    zero = "0 (stay open), " if allow_zero else ""
+    raise ValueError(f"{name} must be {zero}1000, 1001, 1008, 1011, 1012, 1013 or 3000-4999 (got {code})")
+
+
+@dataclass(frozen=True)
+class WebMessagingSettings:
+    """Genesys Web Messaging on ``/v1?deploymentId=...`` (``webmessaging-protocol.md``).
+
+    Every behaviour the public sources leave UNKNOWN is a setting here, with a
+    plausible default, never a guess baked into code: idle timeout and maximum
+    connection age (defaults: AWS API Gateway's 10 min and 2 h), the close codes
+    and when they are sent, whether a ConnectionClosedEvent is followed by a
+    close, which connection a 4th socket evicts, the text limit, and what an
+    echo without a token gets.
+    """
+
+    deployments: tuple[str, ...] = ()
+    """Known deploymentIds; empty = any. Others get 400 "Deployment not found"."""
+    origins: tuple[str, ...] = ()
+    """Allowed Origin headers; empty = any (or none). Others: the upgrade is refused with 403."""
+    deployment_error_close_code: int = 1008
+    """Close after "Deployment not found" (or another refused configureSession); 0 = stay open."""
+    idle_timeout_s: float = 600.0
+    """A socket with no client frame for this long is closed with idle_close_code; 0 = never."""
+    idle_close_code: int = 1001
+    max_connection_age_s: float = 7200.0
+    """A socket older than this is closed with max_age_close_code; 0 = never."""
+    max_age_close_code: int = 1001
+    max_connections_per_token: int = 3
+    """Sockets one token may hold; one more sends ConnectionClosedEvent to the evicted one."""
+    evict: Literal["oldest", "newest"] = "oldest"
+    """Which socket a connection over the limit evicts: the oldest, or the new one itself."""
+    connection_closed_code: int = 1000
+    """Close code after a ConnectionClosedEvent (eviction, closeSession of another socket); 0 = leave
+    the socket open, detached from its session (it answers nothing more)."""
+    max_text_length: int = 4000
+    """Longer texts get {"class":"string","code":4011,"body":"message too long"}."""
+    rate_limit_per_s: int = 2
+    """onMessage (text, typing, presence) per session per sliding second; more get 429/4029. 0 = unlimited."""
+    echo_limit_per_min: int = 2
+    """echo frames per connection per sliding minute; more get 429/4029. 0 = unlimited."""
+    echo_without_token: Literal["answer", "error"] = "answer"
+    """An echo with no token: answered like any echo, or refused with 400."""
+    session_ttl_s: float = 0.0
+    """A session with no request for this long expires (SessionExpiredEvent); 0 = never."""
+    expired_close_code: int = 1000
+    """Close code after SessionExpiredEvent; 0 = stay open (further requests get 4006)."""
+    resume_window_s: float = 300.0
+    """A session with no socket left is forgotten after this long: its token then starts a new one."""
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout_s", "max_connection_age_s", "session_ttl_s", "rate_limit_per_s",
+                     "echo_limit_per_min", "resume_window_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, 0 meaning never / no limit (got {getattr(self, name)})")
+        for name in ("max_connections_per_token", "max_text_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (got {getattr(self, name)})")
+        for name in ("deployment_error_close_code", "connection_closed_code", "expired_close_code"):
+            _close_code(name, getattr(self, name), allow_zero=True)
+        for name in ("idle_close_code", "max_age_close_code"):
+            _close_code(name, getattr(self, name), allow_zero=False)
 
 
 def _to_plain(value: Any) -> Any:
