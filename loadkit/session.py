@@ -26,7 +26,7 @@ from loadkit.errors import (
     TargetProtocolError,
     UpgradeRefused,
 )
-from loadkit.lifecycle import Cause, Ending, Lifecycle, Result, Step
+from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol.base import EventKind, Profile, TokenGrant
 from loadkit.settings import Behaviour, HarnessSettings, backoff
@@ -66,37 +66,54 @@ class SessionDriver:
         self.live = live
         self.report = report
         self.rng = rng or random.Random()
+        self._dropped_at: float | None = None
+        self._refused = False
+        self._expired = False
 
     # -- a guest: one session, plus reconnects after drops ---------------------------
 
     def run_guest(self, guest_no: int, behaviour: Behaviour) -> Result:
-        """Run one guest to its end; reconnect (with backoff) after a drop."""
+        """Run one guest to its end; reconnect (with backoff) after a drop.
+
+        A reconnect reuses the guest's grant while it is valid (the guest
+        keeps its identity) and keeps the guest's planned end time. Its
+        success and the time to recover (drop → authenticated again) are
+        recorded the moment auth succeeds, not when the session ends: the
+        run may stop first.
+        """
         s = self.settings
-        now = self.transport.now
         length = self.rng.uniform(*s.session_seconds)
+        self._dropped_at = None
         result, grant, end_at = self.run_session(guest_no, behaviour, None, length, None)
         attempt = 0
-        dropped_at: float | None = None
         while s.reconnect and attempt < s.reconnect_max_attempts and (
-            result.is_drop or (dropped_at is not None and not result.authenticated)
+            result.is_drop or (self._dropped_at is not None and not result.authenticated)
         ):
-            if dropped_at is None:
-                dropped_at = now()
+            if result.is_drop:
+                self._dropped_at = self.transport.now()
+                attempt = 0
             attempt += 1
             self.transport.sleep(backoff(attempt, s.reconnect_base_s, s.reconnect_cap_s, self.rng))
             self.recorder.reconnect_attempts += 1
-            reuse = grant if grant is not None and self._grant_valid(grant) else None
-            result, grant2, end_at = self.run_session(guest_no, behaviour, reuse, length, end_at)
-            grant = grant2 or grant
-            if result.authenticated:
-                rec = self.recorder
-                rec.reconnect_successes += 1
-                recovered = self._last_auth_at - dropped_at
-                rec.recover.record(int(recovered * 1e6))
-                self.report("reconnect", recovered * 1000.0, None, 0)
-                dropped_at = None if not result.is_drop else now()
-                attempt = 0 if result.is_drop else attempt
+            # Keep the identity while the grant is good; a refused auth means
+            # it is not (a restarted gateway may have a new signing key).
+            refused = result.outcome in (Outcome.AUTH_REFUSED, Outcome.TOKEN_REFUSED)
+            reuse = grant if grant is not None and not refused and self._grant_valid(grant) else None
+            result, new_grant, end_at = self.run_session(guest_no, behaviour, reuse, length, end_at)
+            grant = new_grant or grant
+        self._dropped_at = None
         return result
+
+    def _recovered(self, auth_at: float) -> None:
+        """A reconnect got through auth: count it and its time to recover."""
+        dropped_at, self._dropped_at = self._dropped_at, None
+        if dropped_at is None:
+            return
+        rec = self.recorder
+        rec.reconnect_successes += 1
+        recovered = auth_at - dropped_at
+        rec.recover.record(int(recovered * 1e6))
+        self.report("reconnect", recovered * 1000.0, None, 0)
 
     def _grant_valid(self, grant: TokenGrant) -> bool:
         import time
@@ -115,7 +132,6 @@ class SessionDriver:
         self.live.open += 1
         ws = None
         ending: Ending | None = None
-        self._last_auth_at = 0.0
         self._refused = False
         self._expired = False
         try:
@@ -145,9 +161,14 @@ class SessionDriver:
             exc = sys.exc_info()[1]
             stopping = not isinstance(exc, Exception)
             cause = Cause.STOPPED if stopping else Cause.HARNESS_ERROR
-            ending = self._close(ws, cause, 1001 if stopping else 1011,
-                                 "harness stopping" if stopping else "harness error", wait=stopping,
-                                 detail="" if stopping else repr(exc))
+            left = getattr(exc, "loadkit_close", None)  # stopped mid-upgrade: how we left
+            if ws is None and left is not None:
+                ending = Ending(Cause.CLOSED if left.initiator == "server" else cause,
+                                left.code, left.reason, left.initiator)
+            else:
+                ending = self._close(ws, cause, 1001 if stopping else 1011,
+                                     "harness stopping" if stopping else "harness error", wait=stopping,
+                                     detail="" if stopping else repr(exc))
             self._finish(lc, ending, rec)
             raise
         result = self._finish(lc, ending, rec)
@@ -249,11 +270,11 @@ class SessionDriver:
             if kind is _E.AUTH_OK:
                 t1 = t.now()
                 lc.step(Step.AUTH_OK, t1)
-                self._last_auth_at = t1
                 rec = self.recorder
                 rec.session_authenticated()
                 rec.observe("auth", int((t1 - t0) * 1e6))
                 self.report("auth", (t1 - t0) * 1000.0, None, len(data))
+                self._recovered(t1)
                 return None
             self._note(ev)
 

@@ -182,7 +182,8 @@ class WebSocket:
         if self._ended is not None:
             return self._ended
         proto = self._proto
-        if proto.parser_exc is not None and proto.close_rcvd is None:
+        if proto.parser_exc is not None and proto.close_rcvd is None \
+                and not isinstance(proto.parser_exc, EOFError):
             # We failed the connection (bad framing, frame too big): the
             # protocol queued our close frame; send it and stop.
             self._flush_quietly()
@@ -196,6 +197,10 @@ class WebSocket:
             self._wait_for_eof()
         rcvd, sent = proto.close_rcvd, proto.close_sent
         if proto.close_rcvd_then_sent or (rcvd is not None and sent is None):
+            self._ended = ConnectionEnded(rcvd.code, rcvd.reason, "server")
+        elif sent is not None and rcvd is not None and rcvd.code != sent.code:
+            # Both closed at once: the server's frame is not an echo of ours,
+            # so it was sent before ours arrived. The server ended it.
             self._ended = ConnectionEnded(rcvd.code, rcvd.reason, "server")
         elif sent is not None:
             # Ours came first, answered or not (a server that never answers
@@ -365,29 +370,16 @@ class GeventTransport:
             for chunk in proto.data_to_send():
                 sock.sendall(chunk)
             pending: list[Any] = []
-            while proto.state is WsState.CONNECTING:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ConnectFailed("upgrade timeout")
-                sock.settimeout(remaining)
-                try:
-                    data = sock.recv(_RECV_SIZE)
-                except (TimeoutError, _stdsocket.timeout):
-                    raise ConnectFailed("upgrade timeout") from None
-                if data:
-                    proto.receive_data(data)
-                else:
-                    proto.receive_eof()
-                for event in proto.events_received():
-                    if not isinstance(event, Response):
-                        pending.append(event)
-                if proto.handshake_exc is not None:
-                    exc = proto.handshake_exc
-                    if isinstance(exc, InvalidStatus):
-                        raise UpgradeRefused(exc.response.status_code)
-                    raise ConnectFailed(f"upgrade failed: {_handshake_reason(exc)}")
-                if not data and proto.state is WsState.CONNECTING:
-                    raise ConnectFailed("connection closed during the upgrade")
+            try:
+                self._await_upgrade(sock, proto, deadline, pending)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    raise
+                # The harness is stopping mid-upgrade. Leave like a client
+                # should, so the gateway records a close, not a lost link:
+                # finish the upgrade briefly and close 1001.
+                exc.loadkit_close = self._leave_during_upgrade(sock, proto, pending)  # type: ignore[attr-defined]
+                raise
             return WebSocket(sock, proto, pending, self.close_timeout)
         except ssl.SSLError as exc:
             sock.close()
@@ -401,6 +393,41 @@ class GeventTransport:
         except BaseException:
             sock.close()
             raise
+
+    def _leave_during_upgrade(self, sock: Any, proto: ClientProtocol, pending: list[Any]) -> ConnectionEnded | None:
+        try:
+            self._await_upgrade(sock, proto, time.monotonic() + self.close_timeout, pending)
+        except Exception:
+            return None  # refused, failed or timed out: nothing was opened
+        ws = WebSocket(sock, proto, pending, self.close_timeout)
+        return ws.close(1001, "harness stopping", wait=True)
+
+    @staticmethod
+    def _await_upgrade(sock: Any, proto: ClientProtocol, deadline: float, pending: list[Any]) -> None:
+        """Read until the upgrade is answered; ConnectFailed/UpgradeRefused if it isn't 101."""
+        while proto.state is WsState.CONNECTING:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectFailed("upgrade timeout")
+            sock.settimeout(remaining)
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except (TimeoutError, _stdsocket.timeout):
+                raise ConnectFailed("upgrade timeout") from None
+            if data:
+                proto.receive_data(data)
+            else:
+                proto.receive_eof()
+            for event in proto.events_received():
+                if not isinstance(event, Response):
+                    pending.append(event)
+            if proto.handshake_exc is not None:
+                exc = proto.handshake_exc
+                if isinstance(exc, InvalidStatus):
+                    raise UpgradeRefused(exc.response.status_code)
+                raise ConnectFailed(f"upgrade failed: {_handshake_reason(exc)}")
+            if not data and proto.state is WsState.CONNECTING:
+                raise ConnectFailed("connection closed during the upgrade")
 
     def close(self) -> None:
         for client in self._http_clients.values():

@@ -82,5 +82,6 @@ def assert_matches_gateway(report: dict[str, Any], stats: dict[str, Any]) -> Non
     assert report["invariant"]["ok"], report["invariant"]
     assert s["started"] == sum(s["outcomes"].values()) + s["open"]
     assert s["authenticated"] == stats["sessions"]["authenticated"]
-    assert codes_by(report["close_codes"], "code", "reason", "initiator") == \
-        codes_by(stats["closes"], "code", "reason", "initiator")
+    ours = codes_by(report["close_codes"], "code", "reason", "initiator")
+    theirs = codes_by(stats["closes"], "code", "reason", "initiator")
+    assert ours == theirs, f"harness {ours} != gateway {theirs}"
