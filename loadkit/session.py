@@ -310,6 +310,7 @@ class SessionDriver:
         replies: dict[Any, float] = {}
         seq = 0
         misses = 0
+        last_rx = now  # for "time since the last server frame" on a keepalive timeout
         text = ("hello from loadkit " * (1 + s.message_chars // 19))[: s.message_chars]
         while True:
             now = t.now()
@@ -331,6 +332,7 @@ class SessionDriver:
                         rec.missed_pongs += 1
                         misses += 1
                     if misses >= s.keepalive_misses:
+                        rec.silence.record(int((now - last_rx) * 1e6))
                         return self._close(ws, Cause.KEEPALIVE_TIMEOUT, 1001, "keepalive timeout",
                                            wait=False, detail=f"no pong within {s.pong_timeout_s:g} s")
                 pong_due = min(pings.values()) + s.pong_timeout_s if pings else float("inf")
@@ -347,6 +349,7 @@ class SessionDriver:
             data = ws.recv(wait if wait > 0 else 0)
             if data is None:
                 continue
+            last_rx = t.now()
             ev = profile.classify(data)
             kind = ev.kind
             if kind is _E.ACK:

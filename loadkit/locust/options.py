@@ -71,6 +71,8 @@ def register(parser: Any) -> None:
         help="loadkit: seconds for TCP, TLS and the upgrade")
     add("--auth-timeout", type=_seconds("--auth-timeout"), default="15",
         help="loadkit: seconds to wait for the auth answer")
+    add("--close-timeout", type=_seconds("--close-timeout"), default="2",
+        help="loadkit: seconds to wait for the server's answer to our close frame")
     add("--just-after-auth", type=_seconds("--just-after-auth", positive=False), default="5",
         help="loadkit: a session ending this soon after auth counts as 'just after auth'")
     add("--reconnect-backoff", type=_range("--reconnect-backoff"), default="0.5-15",
@@ -97,6 +99,8 @@ def register(parser: Any) -> None:
         help="loadkit: seconds before --abort-on-breach may act")
     add("--saturation-limit", type=_seconds("--saturation-limit", positive=False), default="0.2",
         help="loadkit: share of the run a harness process may spend above 90%% CPU before the run is invalid")
+    add("--saturation-cpu", type=_seconds("--saturation-cpu"), default="90",
+        help="loadkit: CPU percent above which a harness process counts as saturated")
     add("--gateway-set", action="append", default=[], is_multiple=True,
         help="loadkit: KEY=VALUE setting for the embedded gateway (repeatable)")
 
@@ -114,6 +118,7 @@ def settings_from(opts: Any) -> HarnessSettings:
         pause_between=parse_range(opts.guest_pause, "--guest-pause"),
         connect_timeout_s=parse_seconds(opts.connect_timeout, "--connect-timeout"),
         auth_timeout_s=parse_seconds(opts.auth_timeout, "--auth-timeout"),
+        close_timeout_s=parse_seconds(opts.close_timeout, "--close-timeout"),
         just_after_auth_s=parse_seconds(opts.just_after_auth, "--just-after-auth", positive=False),
         reconnect=parse_count(opts.reconnect_max_attempts, "--reconnect-max-attempts") > 0,
         reconnect_base_s=lo if lo > 0 else parse_seconds(lo, "--reconnect-backoff BASE"),

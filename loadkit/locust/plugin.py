@@ -25,6 +25,7 @@ from typing import Any
 import gevent
 import orjson
 from locust import events
+from locust import runners
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadkit.errors import ConfigError
@@ -39,7 +40,9 @@ from loadkit.transport import GeventTransport
 
 logger = logging.getLogger("loadkit")
 
-_CPU_HIGH = 90.0
+# Locust samples CPU every 10 s by default; a 30-second run would get two
+# samples, the first always 0. Sample every 2 s for the saturation verdict.
+runners.CPU_MONITOR_INTERVAL = 2.0
 
 
 class Runtime:
@@ -188,13 +191,15 @@ class Runtime:
     # -- verdict ------------------------------------------------------------------
 
     def saturation(self) -> dict[str, Any]:
-        samples = self.cpu_samples
-        above = sum(1 for c in samples if c > _CPU_HIGH)
+        samples = self.cpu_samples[1:]  # Locust's first sample is always 0
+        high = float(self.opts.saturation_cpu)
+        above = sum(1 for c in samples if c > high)
         share = above / len(samples) if samples else 0.0
         return {
             "max_cpu_percent": max(samples) if samples else None,
             "samples": len(samples),
-            "share_above_90": round(share, 4),
+            "cpu_limit_percent": high,
+            "share_saturated": round(share, 4),
             "limit": float(self.opts.saturation_limit),
             "valid": share <= float(self.opts.saturation_limit),
         }

@@ -34,7 +34,7 @@ class Recorder:
     __slots__ = (
         "started", "authenticated", "ended", "close_codes", "latency", "recover",
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
-        "missed_pongs", "session_seconds", "survival_reached", "survival_died",
+        "missed_pongs", "silence", "session_seconds", "survival_reached", "survival_died",
         "marks",
     )
 
@@ -56,6 +56,8 @@ class Recorder:
         self.reconnect_attempts = 0
         self.reconnect_successes = 0
         self.missed_pongs = 0
+        #: on a keepalive timeout: time since the last frame from the server, µs
+        self.silence = Histogram()
         #: authenticated seconds of ended sessions (for drops per session-hour)
         self.session_seconds = 0.0
         self.survival_reached: Counter[int] = Counter()
@@ -132,13 +134,14 @@ class Recorder:
         self.reconnect_attempts += other.reconnect_attempts
         self.reconnect_successes += other.reconnect_successes
         self.missed_pongs += other.missed_pongs
+        self.silence.merge(other.silence)
         self.session_seconds += other.session_seconds
         self.survival_reached.update(other.survival_reached)
         self.survival_died.update(other.survival_died)
 
     def is_empty(self) -> bool:
         return not (self.started or self.ended or self.close_codes or self.errors
-                    or self.bad_frames or self.reconnect_attempts or self.missed_pongs
+                    or self.bad_frames or self.reconnect_attempts or self.missed_pongs or self.silence
                     or any(self.latency.values()) or self.recover)
 
     def to_wire(self) -> dict[str, Any]:
@@ -155,6 +158,7 @@ class Recorder:
             "bad_frames": dict(self.bad_frames),
             "reconnect": [self.reconnect_attempts, self.reconnect_successes],
             "missed_pongs": self.missed_pongs,
+            "silence": self.silence.to_wire(),
             "session_seconds": self.session_seconds,
             "survival": [[m, self.survival_reached[m], self.survival_died[m]] for m in self.marks],
         }
@@ -173,6 +177,8 @@ class Recorder:
         rec.bad_frames = Counter(data["bad_frames"])
         rec.reconnect_attempts, rec.reconnect_successes = data["reconnect"]
         rec.missed_pongs = int(data["missed_pongs"])
+        if "silence" in data:
+            rec.silence = Histogram.from_wire(data["silence"])
         rec.session_seconds = float(data["session_seconds"])
         for m, reached, died in data["survival"]:
             rec.survival_reached[m] = reached

@@ -62,7 +62,8 @@ def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
             mark_label(m): _survival(total, m) for m in total.marks
         },
         "keepalive": {"missed_pongs": total.missed_pongs,
-                      "timeouts": outcomes.get(Outcome.KEEPALIVE_TIMEOUT.value, 0)},
+                      "timeouts": outcomes.get(Outcome.KEEPALIVE_TIMEOUT.value, 0),
+                      "silence_ms": total.silence.summary_ms((50, 95, 99))},
         "errors": dict(sorted(total.errors.items())),
         "bad_frames": dict(sorted(total.bad_frames.items())),
     }

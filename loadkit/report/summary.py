@@ -68,7 +68,9 @@ def render_summary(report: dict[str, Any]) -> str:
             f"{k} {_pct(v['rate'])} ({v['reached']}/{v['eligible']})" for k, v in surv.items()))
     ka = report.get("keepalive", {})
     if ka.get("missed_pongs"):
-        lines.append(f"keepalive: {ka['missed_pongs']} missed pongs, {ka['timeouts']} keepalive timeouts")
+        silence = ka.get("silence_ms", {}).get("max")
+        lines.append(f"keepalive: {ka['missed_pongs']} missed pongs, {ka['timeouts']} keepalive timeouts"
+                     + (f", longest silence from the server {silence / 1000:.1f} s" if silence else ""))
     if report.get("errors"):
         lines.append("error frames: " + ", ".join(f"{k}×{v}" for k, v in report["errors"].items()))
     if report.get("bad_frames"):

@@ -1,0 +1,127 @@
+"""Verdicts and exit codes on real runs; results survive SIGKILL and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from loadkit.locust.plugin import verdict_of
+from tests.harness import ROOT, assert_matches_gateway, locust_command, run_locust, settled_stats
+
+pytestmark = pytest.mark.slow
+
+FAST = ("--session-seconds", "1.5-2.5", "--keepalive-interval", "0.5", "--message-interval", "0.2-0.4",
+        "--guest-pause", "0-0.2")
+
+
+def rows_by_expr(report):
+    return {t["expr"]: t for t in report["thresholds"]}
+
+
+def test_thresholds_pass_and_fail_on_a_run_with_faults_chosen_to_breach_them(tmp_path, gateway_factory):
+    gw = gateway_factory(**{"faults.auth_latency": "fixed:50", "faults.drop_fraction": 0.5,
+                            "faults.drop_after_s": "0.1,0.6", "faults.drop_code": 1011}, seed=4)
+    passing = ["auth.p95 < 150", "drop_rate < 0.95", "close.4008.count == 0", "survival.1s < 0.99",
+               "outcome.auth_refused.rate < 0.001", "reconnect.p95 < 5000", "sessions.started > 5"]
+    failing = ["auth.p95 < 40", "drop_rate < 0.01", "close.1011.count == 0", "drops_per_session_hour < 0.5",
+               "outcome.dropped_by_server.rate < 0.001", "survival.1s > 0.99", "reconnect.p95 < 1"]
+    args = [a for expr in passing + failing for a in ("--threshold", expr)]
+    run = run_locust(tmp_path, "--host", gw.url, *FAST, "--survival-marks", "1s", "--reconnect-backoff", "0.1-0.3",
+                     *args, users=8, run_time="5s")
+    assert run.returncode == 3, run.stderr[-2000:]
+    report = run.report
+    assert_matches_gateway(report, settled_stats(gw))
+    rows = rows_by_expr(report)
+    for expr in passing:
+        assert rows[expr]["passed"] is True, rows[expr]
+    for expr in failing:
+        assert rows[expr]["passed"] is False, rows[expr]
+    assert report["verdict"] == "fail"
+    assert "threshold FAIL: close.1011.count == 0" in run.stdout
+
+
+def test_a_clean_run_with_thresholds_passes_with_exit_code_0(tmp_path, gateway):
+    run = run_locust(tmp_path, "--host", gateway.url, *FAST, "--threshold", "auth.p99 < 500",
+                     "--threshold", "drop_rate == 0", "--threshold", "close.1011.count == 0",
+                     "--loadkit-html", str(tmp_path / "report.html"), users=4, run_time="3s")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.report["verdict"] == "pass"
+    html = (tmp_path / "report.html").read_text()
+    assert "<svg" in html and "auth.p99 &lt; 500" in html
+
+
+def test_abort_on_breach_stops_the_run_early(tmp_path, gateway_factory):
+    gw = gateway_factory(**{"faults.drop_fraction": 1.0, "faults.drop_after_s": "0.1,0.3", "faults.drop_code": 1011})
+    started = time.monotonic()
+    run = run_locust(tmp_path, "--host", gw.url, *FAST, "--threshold", "close.1011.count == 0",
+                     "--abort-on-breach", "--breach-grace", "1", users=4, run_time="30s")
+    assert time.monotonic() - started < 20
+    assert run.returncode == 3
+    assert run.report["run"]["aborted"].startswith("close.1011.count == 0")
+    assert run.report["run"]["duration_s"] < 10
+
+
+def test_a_saturated_load_generator_makes_the_run_invalid(tmp_path, gateway):
+    # Any CPU use above 0.01 % counts as saturated here: the verdict logic is real, the bar is low.
+    run = run_locust(tmp_path, "--host", gateway.url, *FAST, "--saturation-cpu", "0.01",
+                     "--saturation-limit", "0.1", users=4, run_time="6s")
+    assert run.returncode == 4, run.stderr[-2000:]
+    sat = run.report["saturation"]
+    assert sat["samples"] >= 1 and sat["share_saturated"] > 0.1 and not sat["valid"]
+    assert run.report["verdict"] == "invalid"
+
+
+def test_broken_accounting_is_a_harness_error():
+    report = {"sessions": {"outcomes": {"closed_normally": 3}}, "invariant": {"ok": False}}
+    assert verdict_of(report) == "error"
+    report = {"sessions": {"outcomes": {"harness_error": 1}}, "invariant": {"ok": True}}
+    assert verdict_of(report) == "error"
+
+
+def _start(tmp_path, gateway_url, *extra):
+    cmd = locust_command("--headless", "-u", "4", "-r", "10", "-t", "60s", "--host", gateway_url, *FAST,
+                         "--loadkit-series", str(tmp_path / "series.jsonl"), "--series-interval", "1",
+                         "--loadkit-report", str(tmp_path / "report.json"), "--only-summary", *extra)
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_the_time_series_survives_a_sigkill_of_the_run(tmp_path, gateway):
+    proc = _start(tmp_path, gateway.url)
+    try:
+        time.sleep(4.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    lines = (tmp_path / "series.jsonl").read_text().splitlines()
+    assert len(lines) >= 2
+    rows = [json.loads(line) for line in lines]  # every line complete
+    assert [r["elapsed_s"] for r in rows] == sorted(r["elapsed_s"] for r in rows)
+    assert sum(r["authenticated"] for r in rows) > 0
+    assert not (tmp_path / "report.json").exists()  # killed: no report, but the windows are kept
+
+
+def test_ctrl_c_still_writes_the_final_report(tmp_path, gateway):
+    proc = _start(tmp_path, gateway.url)
+    try:
+        time.sleep(3.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["invariant"]["ok"]
+    assert report["sessions"]["authenticated"] > 0
+    assert report["sessions"]["open"] == 0
+    assert_matches_gateway(report, settled_stats(gateway))
+    assert b"loadkit summary" in out
