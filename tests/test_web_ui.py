@@ -1,0 +1,72 @@
+"""The web UI mode: `locust -f locustfile.py` with no --headless works with loadkit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tests.harness import ROOT, locust_command
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read()
+
+
+def test_the_web_ui_runs_guests_against_the_embedded_gateway_and_reports_on_quit(tmp_path):
+    port = _free_port()
+    report = tmp_path / "report.json"
+    cmd = locust_command("--web-host", "127.0.0.1", "--web-port", str(port), "--session-seconds", "1-2",
+                         "--keepalive-interval", "0.5", "--message-interval", "0.2-0.4",
+                         "--loadkit-report", str(report))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                page = _get(base + "/").decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert "session-seconds" in page or "session_seconds" in page  # loadkit's options in the form
+        form = urllib.parse.urlencode({"user_count": 4, "spawn_rate": 4}).encode()
+        with urllib.request.urlopen(base + "/swarm", data=form, timeout=5) as resp:
+            assert json.loads(resp.read())["success"]
+        time.sleep(4)
+        stats = json.loads(_get(base + "/stats/requests"))
+        names = {row["name"] for row in stats["stats"]}
+        assert {"token", "connect", "auth"} <= names
+        with urllib.request.urlopen(urllib.request.Request(base + "/stop", method="POST"), timeout=5):
+            pass
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    data = json.loads(report.read_text())
+    assert data["run"]["embedded_gateway"] is True
+    assert data["sessions"]["authenticated"] >= 4
+    assert data["invariant"]["ok"]
+    assert data["gateway"]["sessions"]["authenticated"] == data["sessions"]["authenticated"]
