@@ -341,6 +341,11 @@ def _on_init(environment: Any, **_kw: Any) -> None:
             _die(environment, str(exc))
         environment.host = rt.gateway.url
 
+    if getattr(environment, "web_ui", None) is not None and not rt.is_worker:
+        from loadkit.locust import webui
+
+        webui.install(environment.web_ui, rt)
+
     events_ = environment.events
 
     @events_.test_start.add_listener
