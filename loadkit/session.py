@@ -308,6 +308,8 @@ class SessionDriver:
         pings: dict[Any, float] = {}
         acks: dict[Any, float] = {}
         replies: dict[Any, float] = {}
+        #: what each answer closes: its pending sends and its latency phase
+        waiting = {_E.ACK: (acks, "message"), _E.PONG: (pings, "ping"), _E.AGENT_MESSAGE: (replies, "reply")}
         seq = 0
         misses = 0
         last_rx = now  # for "time since the last server frame" on a keepalive timeout
@@ -352,25 +354,16 @@ class SessionDriver:
             last_rx = t.now()
             ev = profile.classify(data)
             kind = ev.kind
-            if kind is _E.ACK:
-                sent = acks.pop(ev.ref, None)
+            answered = waiting.get(kind)
+            if answered is not None:  # an ack, a pong or the agent's reply: a round trip
+                pending, phase = answered
+                sent = pending.pop(ev.ref, None)
                 if sent is not None:
-                    dt = t.now() - sent
-                    rec.observe("message", int(dt * 1e6))
-                    report("message", dt * 1000.0, None, len(data))
-            elif kind is _E.PONG:
-                sent = pings.pop(ev.ref, None)
-                if sent is not None:
-                    misses = 0
-                    dt = t.now() - sent
-                    rec.observe("ping", int(dt * 1e6))
-                    report("ping", dt * 1000.0, None, len(data))
-            elif kind is _E.AGENT_MESSAGE:
-                sent = replies.pop(ev.ref, None)
-                if sent is not None:
-                    dt = t.now() - sent
-                    rec.observe("reply", int(dt * 1e6))
-                    report("reply", dt * 1000.0, None, len(data))
+                    if kind is _E.PONG:
+                        misses = 0
+                    dt = last_rx - sent
+                    rec.observe(phase, int(dt * 1e6))
+                    report(phase, dt * 1000.0, None, len(data))
             elif kind is _E.RATE_LIMITED:
                 rec.errors["4029"] += 1
                 acks.pop(ev.ref, None)  # refused: no ack and no reply will come
