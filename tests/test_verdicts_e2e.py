@@ -125,3 +125,34 @@ def test_ctrl_c_still_writes_the_final_report(tmp_path, gateway):
     assert report["sessions"]["open"] == 0
     assert_matches_gateway(report, settled_stats(gateway))
     assert b"loadkit summary" in out
+
+
+def test_drift_compares_the_last_window_with_the_first(tmp_path, gateway):
+    """Stall the gateway on and off in the last seconds: later auths are ~100 times slower."""
+    report_path = tmp_path / "report.json"
+    cmd = locust_command("--headless", "-u", "6", "-r", "20", "-t", "5s", "--host", gateway.url,
+                         "--session-seconds", "0.05-0.1", "--guest-pause", "0-0.05", "--series-interval", "1",
+                         "--threshold", "drift.auth.p95 < 1.2", "--loadkit-report", str(report_path),
+                         "--only-summary")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        time.sleep(3.0)
+        while proc.poll() is None:  # bounded: the run stops itself after 5 s
+            os.kill(gateway.pid, signal.SIGSTOP)
+            time.sleep(0.15)
+            os.kill(gateway.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        proc.communicate(timeout=60)
+    finally:
+        os.kill(gateway.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    report = json.loads(report_path.read_text())
+    drift = report["drift"]
+    first, last = drift["first"]["auth"]["p95"], drift["last"]["auth"]["p95"]
+    assert last > 10 * first, drift
+    row = report["thresholds"][0]
+    assert row["value"] == pytest.approx(last / first, rel=1e-3)
+    assert row["passed"] is False and proc.returncode == 3
