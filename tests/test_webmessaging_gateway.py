@@ -160,11 +160,14 @@ def test_guests_live_their_sessions_and_both_sides_count_the_same(start: Any, wm
     stats, wms = settled(gw)
     assert {r.outcome.value for r in results} == {"closed_normally"}
     assert_same_counts(rec, stats)
-    assert dict(rec.errors) == {} and dict(rec.bad_frames) == {} and rec.missed_pongs == 0
+    assert dict(rec.bad_frames) == {} and rec.missed_pongs == 0
     for phase in ("connect", "auth", "message", "ping"):
         assert rec.latency[phase].count > 0, phase
     assert not [r for r in reports if r[1] is not None]
     assert wms["sessions"] == {"new": 6, "resumed": 0, "active": 0}
+    # only a goodbye's Presence Clear hard on two messages can be refused (2 onMessage per second),
+    # and the guest counted exactly the refusals that reached it
+    assert set(rec.errors) <= {"4029"} and dict(rec.errors) == wms["errors_sent"]
     # every guest said goodbye: closeSession reached the gateway, and Presence Clear ended the
     # conversation unless it came within a second of two messages (it is an onMessage too: 2/s)
     assert wms["frames_received"]["closeSession"] == 6

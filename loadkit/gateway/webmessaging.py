@@ -370,11 +370,19 @@ class Connection:
         frames received before the close. They are processed and counted
         (a Presence Clear still ends the session); only their answers are lost.
         """
+        await self._send_to(self, orjson.dumps(frame), frame)
+
+    async def _send_to(self, target: Connection, data: bytes, frame: dict[str, Any]) -> None:
+        # Counted when it goes on the wire: websockets writes the frame whenever the
+        # connection is OPEN on entry, even if send() then raises because the client's
+        # close arrived meanwhile (the client still reads it while closing).
+        written = target.conn.protocol.state is OPEN
         try:
-            await self.conn.send(orjson.dumps(frame), text=True)
+            await target.conn.send(data, text=True)
         except ConnectionClosed:
-            return
-        self._count(frame)
+            pass
+        if written:
+            self._count(frame)
 
     def _count(self, frame: dict[str, Any]) -> None:
         stats = self.hub.stats
@@ -402,11 +410,7 @@ class Connection:
         targets = list(self.guest.conns) if self.guest is not None else [self]
         data = orjson.dumps(frame)
         for target in targets:
-            try:
-                await target.conn.send(data, text=True)
-            except ConnectionClosed:
-                continue
-            self._count(frame)
+            await self._send_to(target, data, frame)
 
     # --- receiving -------------------------------------------------------------------
 
