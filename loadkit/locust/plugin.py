@@ -49,19 +49,10 @@ class Runtime:
     """Everything loadkit keeps in one Locust process."""
 
     def __init__(self, environment: Any, opts: Any) -> None:
-        from loadkit.report import thresholds
-
         self.environment = environment
         self.opts = opts
-        self.settings = options.settings_from(opts)
-        self.profile = get_profile(opts.protocol)
-        try:
-            self.thresholds = thresholds.parse_all(opts.threshold or [])
-        except thresholds.ThresholdError as exc:
-            raise ConfigError(str(exc)) from None
-        s = self.settings
-        self.transport = GeventTransport(open_timeout=s.connect_timeout_s, close_timeout=s.close_timeout_s)
-        marks = s.survival_marks
+        self.configure()
+        marks = self.settings.survival_marks
         self.recorder = Recorder(marks)  # this process's users record here
         self.total = Recorder(marks)     # merged: the whole run (local or master)
         self.window = Recorder(marks)    # merged: the current time-series window
@@ -79,6 +70,32 @@ class Runtime:
         self.aborted: str | None = None
         self.finished = False
         self._fire = environment.events.request.fire
+
+    def configure(self) -> None:
+        """(Re)build everything that follows from the options; ConfigError if they are bad.
+
+        Called at ``init`` and again at each ``test_start``: the web UI may
+        have changed the options, and a worker only gets the master's values
+        in its spawn message.
+        """
+        from loadkit.report import thresholds
+
+        opts = self.opts
+        self.settings = options.settings_from(opts)
+        self.profile = get_profile(opts.protocol)
+        try:
+            self.thresholds = thresholds.parse_all(opts.threshold or [])
+        except thresholds.ThresholdError as exc:
+            raise ConfigError(str(exc)) from None
+        s = self.settings
+        old = getattr(self, "transport", None)
+        if old is not None:
+            old.close()
+        self.transport = GeventTransport(open_timeout=s.connect_timeout_s, close_timeout=s.close_timeout_s)
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None and recorder.marks != s.survival_marks:
+            recorder.detach()  # a new test: what the old one recorded was shipped or reset
+            recorder.marks = s.survival_marks
 
     # -- the hot path's one Locust call ------------------------------------------
 
@@ -351,7 +368,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     @events_.test_start.add_listener
     def _on_test_start(**_kw: Any) -> None:
         try:
-            rt.settings = options.settings_from(opts)  # again: the web UI skips type=
+            rt.configure()  # again: the web UI skips type=, workers get the master's options
             if environment.host:
                 environment.host = options.validate_host(environment.host)
         except ConfigError as exc:
