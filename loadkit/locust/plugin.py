@@ -48,9 +48,11 @@ runners.CPU_MONITOR_INTERVAL = 2.0
 class Runtime:
     """Everything loadkit keeps in one Locust process."""
 
-    def __init__(self, environment: Any, opts: Any) -> None:
+    def __init__(self, environment: Any, opts: Any, scenario: Any = None) -> None:
         self.environment = environment
         self.opts = opts
+        #: the ``[tool.loadkit]`` table of Locust's ``--config`` file, if any
+        self.scenario = scenario
         self.configure()
         marks = self.settings.survival_marks
         self.recorder = Recorder(marks)  # this process's users record here
@@ -82,7 +84,10 @@ class Runtime:
 
         opts = self.opts
         self.settings = options.settings_from(opts)
-        self.profile = get_profile(opts.protocol)
+        if self.scenario is not None:
+            self.profile = self.scenario.make_profile(opts.protocol)
+        else:
+            self.profile = get_profile(opts.protocol)
         try:
             self.thresholds = thresholds.parse_all(opts.threshold or [])
         except thresholds.ThresholdError as exc:
@@ -237,6 +242,10 @@ class Runtime:
             runner = self.environment.runner
             gevent.spawn_later(0, runner.quit)
 
+    def redact(self, text: str) -> str:
+        """Secrets from the scenario file never reach a summary or a report."""
+        return self.scenario.redact(text) if self.scenario is not None else text
+
     def run_info(self) -> dict[str, Any]:
         ended = time.time()
         started = self.started_wall or ended
@@ -270,13 +279,17 @@ class Runtime:
         if self.gateway is not None:
             try:
                 gateway_stats = self.gateway.stats()
+                deadline = time.monotonic() + 3.0
+                while gateway_stats["sessions"]["open"] and time.monotonic() < deadline:
+                    gevent.sleep(0.05)  # the gateway records a close when its handler ends
+                    gateway_stats = self.gateway.stats()
             except Exception as exc:  # the summary still matters more
                 logger.warning("loadkit: could not read the gateway's stats: %s", exc)
         report = self.build(final=True, gateway=gateway_stats)
         report["thresholds"] = thresholds.evaluate(self.thresholds, report)
         report["verdict"] = verdict_of(report)
-        write_outputs(report, self.series_rows, self.opts)
-        print(render_summary(report), flush=True)
+        write_outputs(report, self.series_rows, self.opts, self.redact)
+        print(self.redact(render_summary(report)), flush=True)
         if report["verdict"] == "unreachable":
             failures = ", ".join(f"{k} ×{v}" for k, v in connect_failures(report).items())
             print(f"loadkit: target {self.environment.host} unreachable: every connection attempt failed "
@@ -301,23 +314,49 @@ def verdict_of(report: dict[str, Any]) -> str:
     return "pass"
 
 
-def write_outputs(report: dict[str, Any], rows: list[dict[str, Any]], opts: Any) -> None:
+def write_outputs(report: dict[str, Any], rows: list[dict[str, Any]], opts: Any,
+                  redact: Any = lambda text: text) -> None:
+    """The JSON and HTML reports, each written whole (a temp file, then a rename)."""
     if opts.loadkit_report:
-        path = Path(opts.loadkit_report)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-        tmp.replace(path)
+        text = orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+        _write(Path(opts.loadkit_report), redact(text))
     if opts.loadkit_html:
         from loadkit.report import html
 
-        path = Path(opts.loadkit_html)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(html.render(report, rows), encoding="utf-8")
+        _write(Path(opts.loadkit_html), redact(html.render(report, rows)))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _apply_scenario(environment: Any, opts: Any) -> Any:
+    """Load ``[tool.loadkit]`` from Locust's ``--config`` TOML and apply it under the command line.
+
+    Precedence: command line > scenario file > defaults. Locust itself reads
+    the same file's ``[tool.locust]`` table.
+    """
+    path = getattr(opts, "config", None)
+    if not path or not str(path).endswith(".toml"):
+        return None
+    import argparse
+
+    from loadkit.config import given_on_command_line, load_scenario, loadkit_options
+
+    scenario = load_scenario(path)
+    actions = dict(loadkit_options())
+    actions["host"] = argparse.Action(["-H", "--host"], "host")
+    applied = scenario.apply_to(opts, given_on_command_line(sys.argv[1:], actions))
+    if "host" in applied:
+        environment.host = opts.host
+    return scenario
 
 
 def _die(environment: Any, message: str) -> None:
@@ -341,7 +380,8 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     if opts is None:  # a library use of Locust without the command line
         return
     try:
-        rt = Runtime(environment, opts)
+        scenario = _apply_scenario(environment, opts)
+        rt = Runtime(environment, opts, scenario)
         if environment.host:
             environment.host = options.validate_host(environment.host)
     except ConfigError as exc:
