@@ -151,6 +151,14 @@ def test_each_guest_protocol_frame_is_classified_by_the_seed_variants_matchers(
         assert ev.fields == raw
 
 
+def test_replies_are_correlated_when_an_agent_message_matcher_has_a_ref(seed: Any, seed_options: dict[str, Any]) -> None:
+    from loadkit.protocol.base import reply_refs
+
+    assert reply_refs(seed) is True
+    without = [m for m in seed_options["match"] if m["kind"] != "agent_message"]
+    assert reply_refs(get_profile("custom", **{**seed_options, "match": without})) is False
+
+
 def test_frames_that_are_not_objects_are_malformed(seed: Any) -> None:
     assert seed.classify(b"nope").kind is E.MALFORMED and seed.classify(b"[1]").kind is E.MALFORMED
 

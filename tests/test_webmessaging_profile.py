@@ -176,6 +176,12 @@ def test_each_server_frame_of_the_doc_is_classified(wm: WebMessagingProfile, raw
         assert getattr(ev, name) == value
 
 
+def test_agent_messages_name_no_message_and_the_profile_says_so(wm: WebMessagingProfile) -> None:
+    from loadkit.protocol.base import reply_refs
+
+    assert reply_refs(wm) is False and reply_refs(get_profile("guest")) is True
+
+
 def test_new_session_is_exposed_in_the_auth_ok_fields(wm: WebMessagingProfile) -> None:
     resumed = wm.classify(b'{"type":"response","class":"SessionResponse","code":200,"body":{"connected":true,'
                           b'"newSession":false,"readOnly":false}}')

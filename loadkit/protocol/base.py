@@ -109,6 +109,8 @@ class Profile(Protocol):
 #                      scenario validation refuses a guest mix that needs another.
 # ``check_keepalive``  ``(interval_s) -> None``, raising ConfigError with the
 #                      protocol's own words; default: compare with min_keepalive_s.
+# ``reply_refs``       False when AGENT_MESSAGE never carries the ref of the message it
+#                      answers (webmessaging): a driver need not keep sends waiting for one.
 
 
 def check_keepalive(profile: Profile, interval_s: float) -> None:
@@ -128,6 +130,11 @@ def check_keepalive(profile: Profile, interval_s: float) -> None:
             f"keepalive interval {interval_s:g} s is below the {profile.name} profile's minimum "
             f"of {minimum:g} s: set --keepalive-interval {minimum:g} or more"
         )
+
+
+def reply_refs(profile: Profile) -> bool:
+    """Whether the profile's AGENT_MESSAGE events name the message they answer (default True)."""
+    return bool(getattr(profile, "reply_refs", True))
 
 
 def auth_styles(profile: Profile) -> tuple[str, ...]:

@@ -379,6 +379,11 @@ class CustomProfile:
         self.matchers: list[Matcher] = []
         self.hook = ""
 
+    @property
+    def reply_refs(self) -> bool:
+        """True when an agent_message matcher says where the answered message's ref is."""
+        return any(m.kind is _E.AGENT_MESSAGE and m.ref is not None for m in self.matchers)
+
     def __repr__(self) -> str:  # vars may hold secrets: names only
         return (f"CustomProfile(vars={sorted(self.variables)}, matchers={len(self.matchers)}, "
                 f"hook={self.hook!r})")
@@ -681,6 +686,7 @@ class HookedProfile:
         self.hook_object = hook
         self.min_keepalive_s = float(getattr(hook, "min_keepalive_s", base.min_keepalive_s))
         self.auth_styles = tuple(getattr(hook, "auth_styles", base.auth_styles))
+        self.reply_refs = bool(getattr(hook, "reply_refs", base.reply_refs or "classify" in provided))
         for method in HOOKABLE:
             if method in provided:
                 setattr(self, method, getattr(hook, method))

@@ -76,6 +76,8 @@ class WebMessagingProfile:
     #: Never more than 2 echo frames per minute per connection.
     min_keepalive_s = 30.0
     auth_styles = AUTH_STYLES
+    #: An Outbound message does not say which guest message it answers.
+    reply_refs = False
 
     def __init__(self, *, deployment_id: str = "", origin: str = "", application: str = "",
                  path: str = "/v1", goodbye: str = "both", close_all_connections: bool = True) -> None:
