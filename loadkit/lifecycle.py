@@ -83,6 +83,7 @@ class Cause(enum.StrEnum):
     AUTH_TIMEOUT = "auth_timeout"        #: we gave up waiting for auth_ok
     KEEPALIVE_TIMEOUT = "keepalive_timeout"  #: no pong within the pong timeout
     SESSION_DONE = "session_done"        #: the session length was reached: a normal close
+    SERVER_ENDED = "server_ended"        #: the server ended the session in a frame; we closed
     STOPPED = "stopped"                  #: the harness is stopping
     PROTOCOL_ERROR = "protocol_error"    #: the target broke the WebSocket protocol
     HARNESS_ERROR = "harness_error"      #: a bug in loadkit (counted, never hidden)
@@ -125,6 +126,7 @@ _DIRECT: dict[Cause, Outcome] = {
     Cause.AUTH_TIMEOUT: Outcome.AUTH_TIMEOUT,
     Cause.KEEPALIVE_TIMEOUT: Outcome.KEEPALIVE_TIMEOUT,
     Cause.SESSION_DONE: Outcome.CLOSED_NORMALLY,
+    Cause.SERVER_ENDED: Outcome.DROPPED_BY_SERVER,
     Cause.STOPPED: Outcome.STOPPED_BY_HARNESS,
     Cause.PROTOCOL_ERROR: Outcome.PROTOCOL_ERROR,
     Cause.HARNESS_ERROR: Outcome.HARNESS_ERROR,
@@ -204,7 +206,7 @@ def phase_of(state: State, authenticated: bool, since_auth_s: float | None,
 class Lifecycle:
     """One session's position in ``TRANSITIONS``, with its timestamps."""
 
-    __slots__ = ("state", "started_at", "opened_at", "auth_at", "ended_at", "result")
+    __slots__ = ("state", "started_at", "opened_at", "auth_at", "ended_at", "result", "resumed")
 
     def __init__(self, now: float) -> None:
         self.state = State.NEW
@@ -213,6 +215,8 @@ class Lifecycle:
         self.auth_at: float | None = None
         self.ended_at: float | None = None
         self.result: Result | None = None
+        #: a reconnect that reused its grant (no token step)
+        self.resumed = False
 
     def step(self, step: Step, now: float) -> State:
         try:
@@ -221,7 +225,9 @@ class Lifecycle:
             raise LocalProtocolError(
                 f"can't handle step {step.value!r} in state {self.state.value!r}"
             ) from None
-        if step is Step.OPENED:
+        if step is Step.RESUME:
+            self.resumed = True
+        elif step is Step.OPENED:
             self.opened_at = now
         elif step is Step.AUTH_OK:
             self.auth_at = now

@@ -28,7 +28,7 @@ from loadkit.errors import (
 )
 from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
 from loadkit.metrics.recorder import Recorder
-from loadkit.protocol.base import EventKind, Profile, TokenGrant
+from loadkit.protocol.base import EventKind, Profile, TokenGrant, reply_refs
 from loadkit.settings import Behaviour, HarnessSettings, backoff
 
 #: ``report(name, response_time_ms, error_or_None, response_length)``
@@ -245,6 +245,7 @@ class SessionDriver:
     def _authenticate(self, lc: Lifecycle, ws: Any, grant: TokenGrant, behaviour: Behaviour) -> Ending | None:
         """Send auth, wait for the answer. None when authenticated, else how it ended."""
         t = self.transport
+        resumed = lc.resumed
         frame = self.profile.auth_frame(grant, behaviour.auth_style)
         t0 = t.now()
         if frame is not None:
@@ -269,6 +270,9 @@ class SessionDriver:
             kind = ev.kind
             if kind is _E.AUTH_OK:
                 t1 = t.now()
+                if resumed and ev.fields.get("newSession") is True:
+                    # A reconnect that reused its grant should find its session.
+                    self.recorder.not_resumed += 1
                 lc.step(Step.AUTH_OK, t1)
                 rec = self.recorder
                 rec.session_authenticated()
@@ -308,6 +312,7 @@ class SessionDriver:
         pings: dict[Any, float] = {}
         acks: dict[Any, float] = {}
         replies: dict[Any, float] = {}
+        track_replies = reply_refs(profile)  # else nothing would ever pop them
         #: what each answer closes: its pending sends and its latency phase
         waiting = {_E.ACK: (acks, "message"), _E.PONG: (pings, "ping"), _E.AGENT_MESSAGE: (replies, "reply")}
         seq = 0
@@ -345,7 +350,8 @@ class SessionDriver:
                 frame, ref = profile.message_frame(seq, text, grant)
                 ws.send(frame)
                 acks[ref] = now
-                replies[ref] = now
+                if track_replies:
+                    replies[ref] = now
                 next_msg = now + rng.uniform(*interval)
             wait = min(end_at, next_ping, next_msg, pong_due) - now
             data = ws.recv(wait if wait > 0 else 0)
@@ -364,6 +370,8 @@ class SessionDriver:
                     dt = last_rx - sent
                     rec.observe(phase, int(dt * 1e6))
                     report(phase, dt * 1000.0, None, len(data))
+            elif kind is _E.SESSION_ENDED:  # e.g. ConnectionClosedEvent: the server is done with us
+                return self._close(ws, Cause.SERVER_ENDED, 1000, "", wait=True, detail=ev.detail or "session ended")
             elif kind is _E.RATE_LIMITED:
                 rec.errors["4029"] += 1
                 acks.pop(ev.ref, None)  # refused: no ack and no reply will come

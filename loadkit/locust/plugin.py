@@ -32,6 +32,8 @@ from loadkit.errors import ConfigError
 from loadkit.locust import embedded, options
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol import get_profile
+from loadkit.protocol.base import auth_styles, check_keepalive
+from loadkit.settings import behaviour
 from loadkit.report.build import build_report, connect_failures, unreachable
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.summary import render_summary
@@ -93,6 +95,13 @@ class Runtime:
         except thresholds.ThresholdError as exc:
             raise ConfigError(str(exc)) from None
         s = self.settings
+        check_keepalive(self.profile, s.keepalive_s)
+        styles = auth_styles(self.profile)
+        for name, weight in s.guest_mix:
+            style = behaviour(name).auth_style
+            if weight > 0 and style not in styles:
+                raise ConfigError(f"--guest-mix: the {self.profile.name} profile cannot send the {name!r} "
+                                  f"guest's auth ({style}); remove it from the mix")
         old = getattr(self, "transport", None)
         if old is not None:
             old.close()

@@ -34,7 +34,7 @@ class Recorder:
     __slots__ = (
         "started", "authenticated", "ended", "close_codes", "latency", "recover",
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
-        "missed_pongs", "silence", "session_seconds", "survival_reached", "survival_died",
+        "missed_pongs", "silence", "not_resumed", "session_seconds", "survival_reached", "survival_died",
         "marks",
     )
 
@@ -56,6 +56,8 @@ class Recorder:
         self.reconnect_attempts = 0
         self.reconnect_successes = 0
         self.missed_pongs = 0
+        #: reconnects that reused their grant but got a new session (``newSession: true``)
+        self.not_resumed = 0
         #: on a keepalive timeout: time since the last frame from the server, µs
         self.silence = Histogram()
         #: authenticated seconds of ended sessions (for drops per session-hour)
@@ -134,6 +136,7 @@ class Recorder:
         self.reconnect_attempts += other.reconnect_attempts
         self.reconnect_successes += other.reconnect_successes
         self.missed_pongs += other.missed_pongs
+        self.not_resumed += other.not_resumed
         self.silence.merge(other.silence)
         self.session_seconds += other.session_seconds
         self.survival_reached.update(other.survival_reached)
@@ -156,7 +159,7 @@ class Recorder:
             "recover": self.recover.to_wire(),
             "errors": dict(self.errors),
             "bad_frames": dict(self.bad_frames),
-            "reconnect": [self.reconnect_attempts, self.reconnect_successes],
+            "reconnect": [self.reconnect_attempts, self.reconnect_successes, self.not_resumed],
             "missed_pongs": self.missed_pongs,
             "silence": self.silence.to_wire(),
             "session_seconds": self.session_seconds,
@@ -175,7 +178,8 @@ class Recorder:
         rec.recover = Histogram.from_wire(data["recover"])
         rec.errors = Counter(data["errors"])
         rec.bad_frames = Counter(data["bad_frames"])
-        rec.reconnect_attempts, rec.reconnect_successes = data["reconnect"]
+        rec.reconnect_attempts, rec.reconnect_successes, *rest = data["reconnect"]
+        rec.not_resumed = rest[0] if rest else 0
         rec.missed_pongs = int(data["missed_pongs"])
         if "silence" in data:
             rec.silence = Histogram.from_wire(data["silence"])

@@ -57,6 +57,7 @@ def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
             "success_rate": (total.reconnect_successes / total.reconnect_attempts)
             if total.reconnect_attempts else None,
             "recover_ms": total.recover.summary_ms(),
+            "not_resumed": total.not_resumed,
         },
         "survival": {
             mark_label(m): _survival(total, m) for m in total.marks
