@@ -4,8 +4,9 @@ Why not websockets' threaded client: under gevent it costs three file
 descriptors and ~36 KB per idle guest (a socketpair for its background
 thread, plus the socket), which caps one process near 6.6k guests under a
 20,000-descriptor limit. Here websockets' sans-I/O ``ClientProtocol`` is
-driven directly over one gevent socket, in the greenlet of the guest that
-owns it: one descriptor, no extra greenlet, no thread emulation. The
+driven directly over one non-blocking socket and one gevent read watcher,
+in the greenlet of the guest that owns it: one descriptor, no extra
+greenlet, no thread emulation (``wss://`` uses gevent's SSL socket). The
 protocol object does the RFC 6455 work (masking, fragmentation checks,
 answering pings, the close handshake); this module only moves bytes and
 enforces deadlines.
@@ -18,15 +19,17 @@ tests) means replacing this object; lifecycle and metrics never notice.
 
 from __future__ import annotations
 
+import _socket
 import errno
+import os
 import socket as _stdsocket
 import ssl
 import time
-from collections import deque
 from typing import Any
 
 import gevent
 from gevent import socket as gsocket
+from gevent.hub import Waiter, get_hub
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import Opcode
@@ -45,31 +48,198 @@ from loadkit.errors import (
 from loadkit.protocol.base import TokenRequest
 
 _TEXT, _BINARY, _CONT, _CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.CLOSE
+_OPEN, _CLOSED = WsState.OPEN, WsState.CLOSED
 _RECV_SIZE = 65536
+_EV_READ, _EV_WRITE = 1, 2
+_monotonic = time.monotonic
+#: How long a name's addresses are reused before asking the resolver again.
+_RESOLVE_TTL_S = 10.0
+
+
+# -- waiting, the cheap way ---------------------------------------------------------
+#
+# gevent's socket methods raise and catch an exception for every would-block
+# read, build a ``Timeout`` (an exception instance plus a timer) for every
+# wait, and throw it into the greenlet when the wait times out; ``sendall``
+# asks the kernel for the send buffer size on every call. For a guest that
+# wakes up twice per chat message that was most of the transport's cost. The
+# plain-TCP path below keeps the real non-blocking socket and one read
+# watcher per connection, and waits on that watcher plus a throwaway timer:
+# a timeout is the value False, not an exception. TLS keeps gevent's
+# SSLSocket (the SSL layer has its own want-read/want-write dance).
+
+
+def _wait(watcher: Any, timeout: float | None) -> bool:
+    """Block this greenlet until ``watcher`` fires (True) or ``timeout`` passes (False).
+
+    Like gevent's ``hub.wait(watcher)`` with a timer beside it. A kill
+    (``GreenletExit``) raised while waiting propagates after both watchers
+    are stopped.
+    """
+    hub = get_hub()
+    waiter = Waiter(hub)
+    watcher.start(waiter.switch, True)
+    if timeout is None:
+        try:
+            return waiter.get()  # type: ignore[no-any-return]
+        finally:
+            watcher.stop()
+    timer = hub.loop.timer(timeout if timeout > 0 else 0.0)
+    timer.start(waiter.switch, False, update=True)
+    try:
+        return waiter.get()  # type: ignore[no-any-return]
+    finally:
+        watcher.stop()
+        timer.close()
+
+
+def _is_numeric(host: str) -> int | None:
+    """The address family of a numeric host, or None for a name."""
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(family, host)
+            return family
+        except OSError:
+            continue
+    return None
+
+
+class _Resolver:
+    """Addresses per (host, port): numeric hosts never reach a resolver; names
+    go through gevent's (a thread pool round trip each) once per TTL.
+
+    A harness connects to the same few hosts thousands of times a second;
+    asking the resolver each time cost about 100 µs of CPU and up to seconds
+    of queueing in the resolver's thread pool during a spawn.
+    """
+
+    def __init__(self, ttl: float = _RESOLVE_TTL_S) -> None:
+        self.ttl = ttl
+        self._cache: dict[tuple[str, int], tuple[float, list[tuple[int, Any]]]] = {}
+
+    def addresses(self, host: str, port: int) -> list[tuple[int, Any]]:
+        family = _is_numeric(host)
+        if family is not None:
+            return [(family, (host, port))]
+        key = (host, port)
+        hit = self._cache.get(key)
+        now = _monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        infos = gsocket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
+        addrs = [(fam, sockaddr) for fam, _type, _proto, _canon, sockaddr in infos
+                 if fam in (_socket.AF_INET, _socket.AF_INET6)]
+        if not addrs:
+            raise OSError(errno.EADDRNOTAVAIL, "no address for host")
+        self._cache[key] = (now + self.ttl, addrs)
+        return addrs
+
+    def getaddrinfo_cached(self, host: str, port: int, original: Any) -> Any:
+        """Cache for geventhttpclient's pool: the same answer for one TTL."""
+        key = ("http", host, port)
+        hit = self._cache.get(key)  # type: ignore[call-overload]
+        now = _monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        infos = original()
+        self._cache[key] = (now + self.ttl, infos)  # type: ignore[index]
+        return infos
 
 
 class WebSocket:
-    """An open client WebSocket over one gevent socket.
+    """An open client WebSocket over one socket, driven in its owner's greenlet.
 
     ``recv(timeout)`` returns one whole message (bytes for text and binary
     alike: orjson parses bytes directly), or ``None`` when the timeout
     passes; it raises ``ConnectionEnded`` once the connection is over, with
     the code, reason and initiator taken from the close frames actually
     exchanged. Pings from the server are answered inside ``recv``.
+
+    This class drives a plain TCP socket (the real, non-blocking one, with
+    one read watcher); ``_GeventSocketWebSocket`` drives a gevent socket
+    (TLS). Only ``_recv_data``, ``_send_data``, ``_shutdown_wr``,
+    ``_close_socket`` and ``abort`` touch the socket.
     """
 
-    __slots__ = ("_sock", "_proto", "_events", "_parts", "_ended", "close_timeout", "leftover")
+    __slots__ = ("_sock", "_proto", "_events", "_parts", "_ended", "close_timeout", "send_timeout",
+                 "leftover", "_rw")
 
-    def __init__(self, sock: Any, proto: ClientProtocol, pending: list[Any], close_timeout: float) -> None:
+    def __init__(self, sock: Any, proto: ClientProtocol, pending: list[Any], close_timeout: float,
+                 send_timeout: float = 10.0, read_watcher: Any = None) -> None:
         self._sock = sock
         self._proto = proto
-        self._events: deque[Any] = deque(pending)
+        #: Frames parsed but not yet handed out; a plain list (usually empty
+        #: or one frame): a deque costs ~600 bytes per idle connection.
+        self._events: list[Any] = pending
         self._parts: list[bytes] | None = None
         self._ended: ConnectionEnded | None = None
         self.close_timeout = close_timeout
+        self.send_timeout = send_timeout
         #: Messages that arrived while we were closing: the caller still
         #: counts them (the server sent them; the harness must not lose them).
         self.leftover: list[bytes] = []
+        self._rw = read_watcher
+
+    # -- the socket ------------------------------------------------------------
+
+    def _recv_data(self, timeout: float | None) -> bytes | None:
+        """Some bytes; b"" at EOF or reset; None when ``timeout`` passed first."""
+        sock = self._sock
+        try:
+            return sock.recv(_RECV_SIZE)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            pass
+        except OSError:
+            return b""  # reset by peer: same as EOF without a close frame
+        while True:
+            if not _wait(self._rw, timeout):
+                return None
+            try:
+                return sock.recv(_RECV_SIZE)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                continue  # woken without data: wait again (the caller's deadline is rechecked next time)
+            except OSError:
+                return b""
+
+    def _send_data(self, data: bytes) -> None:
+        """Write all of ``data``; OSError if the peer is gone or stops reading for ``send_timeout``."""
+        sock = self._sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        deadline = _monotonic() + self.send_timeout
+        watcher = get_hub().loop.io(sock.fileno(), _EV_WRITE)
+        try:
+            while view:
+                remaining = deadline - _monotonic()
+                if remaining <= 0 or not _wait(watcher, remaining):
+                    raise TimeoutError(errno.ETIMEDOUT, "send timed out")
+                try:
+                    view = view[sock.send(view):]
+                except BlockingIOError:
+                    continue
+        finally:
+            watcher.close()
+
+    def _shutdown_wr(self) -> None:
+        try:
+            self._sock.shutdown(_stdsocket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _close_socket(self) -> None:
+        rw = self._rw
+        if rw is not None:
+            self._rw = None
+            rw.close()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
 
     # -- sending ---------------------------------------------------------------
 
@@ -78,7 +248,7 @@ class WebSocket:
         if self._ended is not None:
             raise self._ended
         proto = self._proto
-        if proto.state is not WsState.OPEN:
+        if proto.state is not _OPEN:
             raise self._finish()
         proto.send_text(data)
         self._flush()
@@ -87,55 +257,54 @@ class WebSocket:
         for chunk in self._proto.data_to_send():
             if chunk:
                 try:
-                    self._sock.sendall(chunk)
+                    self._send_data(chunk)
                 except OSError:
                     # The peer is gone; what it sent before going (maybe a
                     # close frame) is still in our receive buffer.
                     self._drain_after_error()
                     raise self._finish() from None
             else:  # SEND_EOF: half-close
-                try:
-                    self._sock.shutdown(_stdsocket.SHUT_WR)
-                except OSError:
-                    pass
+                self._shutdown_wr()
 
     # -- receiving -------------------------------------------------------------
 
     def recv(self, timeout: float | None) -> bytes | None:
         if self._ended is not None:
             raise self._ended
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        events = self._events
+        deadline = None if timeout is None else _monotonic() + max(0.0, timeout)
+        proto = self._proto
         while True:
-            while self._events:
-                msg = self._on_event(self._events.popleft())
+            while events:
+                msg = self._on_event(events.pop(0))
                 if msg is not None:
                     return msg
-            if self._proto.state is WsState.CLOSED or self._proto.close_rcvd is not None \
-                    or self._proto.parser_exc is not None:
+            if proto.close_rcvd is not None or proto.parser_exc is not None or proto.state is _CLOSED:
                 raise self._finish()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
+            if deadline is None:
+                remaining = None
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    return None
             if not self._read(remaining):
                 return None
 
     def _read(self, timeout: float | None) -> bool:
         """Read once and feed the protocol; False on timeout."""
-        sock = self._sock
-        sock.settimeout(timeout)
-        try:
-            data = sock.recv(_RECV_SIZE)
-        except (TimeoutError, _stdsocket.timeout):
+        data = self._recv_data(timeout)
+        if data is None:
             return False
-        except OSError:
-            data = b""  # reset by peer: same as EOF without a close frame
         proto = self._proto
         if data:
             proto.receive_data(data)
         else:
             proto.receive_eof()
-        self._events.extend(proto.events_received())
-        self._flush_quietly()
+        events = proto.events_received()
+        if events:
+            self._events.extend(events)
+        if proto.writes:  # pongs, a close echo, EOF
+            self._flush_quietly()
         return True
 
     def _flush_quietly(self) -> None:
@@ -143,9 +312,9 @@ class WebSocket:
         for chunk in self._proto.data_to_send():
             try:
                 if chunk:
-                    self._sock.sendall(chunk)
+                    self._send_data(chunk)
                 else:
-                    self._sock.shutdown(_stdsocket.SHUT_WR)
+                    self._shutdown_wr()
             except OSError:
                 pass
 
@@ -153,7 +322,7 @@ class WebSocket:
         opcode = frame.opcode
         if opcode is _TEXT or opcode is _BINARY:
             if frame.fin:
-                return frame.data
+                return frame.data  # type: ignore[no-any-return]
             self._parts = [frame.data]
         elif opcode is _CONT and self._parts is not None:
             self._parts.append(frame.data)
@@ -164,18 +333,15 @@ class WebSocket:
         return None
 
     def _drain_after_error(self) -> None:
-        sock = self._sock
-        try:
-            sock.settimeout(0.05)
-            while self._proto.close_rcvd is None:
-                data = sock.recv(_RECV_SIZE)
-                if not data:
-                    break
-                self._proto.receive_data(data)
-        except OSError:
-            pass
-        self._proto.receive_eof()
-        self._proto.events_received()
+        proto = self._proto
+        deadline = _monotonic() + 0.05
+        while proto.close_rcvd is None:
+            data = self._recv_data(max(0.0, deadline - _monotonic()))
+            if not data:
+                break
+            proto.receive_data(data)
+        proto.receive_eof()
+        proto.events_received()
 
     def _finish(self) -> ConnectionEnded:
         """Settle how the connection ended, release the socket, remember it."""
@@ -193,7 +359,7 @@ class WebSocket:
             self._ended = TargetProtocolError(code, reason, "client")
             self._close_socket()
             return self._ended
-        if proto.close_rcvd is not None and proto.state is not WsState.CLOSED:
+        if proto.close_rcvd is not None and proto.state is not _CLOSED:
             self._wait_for_eof()
         rcvd, sent = proto.close_rcvd, proto.close_sent
         if proto.close_rcvd_then_sent or (rcvd is not None and sent is None):
@@ -213,17 +379,11 @@ class WebSocket:
 
     def _wait_for_eof(self) -> None:
         """RFC 6455: after the close handshake the server closes TCP first."""
-        deadline = time.monotonic() + self.close_timeout
-        while self._proto.state is not WsState.CLOSED:
-            remaining = deadline - time.monotonic()
+        deadline = _monotonic() + self.close_timeout
+        while self._proto.state is not _CLOSED:
+            remaining = deadline - _monotonic()
             if remaining <= 0 or not self._read(remaining):
                 break
-
-    def _close_socket(self) -> None:
-        try:
-            self._sock.close()
-        except OSError:
-            pass
 
     # -- closing -----------------------------------------------------------------
 
@@ -238,23 +398,24 @@ class WebSocket:
         if self._ended is not None:
             return self._ended
         proto = self._proto
-        if proto.state is WsState.OPEN:
+        if proto.state is _OPEN:
             proto.send_close(code, reason)
             try:
                 for chunk in proto.data_to_send():
                     if chunk:
-                        self._sock.sendall(chunk)
+                        self._send_data(chunk)
             except OSError:
                 self._drain_after_error()
                 return self._finish()
         if wait:
-            deadline = time.monotonic() + self.close_timeout
-            while proto.close_rcvd is None and proto.state is not WsState.CLOSED:
-                remaining = deadline - time.monotonic()
+            deadline = _monotonic() + self.close_timeout
+            while proto.close_rcvd is None and proto.state is not _CLOSED:
+                remaining = deadline - _monotonic()
                 if remaining <= 0 or not self._read(remaining):
                     break
-        while self._events:
-            msg = self._on_event(self._events.popleft())
+        events = self._events
+        while events:
+            msg = self._on_event(events.pop(0))
             if msg is not None:
                 self.leftover.append(msg)
         return self._finish()
@@ -273,6 +434,27 @@ class WebSocket:
         return self._ended is not None
 
 
+class _GeventSocketWebSocket(WebSocket):
+    """The same WebSocket over a gevent socket: used for TLS (``wss://``)."""
+
+    __slots__ = ()
+
+    def _recv_data(self, timeout: float | None) -> bytes | None:
+        sock = self._sock
+        sock.settimeout(timeout)
+        try:
+            return sock.recv(_RECV_SIZE)  # type: ignore[no-any-return]
+        except (TimeoutError, _stdsocket.timeout):
+            return None
+        except OSError:
+            return b""
+
+    def _send_data(self, data: bytes) -> None:
+        sock = self._sock
+        sock.settimeout(self.send_timeout)
+        sock.sendall(data)
+
+
 class GeventTransport:
     """Clock, sleep, HTTP and WebSocket connect, all cooperative under gevent."""
 
@@ -285,6 +467,7 @@ class GeventTransport:
         self.max_size = max_size
         self.ssl_context = ssl_context
         self._http_clients: dict[tuple[str, str, int], Any] = {}
+        self._resolver = _Resolver()
 
     now = staticmethod(time.perf_counter)
 
@@ -316,6 +499,7 @@ class GeventTransport:
                 connection_timeout=self.open_timeout, network_timeout=self.http_timeout,
                 concurrency=64, headers={"User-Agent": "loadkit"}, **kwargs,
             )
+            _cache_pool_resolution(client, self._resolver)
             self._http_clients[key] = client
         try:
             response = client.request(request.method, url.request_uri, body=request.body or None,
@@ -343,84 +527,122 @@ class GeventTransport:
                 timeout: float | None = None) -> WebSocket:
         """TCP (+TLS), the HTTP upgrade, and wait until the socket is open."""
         timeout = self.open_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        deadline = _monotonic() + timeout
         try:
             wsuri = parse_uri(url)
         except InvalidURI as exc:
             raise ConnectFailed(f"invalid URL: {exc}") from None
         try:
-            sock = gsocket.create_connection((wsuri.host, wsuri.port), timeout=timeout)
+            raw = self._tcp_connect(wsuri.host, wsuri.port, deadline)
         except ConnectionRefusedError:
             raise ConnectRefused("websocket") from None
         except (TimeoutError, _stdsocket.timeout):
             raise ConnectFailed("TCP connect timeout") from None
         except OSError as exc:
             raise ConnectFailed(_os_reason(exc)) from None
+        ws: WebSocket | None = None
+        sock: Any = raw
         try:
-            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+            raw.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+            proto = ClientProtocol(wsuri, max_size=self.max_size)
             if wsuri.secure:
                 ctx = self.ssl_context or ssl.create_default_context()
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                sock = gsocket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+                sock.settimeout(max(0.001, deadline - _monotonic()))
                 sock = ctx.wrap_socket(sock, server_hostname=wsuri.host)
-            proto = ClientProtocol(wsuri, max_size=self.max_size)
+                ws = _GeventSocketWebSocket(sock, proto, [], self.close_timeout, self.open_timeout)
+            else:
+                ws = WebSocket(raw, proto, [], self.close_timeout, self.open_timeout,
+                               get_hub().loop.io(raw.fileno(), _EV_READ))
             request = proto.connect()
             for name, value in headers or ():
                 request.headers[name] = value
             proto.send_request(request)
             for chunk in proto.data_to_send():
-                sock.sendall(chunk)
-            pending: list[Any] = []
+                ws._send_data(chunk)
             try:
-                self._await_upgrade(sock, proto, deadline, pending)
+                self._await_upgrade(ws, proto, deadline)
             except BaseException as exc:
                 if isinstance(exc, Exception):
                     raise
                 # The harness is stopping mid-upgrade. Leave like a client
                 # should, so the gateway records a close, not a lost link:
                 # finish the upgrade briefly and close 1001.
-                exc.loadkit_close = self._leave_during_upgrade(sock, proto, pending)  # type: ignore[attr-defined]
+                exc.loadkit_close = self._leave_during_upgrade(ws, proto)  # type: ignore[attr-defined]
                 raise
-            return WebSocket(sock, proto, pending, self.close_timeout)
+            return ws
         except ssl.SSLError as exc:
-            sock.close()
+            _close_quietly(ws, sock)
             raise ConnectFailed(f"TLS: {exc.reason or exc.__class__.__name__}") from None
         except (ConnectFailed, UpgradeRefused):
-            sock.close()
+            _close_quietly(ws, sock)
             raise
         except OSError as exc:
-            sock.close()
+            _close_quietly(ws, sock)
             raise ConnectFailed(_os_reason(exc)) from None
         except BaseException:
-            sock.close()
+            _close_quietly(ws, sock)
             raise
 
-    def _leave_during_upgrade(self, sock: Any, proto: ClientProtocol, pending: list[Any]) -> ConnectionEnded | None:
+    def _tcp_connect(self, host: str, port: int, deadline: float) -> Any:
+        """A connected non-blocking socket (the real one, not gevent's wrapper).
+
+        Like ``socket.create_connection``: each address in turn, the last
+        error if none answers; ``TimeoutError`` at ``deadline``.
+        """
+        last: OSError | None = None
+        for family, address in self._resolver.addresses(host, port):
+            sock = _socket.socket(family, _socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                err = sock.connect_ex(address)
+                if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY):
+                    watcher = get_hub().loop.io(sock.fileno(), _EV_WRITE)
+                    try:
+                        if not _wait(watcher, max(0.0, deadline - _monotonic())):
+                            raise TimeoutError(errno.ETIMEDOUT, "timed out")
+                    finally:
+                        watcher.close()
+                    err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))  # ECONNREFUSED: a ConnectionRefusedError
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+            except BaseException:
+                sock.close()
+                raise
+        assert last is not None
+        raise last
+
+    def _leave_during_upgrade(self, ws: WebSocket, proto: ClientProtocol) -> ConnectionEnded | None:
         try:
-            self._await_upgrade(sock, proto, time.monotonic() + self.close_timeout, pending)
+            self._await_upgrade(ws, proto, _monotonic() + self.close_timeout)
         except Exception:
             return None  # refused, failed or timed out: nothing was opened
-        ws = WebSocket(sock, proto, pending, self.close_timeout)
         return ws.close(1001, "harness stopping", wait=True)
 
     @staticmethod
-    def _await_upgrade(sock: Any, proto: ClientProtocol, deadline: float, pending: list[Any]) -> None:
-        """Read until the upgrade is answered; ConnectFailed/UpgradeRefused if it isn't 101."""
+    def _await_upgrade(ws: WebSocket, proto: ClientProtocol, deadline: float) -> None:
+        """Read until the upgrade is answered; ConnectFailed/UpgradeRefused if it isn't 101.
+
+        Frames that came with the 101 wait in ``ws._events``.
+        """
         while proto.state is WsState.CONNECTING:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - _monotonic()
             if remaining <= 0:
                 raise ConnectFailed("upgrade timeout")
-            sock.settimeout(remaining)
-            try:
-                data = sock.recv(_RECV_SIZE)
-            except (TimeoutError, _stdsocket.timeout):
-                raise ConnectFailed("upgrade timeout") from None
+            data = ws._recv_data(remaining)
+            if data is None:
+                raise ConnectFailed("upgrade timeout")
             if data:
                 proto.receive_data(data)
             else:
                 proto.receive_eof()
             for event in proto.events_received():
                 if not isinstance(event, Response):
-                    pending.append(event)
+                    ws._events.append(event)
             if proto.handshake_exc is not None:
                 exc = proto.handshake_exc
                 if isinstance(exc, InvalidStatus):
@@ -448,3 +670,27 @@ def _handshake_reason(exc: Exception) -> str:
     if isinstance(exc, InvalidHandshake):
         return str(exc) or exc.__class__.__name__
     return exc.__class__.__name__
+
+
+def _cache_pool_resolution(client: Any, resolver: _Resolver) -> None:
+    """geventhttpclient resolves the host for every new connection (each one a
+    thread pool round trip); gateways that close after each response make
+    that every token call. Reuse the answer for the resolver's TTL. Private
+    API, so only when it looks as expected."""
+    pool = getattr(client, "_connection_pool", None)
+    original = getattr(pool, "_resolve", None)
+    host = getattr(pool, "_connection_host", None)
+    port = getattr(pool, "_connection_port", None)
+    if original is None or not isinstance(host, str) or not isinstance(port, int):
+        return
+    pool._resolve = lambda: resolver.getaddrinfo_cached(host, port, original)  # type: ignore[union-attr]
+
+
+def _close_quietly(ws: WebSocket | None, sock: Any) -> None:
+    if ws is not None:
+        ws._close_socket()
+        return
+    try:
+        sock.close()
+    except OSError:
+        pass
