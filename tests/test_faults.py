@@ -160,3 +160,15 @@ def test_everything_is_off_by_default() -> None:
 def test_fault_settings_validate(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="faults\\."):
         FaultSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_a_degraded_auth_latency_uses_the_same_draw_and_moves_no_other_decision():
+    from loadkit.gateway.faults import Delay, FaultPlan, FaultSettings
+
+    base = FaultSettings(drop_fraction=0.3, auth_latency=Delay("fixed", 5.0))
+    degraded = FaultSettings(drop_fraction=0.3, auth_latency=Delay("fixed", 5.0), degrade_at_s=60,
+                             degraded_auth_latency=Delay("lognormal", median_ms=100, p99_ms=400))
+    for seq in range(200):
+        a, b = FaultPlan(base, 7).session(seq), FaultPlan(degraded, 7).session(seq)
+        assert (a.drop_after_s, a.auth_delay_s, a.refuse_status) == (b.drop_after_s, b.auth_delay_s, b.refuse_status)
+        assert a.degraded_auth_delay_s == 0.0 and b.degraded_auth_delay_s > 0.0

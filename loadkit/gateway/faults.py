@@ -180,6 +180,11 @@ class FaultSettings:
     """Rolling restart this long after start (0 = never): close all with 1012."""
     restart_pause_s: float = 5.0
     """How long upgrades are refused with 503 after a restart."""
+    degrade_at_s: float = 0.0
+    """From this long after start (0 = never), auth latency is degraded_auth_latency: a gateway
+    that gets worse during a soak, for drift gates."""
+    degraded_auth_latency: Delay = field(default_factory=Delay)
+    """Auth latency once degraded (it replaces auth_latency)."""
 
     def __post_init__(self) -> None:
         for name in ("drop_fraction", "silent_close_after_auth", "out_of_order",
@@ -195,7 +200,7 @@ class FaultSettings:
             raise ValueError(f"faults.drop_code must be {DROP_CODES} (got {code!r})")
         if self.refuse_upgrades_status not in (429, 503):
             raise ValueError(f"faults.refuse_upgrades_status must be 429 or 503 (got {self.refuse_upgrades_status})")
-        for name in ("restart_at_s", "restart_pause_s"):
+        for name in ("restart_at_s", "restart_pause_s", "degrade_at_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"faults.{name} must be >= 0 seconds (got {getattr(self, name)})")
 
@@ -210,6 +215,8 @@ class SessionPlan:
     handshake_delay_s: float = 0.0
     silent_close: bool = False
     auth_delay_s: float = 0.0
+    #: the auth delay once the gateway has degraded (same draw: no other decision moves)
+    degraded_auth_delay_s: float = 0.0
     drop_after_s: float | None = None
     drop_code: DropCode = 1011
 
@@ -258,6 +265,7 @@ class FaultPlan:
             handshake_delay_s=f.slow_handshake.at(u["handshake"]),
             silent_close=u["silent"] < f.silent_close_after_auth,
             auth_delay_s=f.auth_latency.at(u["auth"]),
+            degraded_auth_delay_s=f.degraded_auth_latency.at(u["auth"]),
             drop_after_s=low + (high - low) * u["drop_at"] if u["drop"] < f.drop_fraction else None,
             drop_code=f.drop_code,
         )

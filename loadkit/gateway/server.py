@@ -322,9 +322,13 @@ class Session:
             self.gw.stats.faults["silent_close_after_auth"] += 1
             await self.conn.close(*CLOSES["auth_rejected"])
             return False
-        if self.plan.auth_delay_s > 0:
+        delay = self.plan.auth_delay_s
+        if self.gw.degraded():
+            delay = self.plan.degraded_auth_delay_s
+            self.gw.stats.faults["auth_degraded"] += 1
+        if delay > 0:
             self.gw.stats.faults["auth_delayed"] += 1
-            if not await self._pause(self.plan.auth_delay_s):
+            if not await self._pause(delay):
                 return False
         assert verdict.claims is not None
         self.expires_at = self.loop.time() + (verdict.claims.expires_at - time.time())
@@ -449,6 +453,7 @@ class Gateway:
         self.background: set[asyncio.Task[Any]] = set()
         self.server: Server | None = None
         self.loop = asyncio.get_running_loop()
+        self.started_at = self.loop.time()
         self.webmessaging = webmessaging.Hub(self)
 
     # --- lifecycle -------------------------------------------------------------
@@ -470,6 +475,11 @@ class Gateway:
         if self.settings.faults.restart_at_s > 0:
             self._background(self._restart_later(self.settings.faults.restart_at_s))
         return int(self.server.sockets[0].getsockname()[1])
+
+    def degraded(self) -> bool:
+        """Past ``faults.degrade_at_s`` (a gateway getting worse during a soak)."""
+        at = self.settings.faults.degrade_at_s
+        return at > 0 and self.loop.time() - self.started_at >= at
 
     def request_stop(self) -> None:
         """Signal handler / stdin EOF: begin a graceful shutdown."""

@@ -125,6 +125,7 @@ class GatewayStats:
                 "restarts": f["restarts"],
                 "slow_handshakes": f["slow_handshakes"],
                 "auth_delayed": f["auth_delayed"],
+                "auth_degraded": f["auth_degraded"],
                 "acks_delayed": f["acks_delayed"],
                 "acks_out_of_order": f["acks_out_of_order"],
                 "agent_replies_delayed": f["agent_replies_delayed"],
