@@ -267,3 +267,26 @@ def test_survival_counts_sessions_that_lived_past_a_mark_and_those_that_died_bef
     assert died == codes_by(stats["closes"], "code", "initiator")[(1011, "server")] > 0
     assert s1["reached"] >= outcome(run.report, "closed_normally")  # every normal close lived 1.5 s
     assert s1["rate"] == pytest.approx(s1["reached"] / s1["eligible"])
+
+
+def _self_signed(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.mark.skipif(not __import__("shutil").which("openssl"), reason="needs the openssl command")
+def test_an_https_target_is_loaded_over_tls_with_the_same_counts(tmp_path, gateway_factory):
+    cert, key = _self_signed(tmp_path)
+    gw = gateway_factory(tls_cert=str(cert), tls_key=str(key))
+    assert gw.url.startswith("https://")
+    run = run_locust(tmp_path, "--host", gw.url, "--tls-ca", str(cert), *FAST, users=4, run_time="3s")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert_matches_gateway(run.report, settled_stats(gw))
+    assert run.report["latency_ms"]["message"]["count"] > 0
+    # Without the CA the certificate is refused: every attempt fails in TLS, reported by reason.
+    run = run_locust(tmp_path, "--host", gw.url, "--guest-pause", "0.2-0.3", users=2, run_time="2s")
+    assert run.report["sessions"]["authenticated"] == 0
+    assert run.returncode == 6

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import dataclasses
 import ipaddress
 import logging
@@ -105,11 +106,17 @@ async def _serve(settings: GatewaySettings, host: str, port: int, watch_stdin: b
         loop.add_signal_handler(sig, gateway.request_stop)
     try:
         bound = await gateway.start(host, port)
-    except OSError as exc:
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        if settings.tls_cert and not isinstance(exc, (PermissionError, IsADirectoryError)) \
+                and exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            print(f"{PROG}: error: cannot use tls_cert {settings.tls_cert!r}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
         print(f"{PROG}: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     shown = f"[{host}]" if ":" in host else host
-    print(f"loadkit gateway listening on http://{shown}:{bound}", flush=True)
+    scheme = "https" if settings.tls_cert else "http"
+    print(f"loadkit gateway listening on {scheme}://{shown}:{bound}", flush=True)
     logging.getLogger("loadkit.gateway").info("seed %s, settings %s", settings.seed, settings.public_dict())
     if watch_stdin:
         _watch_stdin(loop, gateway.request_stop)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,10 @@ __all__ = ["GatewayProcess", "GatewayStartError"]
 _PREFIX = b"loadkit gateway listening on "
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # urllib would route 127.0.0.1 through *_proxy variables if set; never do that.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# The control channel goes to our own loopback gateway: with tls_cert it may be
+# self-signed, so it is not verified (the harness under test verifies).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                      urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
 
 
 class GatewayStartError(RuntimeError):
@@ -201,7 +205,8 @@ class GatewayProcess:
 
     @property
     def ws_url(self) -> str:
-        return self._base().replace("http://", "ws://", 1) + "/api/v2/guest/websocket"
+        base = self._base()
+        return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/api/v2/guest/websocket"
 
     def _base(self) -> str:
         if self.url is None:

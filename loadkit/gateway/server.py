@@ -463,6 +463,7 @@ class Gateway:
         connection_class = type("BoundGatewayConnection", (GatewayConnection,), {"gateway": self})
         self.server = await serve(
             self._handler, host, port,
+            ssl=self._tls_context(),
             create_connection=connection_class,
             process_request=self._process_request,
             compression=None,
@@ -475,6 +476,16 @@ class Gateway:
         if self.settings.faults.restart_at_s > 0:
             self._background(self._restart_later(self.settings.faults.restart_at_s))
         return int(self.server.sockets[0].getsockname()[1])
+
+    def _tls_context(self) -> Any:
+        """An SSL context when ``tls_cert`` is set: HTTPS and WSS on the same port."""
+        if not self.settings.tls_cert:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.settings.tls_cert, self.settings.tls_key or None)
+        return ctx
 
     def degraded(self) -> bool:
         """Past ``faults.degrade_at_s`` (a gateway getting worse during a soak)."""

@@ -68,6 +68,10 @@ class GatewaySettings:
     """Time allowed for an upgrade request; stalled handshakes are dropped after it."""
     close_timeout_s: float = 5.0
     """How long a closing handshake may take before the TCP connection is cut."""
+    tls_cert: str = ""
+    """PEM certificate (chain) file: serve HTTPS and WSS instead of HTTP and WS ("" = plain)."""
+    tls_key: str = ""
+    """PEM private key for tls_cert ("" = the key is in tls_cert)."""
     seed: int | None = None
     """Seed of the fault plan; None = random, shown in stats so a run can be repeated."""
     auth_frame: Literal["type", "command"] = "type"

@@ -101,6 +101,7 @@ def register(parser: Any) -> None:
         help="loadkit: share of the run a harness process may spend above 90%% CPU before the run is invalid")
     add("--saturation-cpu", type=_seconds("--saturation-cpu"), default="90",
         help="loadkit: CPU percent above which a harness process counts as saturated")
+    add("--tls-ca", default="", help="loadkit: PEM file of CA certificates to verify an https:// target with")
     add("--gateway-set", action="append", default=[], is_multiple=True,
         help="loadkit: KEY=VALUE setting for the embedded gateway (repeatable)")
 

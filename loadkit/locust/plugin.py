@@ -105,7 +105,8 @@ class Runtime:
         old = getattr(self, "transport", None)
         if old is not None:
             old.close()
-        self.transport = GeventTransport(open_timeout=s.connect_timeout_s, close_timeout=s.close_timeout_s)
+        self.transport = GeventTransport(open_timeout=s.connect_timeout_s, close_timeout=s.close_timeout_s,
+                                         ssl_context=_tls_context(opts))
         recorder = getattr(self, "recorder", None)
         if recorder is not None and recorder.marks != s.survival_marks:
             recorder.detach()  # a new test: what the old one recorded was shipped or reset
@@ -308,6 +309,19 @@ class Runtime:
             print(f"loadkit: ACCOUNTING VIOLATED: started {inv['started']} != ended {inv['ended']} "
                   f"+ open {inv['open']} (a loadkit bug; please report it)", file=sys.stderr, flush=True)
         return int(verdict_exit_code(report["verdict"]))
+
+
+def _tls_context(opts: Any) -> Any:
+    """Verification for https:// targets: the system's CAs, or ``--tls-ca``."""
+    ca = getattr(opts, "tls_ca", "") or None
+    if ca is None:
+        return None
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-ca {ca!r}: cannot load CA certificates ({exc.strerror or exc})") from None
 
 
 def verdict_of(report: dict[str, Any]) -> str:
