@@ -34,6 +34,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import Opcode
 from websockets.http11 import Response
+from websockets.protocol import Protocol, Side
 from websockets.protocol import State as WsState
 from websockets.uri import parse_uri
 
@@ -177,7 +178,7 @@ class WebSocket:
         self.send_timeout = send_timeout
         #: Messages that arrived while we were closing: the caller still
         #: counts them (the server sent them; the harness must not lose them).
-        self.leftover: list[bytes] = []
+        self.leftover: list[bytes] | tuple[()] = ()  # a list once there is one
         self._rw = read_watcher
 
     # -- the socket ------------------------------------------------------------
@@ -417,7 +418,9 @@ class WebSocket:
         while events:
             msg = self._on_event(events.pop(0))
             if msg is not None:
-                self.leftover.append(msg)
+                if not self.leftover:
+                    self.leftover = []
+                self.leftover.append(msg)  # type: ignore[union-attr]
         return self._finish()
 
     def abort(self) -> None:
@@ -623,12 +626,20 @@ class GeventTransport:
             return None  # refused, failed or timed out: nothing was opened
         return ws.close(1001, "harness stopping", wait=True)
 
-    @staticmethod
-    def _await_upgrade(ws: WebSocket, proto: ClientProtocol, deadline: float) -> None:
+    def _await_upgrade(self, ws: WebSocket, proto: ClientProtocol, deadline: float) -> None:
         """Read until the upgrade is answered; ConnectFailed/UpgradeRefused if it isn't 101.
 
-        Frames that came with the 101 wait in ``ws._events``.
+        websockets' ``ClientProtocol`` reads the response, then parses frames
+        from inside a generator that keeps the ``Response`` (headers and
+        all) alive for the life of the connection: about 2 KB per idle
+        guest. So it is fed the response head only; once it says OPEN, the
+        connection goes on with a plain ``Protocol`` (the same frame parser
+        and state machine, without the handshake) fed the bytes after the
+        head. Anything else (a refusal with a body, a malformed head) is fed
+        to ``ClientProtocol`` whole, which reports it as before.
         """
+        fed_tail = b""  # the last 3 bytes fed, to find a CRLFCRLF split across reads
+        in_head = True
         while proto.state is WsState.CONNECTING:
             remaining = deadline - _monotonic()
             if remaining <= 0:
@@ -636,10 +647,31 @@ class GeventTransport:
             data = ws._recv_data(remaining)
             if data is None:
                 raise ConnectFailed("upgrade timeout")
-            if data:
-                proto.receive_data(data)
-            else:
+            if not data:
                 proto.receive_eof()
+            elif in_head:
+                window = fed_tail + data
+                end = window.find(b"\r\n\r\n")
+                if end < 0:
+                    proto.receive_data(data)
+                    fed_tail = window[-3:]
+                else:
+                    cut = end + 4 - len(fed_tail)
+                    in_head = False
+                    proto.receive_data(data[:cut])
+                    rest = data[cut:]
+                    if proto.state is WsState.OPEN and proto.handshake_exc is None:
+                        proto.events_received()  # the Response: not needed
+                        opened = Protocol(Side.CLIENT, state=WsState.OPEN, max_size=self.max_size)
+                        ws._proto = opened
+                        if rest:
+                            opened.receive_data(rest)
+                            ws._events.extend(opened.events_received())
+                        return
+                    if rest:
+                        proto.receive_data(rest)
+            else:
+                proto.receive_data(data)
             for event in proto.events_received():
                 if not isinstance(event, Response):
                     ws._events.append(event)
