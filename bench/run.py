@@ -1,0 +1,712 @@
+"""loadkit's capacity and efficiency bench: ``python bench/run.py [--quick] [--json OUT]``.
+
+Four measurements, each for loadkit and two baselines in the same run
+(these machines are noisy: only ratios measured in one run mean much):
+
+(a) idle capacity: guests held authenticated with keepalive in ONE harness
+    process; RSS, CPU and file descriptors per 1,000 guests as the slope
+    between two guest counts, the spawn peak (VmHWM), and a bare Locust user
+    with no socket as the reference;
+(b) churn: token → connect → auth → close sessions per harness CPU-second;
+(c) throughput: message → ack round trips per harness CPU-second;
+(d) accuracy: harness-measured auth latency against a fixed delay injected
+    at the gateway.
+
+The contenders:
+
+- ``loadkit``: the real plugin and ``GuestUser`` (``bench/loadkit_locustfile.py``);
+- ``threaded``: the obvious recipe, websockets' threaded client in a plain
+  Locust user (``bench/baseline_threaded_locustfile.py``);
+- ``raw``: a raw asyncio websockets client, no Locust (``bench/raw_asyncio.py``);
+- ``bare``: a Locust user with no socket, for memory only (``bench/bare_locustfile.py``).
+
+Harness CPU is ``psutil.Process(pid).cpu_times()`` (user + system) of the
+harness process only, never the gateways'. The gateway side is several
+``python -m loadkit.gateway`` processes on their own ports (no process over
+the 20,000-descriptor limit, and not the bottleneck); harness processes take
+them round-robin. Traffic stays on 127.0.0.1; every phase is bounded in time
+and every process started here is stopped by its PID, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from loadkit.gateway.process import GatewayProcess  # noqa: E402
+
+PY = sys.executable
+LOCUST = str(Path(PY).parent / "locust")
+
+# -- modes ----------------------------------------------------------------------------
+
+FULL: dict[str, Any] = {
+    "gateways": 4,
+    "idle_counts": {"loadkit": (2000, 18000), "raw": (2000, 18000), "bare": (2000, 18000),
+                    "threaded": (2000, 6000)},  # threaded: 3 fds per guest, ~6.6k max under 20,000
+    "idle_rate": 1000,
+    "keepalive_s": 20.0,
+    "idle_hold_s": 22.0,      # > keepalive: every guest has pinged once when RSS is read
+    "churn_users": 50,
+    "chat_users": 100,
+    "accuracy_users": 50,
+    "warmup_s": 2.0,
+    "window_s": 7.0,
+    "rounds": 3,
+    "accuracy_s": 12.0,
+    "auth_delay_ms": 200.0,
+    "chat_interval": "0.02-0.03",  # think time between one guest's messages in (c), all three harnesses
+}
+QUICK: dict[str, Any] = {
+    **FULL,
+    "gateways": 2,
+    "idle_counts": {"loadkit": (500, 3000), "raw": (500, 3000), "bare": (500, 3000),
+                    "threaded": (500, 2000)},
+    "keepalive_s": 3.0,
+    "idle_hold_s": 3.5,
+    "churn_users": 30,
+    "chat_users": 50,
+    "accuracy_users": 30,
+    "warmup_s": 1.0,
+    "window_s": 3.0,
+    "rounds": 1,
+    "accuracy_s": 4.0,
+}
+
+TARGETS = {
+    "idle_guests": 18000,         # concurrent authenticated guests with keepalive, one process
+    "idle_kb_per_guest": 15.0,    # RSS slope
+    "churn_vs_threaded": 1.5,     # sessions per harness CPU-second
+    "chat_vs_threaded": 1.5,      # round trips per harness CPU-second
+    "chat_cpu_vs_raw": 1.5,       # harness CPU per round trip, at most this times raw asyncio's
+}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+class Gateways:
+    """N reference gateway processes on N ports, all with the same settings."""
+
+    def __init__(self, n: int, settings: dict[str, Any]) -> None:
+        self.procs = [GatewayProcess(settings=settings) for _ in range(n)]
+        self.urls: list[str] = []
+
+    def __enter__(self) -> Gateways:
+        try:
+            for gw in self.procs:
+                self.urls.append(gw.start())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for gw in self.procs:
+            try:
+                gw.stop()
+            except Exception as exc:  # keep stopping the others
+                log(f"gateway {gw.pid}: {exc}")
+
+    def sessions(self) -> dict[str, int]:
+        """sessions.{opened, authenticated, open, closed} summed over the gateways."""
+        out = {"opened": 0, "authenticated": 0, "open": 0, "closed": 0}
+        for gw in self.procs:
+            s = gw.stats()["sessions"]
+            for k in out:
+                out[k] += s[k]
+        return out
+
+
+class Harness:
+    """One harness process (Locust or raw asyncio) steered through files."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, hosts: list[str],
+                 extra_env: dict[str, str] | None = None, max_s: float = 600) -> None:
+        self.name = name
+        self.ctl = workdir / f"{name}.ctl.json"
+        self.status_path = workdir / f"{name}.status.json"
+        self.samples_path = workdir / f"{name}.samples.json"
+        self.log_path = workdir / f"{name}.log"
+        for p in (self.status_path, self.samples_path):
+            p.unlink(missing_ok=True)
+        self.set_users(0, 1)
+        env = dict(os.environ)
+        env.update({
+            "BENCH_CTL": str(self.ctl), "BENCH_STATUS": str(self.status_path),
+            "BENCH_SAMPLES": str(self.samples_path), "BENCH_HOSTS": ",".join(hosts),
+            "BENCH_MAX_S": str(max_s),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), str(BENCH), env.get("PYTHONPATH")) if p),
+        })
+        env.update(extra_env or {})
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, cwd=BENCH, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.ps = psutil.Process(self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def set_users(self, users: int, rate: float) -> None:
+        tmp = self.ctl.with_suffix(".tmp")
+        tmp.write_bytes(json.dumps({"users": users, "rate": rate}).encode())
+        os.replace(tmp, self.ctl)
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+
+    def count(self, name: str) -> int:
+        return int(self.status().get("counts", {}).get(name, [0, 0])[0])
+
+    def failures(self) -> int:
+        return sum(int(v[1]) for v in self.status().get("counts", {}).values())
+
+    def cpu(self) -> float:
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def rss(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def fds(self) -> int:
+        return int(self.ps.num_fds())
+
+    def peak_rss(self) -> int:
+        """VmHWM: the highest RSS the process ever had (the spawn peak)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for(self, what: str, pred: Callable[[dict[str, Any]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} while waiting for {what}; "
+                                   f"see {self.log_path}")
+            st = self.status()
+            if st and pred(st):
+                return True
+            time.sleep(0.2)
+        log(f"{self.name}: timed out after {timeout:.0f} s waiting for {what}: {self.status()}")
+        return False
+
+    def stop(self, timeout: float = 60) -> None:
+        """Ask it to stop, then SIGINT, then SIGKILL: by PID only."""
+        if self.alive():
+            tmp = self.ctl.with_suffix(".tmp")
+            tmp.write_bytes(b'{"stop": true}')
+            os.replace(tmp, self.ctl)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name}: did not stop in {timeout:.0f} s; SIGINT")
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    log(f"{self.name}: SIGKILL")
+                    self.proc.kill()
+                    self.proc.wait()
+        self._log.close()
+
+    def samples(self) -> dict[str, list[int]]:
+        try:
+            return json.loads(self.samples_path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+
+
+def locust_argv(locustfile: str, host: str, extra: list[str] = (), user_class: str | None = None) -> list[str]:
+    argv = [LOCUST, "-f", locustfile, "--headless", "--only-summary", "--loglevel", "WARNING",
+            "--host", host, *extra]
+    return argv + ([user_class] if user_class else [])
+
+
+def start_harness(kind: str, mode: str, workdir: Path, hosts: list[str], cfg: dict[str, Any],
+                  loadkit_args: list[str] = (), tag: str = "") -> Harness:
+    """kind: loadkit | threaded | raw | bare; mode: idle | churn | chat."""
+    name = f"{tag or mode}-{kind}"
+    if kind == "loadkit":
+        argv = locust_argv("loadkit_locustfile.py", hosts[0], list(loadkit_args))
+        return Harness(name, argv, workdir, hosts)
+    if kind == "bare":
+        return Harness(name, locust_argv("bare_locustfile.py", hosts[0]), workdir, hosts)
+    if kind == "threaded":
+        cls = {"idle": "IdleGuest", "churn": "ChurnGuest", "chat": "ChatGuest"}[mode]
+        return Harness(name, locust_argv("baseline_threaded_locustfile.py", hosts[0], user_class=cls),
+                       workdir, hosts, {"KEEPALIVE_S": str(cfg["keepalive_s"]),
+                                        "CHAT_INTERVAL": cfg.get("chat_interval", "0")})
+    if kind == "raw":
+        argv = [PY, str(BENCH / "raw_asyncio.py"), "--mode", mode, "--hosts", ",".join(hosts),
+                "--keepalive", str(cfg["keepalive_s"]), "--interval", cfg.get("chat_interval", "0")]
+        return Harness(name, argv, workdir, hosts)
+    raise ValueError(kind)
+
+
+# -- (a) idle capacity --------------------------------------------------------------------
+
+
+def idle_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ka = cfg["keepalive_s"]
+    loadkit_args = ["--session-seconds", "3600", "--keepalive-interval", f"{ka:g}",
+                    "--message-interval", "3600-3600", "--guest-pause", "0"]
+    settings = {"agent_replies": "false"}
+    for kind in ("bare", "loadkit", "threaded", "raw"):
+        with Gateways(cfg["gateways"], settings) as gws:
+            counts = cfg["idle_counts"][kind]
+            log(f"(a) idle {kind}: {counts[0]} then {counts[1]} guests")
+            h = start_harness(kind, "idle", workdir, gws.urls, cfg, loadkit_args)
+            try:
+                out[kind] = idle_run(h, gws, kind, counts, cfg)
+            except Exception as exc:
+                log(f"(a) idle {kind} failed: {exc}")
+                out[kind] = {"error": str(exc)}
+            finally:
+                h.stop()
+    return out
+
+
+def idle_run(h: Harness, gws: Gateways, kind: str, counts: tuple[int, int], cfg: dict[str, Any]) -> dict[str, Any]:
+    if not h.wait_for("startup", lambda st: "users" in st, 60):
+        raise RuntimeError("harness did not start")
+    points = []
+    for n in counts:
+        t0 = time.monotonic()
+        h.set_users(n, cfg["idle_rate"])
+        if kind == "bare":
+            ready = h.wait_for(f"{n} users", lambda st: st["users"] >= n, 30 + n / 500)
+        else:
+            ready = h.wait_for(f"{n} authenticated guests",
+                               lambda st: st["users"] >= n and st.get("authenticated", 0) - st.get("ended", 0) >= n,
+                               30 + n / 200)
+        spawn_s = time.monotonic() - t0
+        c0, w0 = h.cpu(), time.monotonic()
+        time.sleep(cfg["idle_hold_s"])
+        c1, w1 = h.cpu(), time.monotonic()
+        rss = min(h.rss() for _ in range(3) if time.sleep(0.1) is None)
+        st = h.status()
+        gw = gws.sessions()
+        points.append({
+            "guests": n, "reached": ready, "spawn_s": round(spawn_s, 1),
+            "rss_mb": round(rss / 1e6, 1), "fds": h.fds(),
+            "cpu_percent": round(100 * (c1 - c0) / (w1 - w0), 2),
+            "harness_users": st.get("users"),
+            "harness_open": st.get("open"),
+            "harness_authenticated": st.get("authenticated"),
+            "harness_ended": st.get("ended"),
+            "gateway_open": gw["open"], "gateway_authenticated": gw["authenticated"],
+            "pings": h.count("ping"), "failures": h.failures(),
+        })
+        log(f"    {points[-1]}")
+    lo, hi = points
+    dn = (hi["guests"] - lo["guests"]) / 1000.0
+    top_ok = hi["reached"] and (kind == "bare" or (hi["gateway_open"] >= hi["guests"]
+                                                   and hi["harness_authenticated"] - hi["harness_ended"] >= hi["guests"]))
+    return {
+        "points": points,
+        "held": hi["guests"] if top_ok else min(hi["gateway_open"], hi.get("harness_open") or 0),
+        "all_authenticated": top_ok,
+        "kb_per_guest": round((hi["rss_mb"] - lo["rss_mb"]) * 1000 / (dn * 1000), 2),
+        "cpu_percent_per_1000": round((hi["cpu_percent"] - lo["cpu_percent"]) / dn, 3),
+        "cpu_percent_per_1000_at_top": round(hi["cpu_percent"] / (hi["guests"] / 1000), 3),
+        "fds_per_1000": round((hi["fds"] - lo["fds"]) / dn, 1),
+        "rss_top_mb": hi["rss_mb"],
+        "spawn_peak_mb": round(h.peak_rss() / 1e6, 1),
+    }
+
+
+# -- (b) churn, (c) throughput, (d) accuracy -----------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds of a set of processes (the gateways), for context in the table."""
+
+    def __init__(self, pids: list[int | None]) -> None:
+        self.procs = [psutil.Process(p) for p in pids if p is not None]
+
+    def cpu(self) -> float:
+        total = 0.0
+        for p in self.procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+
+def measure_once(h: Harness, users: int, counter: str, cfg: dict[str, Any], gw: CpuMeter) -> dict[str, float]:
+    """Start ``users``, let them settle, count ``counter`` over a window against harness CPU, stop them."""
+    h.set_users(users, users)
+    ok = h.wait_for(f"{users} users", lambda st: st["users"] >= users and st["counts"].get(counter, [0])[0] > 0,
+                    30)
+    if not ok:
+        raise RuntimeError(f"{users} users never got going")
+    time.sleep(cfg["warmup_s"])
+    n0, c0, g0, w0, f0 = h.count(counter), h.cpu(), gw.cpu(), time.monotonic(), h.failures()
+    time.sleep(cfg["window_s"])
+    n1, c1, g1, w1, f1 = h.count(counter), h.cpu(), gw.cpu(), time.monotonic(), h.failures()
+    h.set_users(0, max(users, 100))
+    h.wait_for("users stopped", lambda st: st["users"] == 0, 30)
+    return {"count": n1 - n0, "cpu_s": c1 - c0, "wall_s": w1 - w0, "gateway_cpu_s": g1 - g0, "failures": f1 - f0}
+
+
+def summarize(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    """Pooled over the rounds: total count over total harness CPU."""
+    n = sum(r["count"] for r in rounds)
+    cpu = sum(r["cpu_s"] for r in rounds)
+    wall = sum(r["wall_s"] for r in rounds)
+    gcpu = sum(r["gateway_cpu_s"] for r in rounds)
+    per_round = [round(r["count"] / r["cpu_s"], 1) for r in rounds if r["cpu_s"] > 0]
+    return {
+        "count": n, "per_s": round(n / wall, 1) if wall else None, "cpu_s": round(cpu, 3),
+        "cpu_percent": round(100 * cpu / wall, 1) if wall else None,
+        "gateway_cpu_percent": round(100 * gcpu / wall, 1) if wall else None,
+        "per_cpu_s": round(n / cpu, 1) if cpu > 0 else None,
+        "cpu_us_each": round(cpu / n * 1e6, 1) if n else None,
+        "per_cpu_s_rounds": per_round,
+        "failures": sum(r["failures"] for r in rounds),
+    }
+
+
+def rate_phase(label: str, mode: str, counter: str, users: int, cfg: dict[str, Any], workdir: Path,
+               settings: dict[str, Any], loadkit_args: list[str]) -> dict[str, Any]:
+    """All three harnesses start idle; each takes its turn with ``users`` for a window,
+    round after round, so a slow spell on this shared machine hits them alike."""
+    kinds = ("loadkit", "threaded", "raw")
+    out: dict[str, Any] = {}
+    with Gateways(cfg["gateways"], settings) as gws:
+        meter = CpuMeter([gw.pid for gw in gws.procs])
+        harnesses: dict[str, Harness] = {}
+        try:
+            for kind in kinds:
+                harnesses[kind] = start_harness(kind, mode, workdir, gws.urls, cfg, loadkit_args)
+            for kind, h in harnesses.items():
+                if not h.wait_for("startup", lambda st: "users" in st, 60):
+                    raise RuntimeError(f"{kind} did not start; see {h.log_path}")
+            rounds: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+            for r in range(cfg["rounds"]):
+                for kind in kinds:
+                    if kind in out:  # failed before
+                        continue
+                    try:
+                        rounds[kind].append(measure_once(harnesses[kind], users, counter, cfg, meter))
+                    except Exception as exc:
+                        log(f"{label} {kind} failed: {exc}")
+                        out[kind] = {"error": str(exc)}
+                        continue
+                    last = rounds[kind][-1]
+                    log(f"{label} round {r + 1} {kind}: {last['count']} in {last['wall_s']:.1f} s, "
+                        f"{last['count'] / max(last['cpu_s'], 1e-9):.0f} per harness CPU-s")
+            for kind in kinds:
+                if kind not in out:
+                    out[kind] = summarize(rounds[kind])
+        finally:
+            for h in harnesses.values():
+                h.stop()
+    out["users"] = users
+    return out
+
+
+def churn_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    args = ["--session-seconds", "0", "--guest-pause", "0", "--keepalive-interval", "20",
+            "--message-interval", "3600-3600", "--reconnect-max-attempts", "0"]
+    log(f"(b) churn: {cfg['churn_users']} users per harness, {cfg['rounds']} rounds")
+    return rate_phase("(b) churn", "churn", "session", cfg["churn_users"], cfg, workdir,
+                      {"agent_replies": "false"}, args)
+
+
+def chat_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    args = ["--session-seconds", "3600", "--keepalive-interval", "20",
+            "--message-interval", cfg["chat_interval"], "--guest-pause", "0"]
+    log(f"(c) throughput: {cfg['chat_users']} users per harness, one message every {cfg['chat_interval']} s each, "
+        f"{cfg['rounds']} rounds")
+    return rate_phase("(c) throughput", "chat", "message", cfg["chat_users"], cfg, workdir,
+                      {"agent_replies": "false", "rate_limit_per_s": 0}, args)
+
+
+def percentile(values: list[int], p: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(-(-p / 100 * len(v) // 1)) - 1))  # nearest rank
+    return v[k] / 1000.0
+
+
+def accuracy_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    delay = cfg["auth_delay_ms"]
+    settings = {"agent_replies": "false", "faults.auth_latency": f"fixed:{delay:g}"}
+    with Gateways(cfg["gateways"], settings) as gws:
+        for kind in ("loadkit", "threaded", "raw"):
+            log(f"(d) accuracy {kind}: {cfg['accuracy_users']} users, auth delayed {delay:g} ms at the gateway")
+            report = workdir / f"accuracy-{kind}.report.json"
+            args = ["--session-seconds", "0", "--guest-pause", "0", "--reconnect-max-attempts", "0",
+                    "--loadkit-report", str(report)]
+            h = start_harness(kind, "churn", workdir, gws.urls, cfg, args, tag="accuracy")
+            try:
+                if not h.wait_for("startup", lambda st: "users" in st, 60):
+                    raise RuntimeError("harness did not start")
+                h.set_users(cfg["accuracy_users"], cfg["accuracy_users"])
+                time.sleep(cfg["accuracy_s"])
+                cpu_percent = None
+            except Exception as exc:
+                log(f"(d) accuracy {kind} failed: {exc}")
+                out[kind] = {"error": str(exc)}
+                continue
+            finally:
+                h.stop()
+            if kind == "loadkit":
+                try:
+                    lat = json.loads(report.read_bytes())["latency_ms"]["auth"]
+                    p50, p99, n = lat["p50"], lat["p99"], lat["count"]
+                except (OSError, ValueError, KeyError) as exc:
+                    out[kind] = {"error": f"no report: {exc}"}
+                    continue
+            else:
+                samples = h.samples().get("auth_us", [])
+                p50, p99, n = percentile(samples, 50), percentile(samples, 99), len(samples)
+            out[kind] = {
+                "count": n, "p50_ms": p50, "p99_ms": p99,
+                "p50_error_ms": None if p50 is None else round(p50 - delay, 2),
+                "p99_error_ms": None if p99 is None else round(p99 - delay, 2),
+                "cpu_percent": cpu_percent,
+            }
+            log(f"    {out[kind]}")
+    return out
+
+
+# -- table --------------------------------------------------------------------------------
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    try:
+        return round(float(a) / float(b), 2)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def get(d: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Targets: met or missed, by how much."""
+    rows = []
+    idle, churn, chat = res.get("idle", {}), res.get("churn", {}), res.get("chat", {})
+
+    def row(name: str, value: Any, target: Any, ok: bool | None, detail: str) -> None:
+        rows.append({"target": name, "value": value, "goal": target,
+                     "met": ok, "detail": detail})
+
+    held = get(idle, "loadkit", "held")
+    if held is not None:
+        goal = TARGETS["idle_guests"]
+        full_scale = get(idle, "loadkit", "points", 1, "guests") if False else None
+        top = (get(idle, "loadkit", "points") or [{}])[-1].get("guests")
+        row("authenticated idle guests in one process", held, f">= {goal}" if top >= goal else f"= {top} (quick mode)",
+            held >= min(goal, top) and bool(get(idle, "loadkit", "all_authenticated")),
+            f"harness and gateway both count {held} open authenticated sessions" if get(idle, "loadkit", "all_authenticated")
+            else "not every guest was authenticated")
+    kb = get(idle, "loadkit", "kb_per_guest")
+    if kb is not None:
+        goal = TARGETS["idle_kb_per_guest"]
+        bare = get(idle, "bare", "kb_per_guest")
+        row("RSS per idle guest (KB, slope)", kb, f"<= {goal}", kb <= goal,
+            f"{kb - goal:+.1f} KB vs the goal; a bare Locust user costs {bare} KB here")
+    for key, phase, label in (("churn_vs_threaded", churn, "churn sessions per harness CPU-s vs threaded recipe"),
+                              ("chat_vs_threaded", chat, "round trips per harness CPU-s vs threaded recipe")):
+        r = ratio(get(phase, "loadkit", "per_cpu_s"), get(phase, "threaded", "per_cpu_s"))
+        if r is not None:
+            goal = TARGETS[key]
+            row(label, r, f">= {goal}", r >= goal,
+                "met" if r >= goal else f"short by {goal - r:.2f}x ({100 * (goal - r) / goal:.0f} %)")
+    r = ratio(get(chat, "loadkit", "cpu_us_each"), get(chat, "raw", "cpu_us_each"))
+    if r is not None:
+        goal = TARGETS["chat_cpu_vs_raw"]
+        row("harness CPU per round trip vs raw asyncio", r, f"<= {goal}", r <= goal,
+            "met" if r <= goal else f"over by {r - goal:.2f}x ({100 * (r - goal) / goal:.0f} %)")
+    return rows
+
+
+def render(res: dict[str, Any]) -> str:
+    lines: list[str] = []
+    cols = ("loadkit", "threaded", "raw", "bare")
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    def table(title: str, rows: list[tuple[str, list[Any]]], heads: tuple[str, ...]) -> None:
+        lines.append("")
+        lines.append(title)
+        w0 = max(len(r[0]) for r in rows) if rows else 10
+        lines.append("  " + " " * w0 + "".join(f"{h:>16}" for h in heads))
+        for label, values in rows:
+            lines.append("  " + label.ljust(w0) + "".join(f"{fmt(v):>16}" for v in values))
+
+    idle = res.get("idle")
+    if idle:
+        rows = []
+
+        def r(label: str, key: str, idx: int | None = None) -> None:
+            vals = []
+            for c in cols:
+                v = get(idle, c, "points")[idx][key] if idx is not None and get(idle, c, "points") else get(idle, c, key)
+                vals.append(v)
+            rows.append((label, vals))
+        r("guests at low count", "guests", 0)
+        r("guests at top count", "guests", 1)
+        r("  held authenticated (both sides)", "held")
+        r("  gateway sessions.open", "gateway_open", 1)
+        r("  harness authenticated", "harness_authenticated", 1)
+        r("  pings answered", "pings", 1)
+        r("RSS per guest, KB (slope)", "kb_per_guest")
+        r("RSS at top count, MB", "rss_top_mb")
+        r("spawn peak RSS (VmHWM), MB", "spawn_peak_mb")
+        r("CPU % of a core per 1000 (slope)", "cpu_percent_per_1000")
+        r("fds per 1000 guests", "fds_per_1000")
+        r("spawn time to top count, s", "spawn_s", 1)
+        table("(a) idle capacity, one harness process", rows, cols)
+        lines.append(f"  ratio RSS/guest loadkit:threaded {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'threaded', 'kb_per_guest')))}"
+                     f"  loadkit:raw {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'raw', 'kb_per_guest')))}"
+                     f"  loadkit:bare {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'bare', 'kb_per_guest')))}")
+    for key, title, unit in (("churn", "(b) churn: token → connect → auth → close", "sessions"),
+                             ("chat", "(c) throughput: message → ack round trips", "round trips")):
+        ph = res.get(key)
+        if not ph:
+            continue
+        c3 = cols[:3]
+        rows = [
+            (f"{unit} per harness CPU-s", [get(ph, c, "per_cpu_s") for c in c3]),
+            (f"{unit} per s", [get(ph, c, "per_s") for c in c3]),
+            ("harness CPU %", [get(ph, c, "cpu_percent") for c in c3]),
+            ("harness CPU µs each", [get(ph, c, "cpu_us_each") for c in c3]),
+            ("gateways' CPU % meanwhile", [get(ph, c, "gateway_cpu_percent") for c in c3]),
+            ("per CPU-s, each round", ["/".join(f"{x:.0f}" for x in (get(ph, c, "per_cpu_s_rounds") or []))
+                                       or None for c in c3]),
+            ("failures in windows", [get(ph, c, "failures") for c in c3]),
+        ]
+        table(title, rows, c3)
+        lines.append(f"  ratio per CPU-s loadkit:threaded {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, 'threaded', 'per_cpu_s')))}"
+                     f"  loadkit:raw {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, 'raw', 'per_cpu_s')))}"
+                     f"  (CPU per op loadkit:raw {fmt(ratio(get(ph, 'loadkit', 'cpu_us_each'), get(ph, 'raw', 'cpu_us_each')))})")
+    acc = res.get("accuracy")
+    if acc:
+        c3 = cols[:3]
+        rows = [
+            ("auth samples", [get(acc, c, "count") for c in c3]),
+            ("auth p50, ms", [get(acc, c, "p50_ms") for c in c3]),
+            ("auth p99, ms", [get(acc, c, "p99_ms") for c in c3]),
+            ("p50 error, ms", [get(acc, c, "p50_error_ms") for c in c3]),
+            ("p99 error, ms", [get(acc, c, "p99_error_ms") for c in c3]),
+        ]
+        table(f"(d) accuracy: auth latency vs {res['config']['auth_delay_ms']:g} ms injected at the gateway", rows, c3)
+    v = res.get("targets")
+    if v:
+        lines.append("")
+        lines.append("targets")
+        for t in v:
+            mark = "MET   " if t["met"] else "MISSED"
+            lines.append(f"  {mark} {t['target']}: {fmt(t['value'])} (goal {t['goal']}) — {t['detail']}")
+    for note in res.get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+NOTES = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="loadkit capacity bench (see docs/capacity.md)")
+    ap.add_argument("--quick", action="store_true", help="small counts and short windows (under 2 minutes)")
+    ap.add_argument("--json", metavar="OUT", help="write the results as JSON here")
+    ap.add_argument("--only", default="idle,churn,chat,accuracy",
+                    help="comma-separated phases to run (idle, churn, chat, accuracy)")
+    args = ap.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    phases = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(phases) - {"idle", "churn", "chat", "accuracy"}
+    if unknown:
+        ap.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    started = time.monotonic()
+    res: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "fd_limit": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)},
+        "config": {k: v for k, v in cfg.items()},
+    }
+    try:
+        import locust
+        import websockets
+        res["versions"] = {"locust": locust.__version__, "websockets": websockets.__version__}
+    except Exception:
+        pass
+    with tempfile.TemporaryDirectory(prefix="loadkit-bench-") as tmp:
+        workdir = Path(tmp)
+        runners = {"idle": idle_phase, "churn": churn_phase, "chat": chat_phase, "accuracy": accuracy_phase}
+        for phase in ("idle", "churn", "chat", "accuracy"):
+            if phase in phases:
+                t0 = time.monotonic()
+                res[phase] = runners[phase](cfg, workdir)
+                res[phase]["seconds"] = round(time.monotonic() - t0, 1)
+                log(f"{phase} done in {res[phase]['seconds']} s")
+        if os.environ.get("BENCH_KEEP_LOGS"):
+            keep = Path(os.environ["BENCH_KEEP_LOGS"])
+            keep.mkdir(parents=True, exist_ok=True)
+            for p in workdir.iterdir():
+                (keep / p.name).write_bytes(p.read_bytes())
+    res["targets"] = verdicts(res)
+    res["notes"] = NOTES
+    res["seconds"] = round(time.monotonic() - started, 1)
+    text = render(res)
+    print(text)
+    print(f"\n(bench took {res['seconds']} s; {res['mode']} mode)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
