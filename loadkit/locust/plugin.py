@@ -332,6 +332,8 @@ def verdict_of(report: dict[str, Any]) -> str:
         return "unreachable"
     if not report.get("saturation", {}).get("valid", True):
         return "invalid"
+    if report.get("run", {}).get("workers", {}).get("lost"):
+        return "invalid"  # part of the load generator died: the load was not what was asked for
     if any(not t["passed"] for t in report.get("thresholds", [])):
         return "fail"
     return "pass"
@@ -454,8 +456,9 @@ def _on_init(environment: Any, **_kw: Any) -> None:
 
     @events_.quitting.add_listener
     def _on_quitting(environment: Any, **_kw: Any) -> None:
-        if rt.is_worker:
+        if rt.is_worker or rt.finished:  # SIGTERM on a master fires quitting twice
             return
+        rt.finished = True
         runner = environment.runner
         if runner is not None:
             runner.stop()  # before the gateway goes: users must not see it vanish

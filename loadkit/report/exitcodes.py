@@ -47,7 +47,7 @@ EXPLANATIONS: dict[ExitCode, str] = {
     ExitCode.PASS: "valid run, every threshold held",
     ExitCode.BAD_INPUT: "bad command line or input file",
     ExitCode.THRESHOLDS_BREACHED: "thresholds breached",
-    ExitCode.INVALID_RUN: "invalid run: the load generator was saturated",
+    ExitCode.INVALID_RUN: "invalid run: the load generator was saturated or lost a worker",
     ExitCode.HARNESS_ERROR: "harness error or broken accounting",
     ExitCode.TARGET_UNREACHABLE: "the target refused every connection",
 }

@@ -38,6 +38,10 @@ def render_summary(report: dict[str, Any]) -> str:
         f"ended {inv['ended']}, still open {s['open']}  "
         f"[accounting {'ok' if inv['ok'] else 'VIOLATED'}: {inv['started']} = {inv['ended']} + {inv['open']}]"
     )
+    workers = run.get("workers") or {}
+    if workers.get("lost"):
+        lines.append(f"workers: {len(workers['lost'])} of {workers.get('count')} LOST mid-run "
+                     f"({', '.join(workers['lost'])}); their open sessions count as lost_with_worker")
     lines.append(
         f"drops: {report['drops']}  drop rate {_pct(report['drop_rate'])}  "
         f"drops per session-hour {_fmt(report['drops_per_session_hour'])}  "
