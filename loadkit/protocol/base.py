@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from loadkit.errors import ConfigError
 
 
@@ -65,6 +67,20 @@ class TokenGrant:
 
     def __repr__(self) -> str:  # never leak a token into logs or tracebacks
         return f"TokenGrant(guest_id={self.guest_id!r}, token=<hidden>)"
+
+
+def json_object(data: bytes | str) -> dict[str, Any] | ServerEvent:
+    """A frame as a JSON object, or the MALFORMED event that says why it isn't one.
+
+    Every profile's ``classify`` starts here: one ``orjson.loads`` per frame.
+    """
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return ServerEvent(EventKind.MALFORMED, detail="not JSON")
+    if type(obj) is not dict:
+        return ServerEvent(EventKind.MALFORMED, detail="not a JSON object")
+    return obj
 
 
 #: How a guest writes its auth frame: the well-behaved way, or one of the

@@ -54,6 +54,7 @@ import orjson
 
 from loadkit.errors import LocalProtocolError
 from loadkit.protocol.base import (
+    json_object,
     AUTH_STYLES,
     MISSING,
     EventKind,
@@ -664,12 +665,9 @@ class CustomProfile:
         return [orjson.dumps(t.build(ctx)) for t in self.goodbye]
 
     def classify(self, data: bytes | str) -> ServerEvent:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return ServerEvent(_E.MALFORMED, detail="not JSON")
+        obj = json_object(data)
         if type(obj) is not dict:
-            return ServerEvent(_E.MALFORMED, detail="not a JSON object")
+            return obj  # MALFORMED
         for m in self.matchers:
             if m.matches(obj):
                 return m.event(obj)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from loadkit.protocol.base import EventKind, ServerEvent, TokenGrant, TokenRequest
+from loadkit.protocol.base import EventKind, ServerEvent, TokenGrant, TokenRequest, json_object
 
 TOKEN_PATH = "/api/v2/guests"
 WEBSOCKET_PATH = "/api/v2/guest/websocket"
@@ -101,12 +101,9 @@ class GuestProfile:
     # -- frames in -----------------------------------------------------------
 
     def classify(self, data: bytes | str) -> ServerEvent:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return ServerEvent(_E.MALFORMED, detail="not JSON")
+        obj = json_object(data)
         if type(obj) is not dict:
-            return ServerEvent(_E.MALFORMED, detail="not a JSON object")
+            return obj  # MALFORMED
         kind = obj.get("type")
         if kind == "ack":
             return ServerEvent(_E.ACK, obj.get("id"))

@@ -41,6 +41,7 @@ import orjson
 
 from loadkit.errors import ConfigError
 from loadkit.protocol.base import (
+    json_object,
     AUTH_STYLES,
     MISSING,
     EventKind,
@@ -201,12 +202,9 @@ class WebMessagingProfile:
     # -- frames in -----------------------------------------------------------------------
 
     def classify(self, data: bytes | str) -> ServerEvent:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return ServerEvent(_E.MALFORMED, detail="not JSON")
+        obj = json_object(data)
         if type(obj) is not dict:
-            return ServerEvent(_E.MALFORMED, detail="not a JSON object")
+            return obj  # MALFORMED
         cls = obj.get("class")
         body = obj.get("body")
         code = obj.get("code")

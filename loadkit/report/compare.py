@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from loadkit.report.exitcodes import ExitCode
-from loadkit.report.thresholds import PHASES, Metric, ThresholdError, mark_seconds, parse_metric
+from loadkit.report.thresholds import PHASES, Metric, ThresholdError, parse_metric
 
 __all__ = [
     "DEFAULT_LIMITS",
