@@ -31,3 +31,17 @@ def gateway_factory() -> Iterator:
 @pytest.fixture
 def gateway(gateway_factory):  # type: ignore[no-untyped-def]
     return gateway_factory()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_gevent_patching_in_the_test_process() -> Iterator[None]:
+    """Locust patches the process it is imported into; tests run it in subprocesses.
+
+    Importing Locust here would patch sockets and ssl under every later test
+    (a context made before the patch cannot wrap a patched socket), so a
+    test that does it fails the run instead of breaking others at random.
+    """
+    yield
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        pytest.fail("a test imported Locust (or patched gevent) into the pytest process")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from loadkit.locust.plugin import verdict_of
+from loadkit.report.build import verdict_of
 from tests.harness import ROOT, assert_matches_gateway, locust_command, run_locust, settled_stats
 
 pytestmark = pytest.mark.slow

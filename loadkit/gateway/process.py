@@ -31,11 +31,15 @@ __all__ = ["GatewayProcess", "GatewayStartError"]
 
 _PREFIX = b"loadkit gateway listening on "
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# urllib would route 127.0.0.1 through *_proxy variables if set; never do that.
-# The control channel goes to our own loopback gateway: with tls_cert it may be
-# self-signed, so it is not verified (the harness under test verifies).
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                      urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+def _opener() -> urllib.request.OpenerDirector:
+    """urllib without *_proxy variables, and without verifying our own loopback gateway.
+
+    With tls_cert the gateway may be self-signed (the harness under test is
+    what verifies). Built per call: gevent may patch ``ssl`` after import,
+    and a context made before that cannot wrap a patched socket.
+    """
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                       urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
 
 
 class GatewayStartError(RuntimeError):
@@ -219,7 +223,7 @@ class GatewayProcess:
         req = urllib.request.Request(self._base() + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
-            with _OPENER.open(req, timeout=timeout) as resp:
+            with _opener().open(req, timeout=timeout) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as err:
             status, raw = err.code, err.read()

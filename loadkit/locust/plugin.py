@@ -34,7 +34,7 @@ from loadkit.metrics.recorder import Recorder
 from loadkit.protocol import get_profile
 from loadkit.protocol.base import auth_styles, check_keepalive
 from loadkit.settings import behaviour
-from loadkit.report.build import build_report, connect_failures, unreachable
+from loadkit.report.build import build_report, connect_failures, verdict_of
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.summary import render_summary
 from loadkit.session import LiveSessions
@@ -322,21 +322,6 @@ def _tls_context(opts: Any) -> Any:
         return ssl.create_default_context(cafile=ca)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"--tls-ca {ca!r}: cannot load CA certificates ({exc.strerror or exc})") from None
-
-
-def verdict_of(report: dict[str, Any]) -> str:
-    outcomes = report["sessions"]["outcomes"]
-    if not report["invariant"]["ok"] or outcomes.get("harness_error"):
-        return "error"
-    if unreachable(report):
-        return "unreachable"
-    if not report.get("saturation", {}).get("valid", True):
-        return "invalid"
-    if report.get("run", {}).get("workers", {}).get("lost"):
-        return "invalid"  # part of the load generator died: the load was not what was asked for
-    if any(not t["passed"] for t in report.get("thresholds", [])):
-        return "fail"
-    return "pass"
 
 
 def write_outputs(report: dict[str, Any], rows: list[dict[str, Any]], opts: Any,

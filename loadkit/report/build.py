@@ -91,8 +91,29 @@ def unreachable(report: dict[str, Any]) -> bool:
     return tried > 0 and failed == tried and report["sessions"]["authenticated"] == 0
 
 
+def verdict_of(report: dict[str, Any]) -> str:
+    """pass, fail, invalid, error or unreachable: the worst thing that is true, first.
+
+    A broken count outranks everything (no other figure can be trusted),
+    then a target that was never reached, then a load generator that could
+    not deliver the load (saturated, or a worker died), then the thresholds.
+    """
+    outcomes = report["sessions"]["outcomes"]
+    if not report["invariant"]["ok"] or outcomes.get("harness_error"):
+        return "error"
+    if unreachable(report):
+        return "unreachable"
+    if not report.get("saturation", {}).get("valid", True):
+        return "invalid"
+    if report.get("run", {}).get("workers", {}).get("lost"):
+        return "invalid"
+    if any(not t["passed"] for t in report.get("thresholds", [])):
+        return "fail"
+    return "pass"
+
+
 def connect_failures(report: dict[str, Any]) -> dict[str, int]:
     return {o: n for o, n in report["sessions"]["outcomes"].items() if o in UNREACHABLE_OUTCOMES}
 
 
-__all__ = ["build_report", "unreachable", "DROP_OUTCOMES"]
+__all__ = ["build_report", "unreachable", "verdict_of", "DROP_OUTCOMES"]
