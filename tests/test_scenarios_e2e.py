@@ -35,6 +35,7 @@ def test_each_shipped_scenario_runs_against_the_embedded_gateway(tmp_path, name)
     assert report["sessions"]["authenticated"] > 0
     # The embedded gateway's own record is in the report: the harness agrees with it.
     assert_matches_gateway(report, report["gateway"])
+    assert "embedded gateway's own record" in proc.stdout and "the same as the harness" in proc.stdout
     assert report["verdict"] in ("pass", "fail")
     assert {"pass": 0, "fail": 3}[report["verdict"]] == proc.returncode
 

@@ -79,6 +79,14 @@ def render_summary(report: dict[str, Any]) -> str:
         lines.append("error frames: " + ", ".join(f"{k}×{v}" for k, v in report["errors"].items()))
     if report.get("bad_frames"):
         lines.append("bad frames: " + ", ".join(f"{k}×{v}" for k, v in report["bad_frames"].items()))
+    gw = report.get("gateway")
+    if gw:
+        ours = _by_code(report["close_codes"])
+        theirs = _by_code(gw.get("closes", []))
+        same = gw["sessions"]["authenticated"] == s["authenticated"] and ours == theirs
+        lines.append(f"embedded gateway's own record: authenticated {gw['sessions']['authenticated']}, "
+                     f"closes {sum(theirs.values())} by code and initiator: "
+                     + ("the same as the harness" if same else "DIFFERENT from the harness (see the report)"))
     for t in report.get("thresholds", []):
         mark = "PASS" if t["passed"] else "FAIL"
         lines.append(f"threshold {mark}: {t['expr']}  (value {_fmt(t['value'])})")
@@ -86,6 +94,14 @@ def render_summary(report: dict[str, Any]) -> str:
         lines.append(f"verdict: {report['verdict'].upper()}")
     lines.append("=" * 70)
     return "\n".join(lines)
+
+
+def _by_code(closes: list[dict[str, Any]]) -> dict[tuple[Any, ...], int]:
+    out: dict[tuple[Any, ...], int] = {}
+    for c in closes:
+        key = (c["code"], c["reason"], c["initiator"])
+        out[key] = out.get(key, 0) + c["count"]
+    return out
 
 
 def _pct(v: float | None) -> str:
