@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from loadkit.errors import ConfigError
@@ -148,7 +148,6 @@ class HarnessSettings:
     guest_mix: tuple[tuple[str, float], ...] = (("normal", 1.0),)
     survival_marks: tuple[int, ...] = (60, 300, 1800, 3600)
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> HarnessSettings:
         if self.keepalive_s <= 0:
@@ -166,8 +165,6 @@ class HarnessSettings:
     def as_dict(self) -> dict[str, Any]:
         out = {}
         for f in fields(self):
-            if f.name == "extra":
-                continue
             v = getattr(self, f.name)
             out[f.name] = [list(x) for x in v] if f.name == "guest_mix" else v
         return out
