@@ -317,13 +317,25 @@ def _elapsed(rows: Sequence[Mapping[str, Any]]) -> list[float]:
 
 
 def _per_minute(rows: Sequence[Mapping[str, Any]], xs: Sequence[float], get: Any) -> list[float | None]:
-    values: list[float | None] = []
+    """Counts per window as rates per minute.
+
+    The last window of a run is cut short when the run stops, and every
+    session still open ends in it: divided by its own length (a few ms) that
+    burst would read as a rate of 100,000 a minute. A window therefore
+    counts as at least as long as the typical (median) one.
+    """
+    lengths: list[float] = []
     for i, row in enumerate(rows):
-        count = _num(get(row))
         window = _num(row.get("window_s"))
         if window is None or window <= 0:
             window = xs[i] - xs[i - 1] if i else None
-        values.append(None if count is None or not window or window <= 0 else count * 60.0 / window)
+        lengths.append(window or 0.0)
+    typical = sorted(lengths)[len(lengths) // 2] if lengths else 0.0
+    values: list[float | None] = []
+    for row, window in zip(rows, lengths):
+        count = _num(get(row))
+        window = max(window, typical)
+        values.append(None if count is None or window <= 0 else count * 60.0 / window)
     return values
 
 
