@@ -12,6 +12,7 @@ from loadkit.session import SessionDriver
 from loadkit.settings import behaviour
 
 _user_numbers = itertools.count(1)
+_SHARED_RNG = random.Random()
 
 
 class GuestUser(User):
@@ -28,7 +29,9 @@ class GuestUser(User):
         rt = environment.loadkit
         self.number = next(_user_numbers)
         seed = rt.settings.seed
-        self.rng = random.Random(None if seed is None else seed * 1_000_003 + self.number)
+        # A generator of its own only when the run must be repeatable: one
+        # costs ~3 KB, a fifth of an idle guest's budget at 18,000 guests.
+        self.rng = _SHARED_RNG if seed is None else random.Random(seed * 1_000_003 + self.number)
         self.driver = SessionDriver(
             rt.transport, rt.profile, rt.recorder, rt.settings, self.host or environment.host,
             rt.live, rt.report, self.rng,
