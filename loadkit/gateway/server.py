@@ -26,8 +26,6 @@ import collections
 import http
 import logging
 import math
-import socket
-import struct
 import time
 import uuid
 from typing import Any
@@ -43,7 +41,8 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from . import custom, webmessaging
-from .faults import FaultPlan, SessionPlan, drop_reason
+from .faults import FaultPlan, SessionPlan
+from .wire import inject_drop
 from .settings import GatewaySettings
 from .stats import CloseRecord, GatewayStats, Phase, close_record
 from .tokens import TokenError, TokenSigner
@@ -421,16 +420,7 @@ class Session:
 
     async def _drop(self) -> None:
         """Injected drop: a close frame with the planned code, or a TCP reset."""
-        code = self.plan.drop_code
-        self.gw.stats.drops[str(code)] += 1
-        if code == "reset":
-            sock = self.conn.transport.get_extra_info("socket")
-            if sock is not None:  # SO_LINGER 0: close() sends RST, no FIN, no close frame
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.conn.transport.abort()
-            await self.conn.wait_closed()
-        else:
-            await self.conn.close(int(code), drop_reason(int(code)))
+        await inject_drop(self.conn, self.plan.drop_code, self.gw.stats)
 
 
 class Gateway:

@@ -30,8 +30,6 @@ import asyncio
 import collections
 import logging
 import math
-import socket
-import struct
 import time
 import uuid
 from collections import Counter
@@ -45,7 +43,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
-from .faults import drop_reason
+from .wire import inject_drop
 from .stats import CloseRecord, Phase, close_record
 
 if TYPE_CHECKING:
@@ -349,16 +347,7 @@ class Connection:
 
     async def _drop(self) -> None:
         """Injected drop (faults.drop_fraction): a close with the planned code, or a TCP reset."""
-        code = self.plan.drop_code
-        self.gw.stats.drops[str(code)] += 1
-        if code == "reset":
-            sock = self.conn.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.conn.transport.abort()
-            await self.conn.wait_closed()
-        else:
-            await self.conn.close(int(code), drop_reason(int(code)))
+        await inject_drop(self.conn, self.plan.drop_code, self.gw.stats)
 
     # --- sending ------------------------------------------------------------------
 
