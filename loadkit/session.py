@@ -162,7 +162,9 @@ class SessionDriver:
             stopping = not isinstance(exc, Exception)
             cause = Cause.STOPPED if stopping else Cause.HARNESS_ERROR
             left = getattr(exc, "loadkit_close", None)  # stopped mid-upgrade: how we left
-            if ws is None and left is not None:
+            if ws is None and isinstance(left, UpgradeRefused):
+                ending = Ending(Cause.UPGRADE_REFUSED, detail=f"HTTP {left.status}")
+            elif ws is None and left is not None:
                 ending = Ending(Cause.CLOSED if left.initiator == "server" else cause,
                                 left.code, left.reason, left.initiator)
             else:

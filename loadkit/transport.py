@@ -163,7 +163,7 @@ class WebSocket:
     """
 
     __slots__ = ("_sock", "_proto", "_events", "_parts", "_ended", "close_timeout", "send_timeout",
-                 "leftover", "_rw")
+                 "leftover", "_rw", "_reset")
 
     def __init__(self, sock: Any, proto: ClientProtocol, pending: list[Any], close_timeout: float,
                  send_timeout: float = 10.0, read_watcher: Any = None) -> None:
@@ -180,6 +180,8 @@ class WebSocket:
         #: counts them (the server sent them; the harness must not lose them).
         self.leftover: list[bytes] | tuple[()] = ()  # a list once there is one
         self._rw = read_watcher
+        #: the peer reset the connection (RST), as opposed to closing it (FIN)
+        self._reset = False
 
     # -- the socket ------------------------------------------------------------
 
@@ -202,7 +204,8 @@ class WebSocket:
             except BlockingIOError:
                 continue  # woken without data: wait again
             except OSError:
-                return b""  # reset by peer: same as EOF without a close frame
+                self._reset = True
+                return b""  # reset by peer: EOF without a close frame
 
     def _send_data(self, data: bytes) -> None:
         """Write all of ``data``; OSError if the peer is gone or stops reading for ``send_timeout``."""
@@ -371,9 +374,14 @@ class WebSocket:
             # Both closed at once: the server's frame is not an echo of ours,
             # so it was sent before ours arrived. The server ended it.
             self._ended = ConnectionEnded(rcvd.code, rcvd.reason, "server")
+        elif sent is not None and rcvd is None and self._reset:
+            # Our close went unanswered and the peer reset the connection:
+            # it never read our frame (one that had would have answered it,
+            # or at least closed with FIN). The link was lost.
+            self._ended = ConnectionEnded(1006, "", "none")
         elif sent is not None:
             # Ours came first, answered or not (a server that never answers
-            # still received it, or the TCP connection is gone anyway).
+            # still received it).
             self._ended = ConnectionEnded(sent.code, sent.reason, "client")
         else:
             self._ended = ConnectionEnded(1006, "", "none")
@@ -408,6 +416,7 @@ class WebSocket:
                     if chunk:
                         self._send_data(chunk)
             except OSError:
+                self._reset = True  # our close frame never left: the link was already gone
                 self._drain_after_error()
                 return self._finish()
         if wait:
@@ -452,6 +461,7 @@ class _GeventSocketWebSocket(WebSocket):
         except (TimeoutError, _stdsocket.timeout):
             return None
         except OSError:
+            self._reset = True
             return b""
 
     def _send_data(self, data: bytes) -> None:
@@ -621,11 +631,13 @@ class GeventTransport:
         assert last is not None
         raise last
 
-    def _leave_during_upgrade(self, ws: WebSocket, proto: ClientProtocol) -> ConnectionEnded | None:
+    def _leave_during_upgrade(self, ws: WebSocket, proto: ClientProtocol) -> ConnectionEnded | UpgradeRefused | None:
         try:
             self._await_upgrade(ws, proto, _monotonic() + self.close_timeout)
+        except UpgradeRefused as exc:
+            return exc  # the target said no before we left: that is how it ended
         except Exception:
-            return None  # refused, failed or timed out: nothing was opened
+            return None  # failed or timed out: nothing was opened
         return ws.close(1001, "harness stopping", wait=True)
 
     def _await_upgrade(self, ws: WebSocket, proto: ClientProtocol, deadline: float) -> None:
