@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -116,8 +117,6 @@ class SessionDriver:
         self.report("reconnect", recovered * 1000.0, None, 0)
 
     def _grant_valid(self, grant: TokenGrant) -> bool:
-        import time
-
         return grant.expires_at is None or grant.expires_at > time.time() + 5
 
     # -- one session -------------------------------------------------------------

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from loadkit.lifecycle import Result
+from loadkit.lifecycle import DROP_OUTCOMES, Result
 from loadkit.metrics.histogram import Histogram
 
 #: Latency series every report has, even when empty.
@@ -106,8 +106,6 @@ class Recorder:
         return dict(sorted(out.items()))
 
     def drops(self) -> int:
-        from loadkit.lifecycle import DROP_OUTCOMES
-
         return sum(
             n for (outcome, phase), n in self.ended.items()
             if outcome in DROP_OUTCOMES and phase in ("just_after_auth", "established")

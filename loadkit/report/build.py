@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from loadkit import __version__
-from loadkit.lifecycle import DROP_OUTCOMES, Outcome
+from loadkit.lifecycle import Outcome
 from loadkit.metrics.recorder import LATENCY_PHASES, Recorder
 from loadkit.settings import mark_label
 
@@ -116,4 +116,4 @@ def connect_failures(report: dict[str, Any]) -> dict[str, int]:
     return {o: n for o, n in report["sessions"]["outcomes"].items() if o in UNREACHABLE_OUTCOMES}
 
 
-__all__ = ["build_report", "unreachable", "verdict_of", "DROP_OUTCOMES"]
+__all__ = ["build_report", "unreachable", "verdict_of"]
