@@ -31,6 +31,7 @@ from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol.base import EventKind, Profile, TokenGrant, reply_refs
 from loadkit.settings import Behaviour, HarnessSettings, backoff
+from loadkit.streams import Rng
 
 #: ``report(name, response_time_ms, error_or_None, response_length)``
 Report = Callable[[str, float, BaseException | None, int], None]
@@ -58,7 +59,7 @@ class LiveSessions:
 class SessionDriver:
     def __init__(self, transport: Any, profile: Profile, recorder: Recorder,
                  settings: HarnessSettings, base_url: str, live: LiveSessions,
-                 report: Report = _no_report, rng: random.Random | None = None) -> None:
+                 report: Report = _no_report, rng: Rng | None = None) -> None:
         self.transport = transport
         self.profile = profile
         self.recorder = recorder
@@ -66,7 +67,7 @@ class SessionDriver:
         self.base_url = base_url
         self.live = live
         self.report = report
-        self.rng = rng or random.Random()
+        self.rng: Rng = rng or random.Random()
         self._dropped_at: float | None = None
         self._refused = False
         self._expired = False

@@ -10,12 +10,12 @@ validates the whole set again at ``test_start`` (the web UI skips ``type=``).
 from __future__ import annotations
 
 import math
-import random
 import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 from loadkit.errors import ConfigError
+from loadkit.streams import Rng
 
 #: Misbehaving guests (the seed thread's mistakes) and what each does.
 BEHAVIOURS: dict[str, dict[str, Any]] = {
@@ -170,7 +170,7 @@ class HarnessSettings:
         return out
 
 
-def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+def backoff(attempt: int, base: float, cap: float, rng: Rng) -> float:
     """Exponential backoff with equal jitter: half of min(cap, base·2^(n-1)), plus up to as much again.
 
     Equal rather than full jitter so a reconnect storm still spreads out but

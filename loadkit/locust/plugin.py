@@ -38,6 +38,7 @@ from loadkit.report.build import build_report, connect_failures, verdict_of
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.summary import render_summary
 from loadkit.session import LiveSessions
+from loadkit.streams import new_seed
 from loadkit.transport import GeventTransport
 
 logger = logging.getLogger("loadkit")
@@ -271,6 +272,7 @@ class Runtime:
             "users": getattr(opts, "num_users", None),
             "workers": {"count": len(self.worker_open), "lost": sorted(getattr(self, "lost_workers", []))},
             "settings": {**self.settings.as_dict(), "thresholds": list(opts.threshold or [])},
+            "seed": getattr(self, "run_seed", None),
             "aborted": self.aborted,
         }
 
@@ -369,6 +371,28 @@ def _apply_scenario(environment: Any, opts: Any) -> Any:
     return scenario
 
 
+#: Where the master puts the run's seed for its workers: Locust copies every
+#: non-Locust attribute of ``parsed_options`` into each worker's spawn message.
+RUN_SEED_OPTION = "loadkit_run_seed"
+
+
+def _choose_seed(rt: Any) -> None:
+    """The seed of this run: ``--loadkit-seed``, else a fresh one (the report records it).
+
+    A worker takes the master's, which arrived with the spawn message before
+    ``test_start``; the master (or a local run) draws a new one per run.
+    """
+    opts = rt.opts
+    if rt.is_worker:
+        seed = getattr(opts, RUN_SEED_OPTION, None)
+        rt.run_seed = int(seed) if seed is not None else rt.settings.seed
+        if rt.run_seed is None:  # a master that does not send one: still apart from the others
+            rt.run_seed = new_seed()
+        return
+    rt.run_seed = rt.settings.seed if rt.settings.seed is not None else new_seed()
+    setattr(opts, RUN_SEED_OPTION, rt.run_seed)
+
+
 def _die(environment: Any, message: str) -> None:
     """One line, exit 1, no traceback; quiet on --processes children (the parent says it)."""
     if isinstance(environment.runner, WorkerRunner) and getattr(environment.parsed_options, "processes", None):
@@ -425,6 +449,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
             logger.error("loadkit: %s", exc)
             gevent.spawn_later(0, environment.runner.quit)
             return
+        _choose_seed(rt)
         if rt.is_worker:
             return
         rt.reset()
