@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadkit.gateway.process import GatewayProcess  # noqa: E402
+
+# A shell's background job (`pytest &` in a script) starts with SIGINT
+# ignored, and an ignored signal stays ignored across exec: every Locust the
+# tests start would then shrug off the Ctrl-C the tests send it. A handled
+# signal is reset to its default at exec, so handling it here gives children
+# the terminal's behaviour again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
