@@ -1,51 +1,8 @@
-"""The ``custom`` profile: a gateway's JSON schema described in a scenario file.
-
-Theory of operation
--------------------
-A team whose gateway is "the guest protocol, but with ``command`` instead of
-``type``" (the seed thread) should not have to write Python. Everything a
-profile does is described as data in the scenario file's
-``[tool.loadkit.profile]`` table (see ``docs/profiles.md``):
-
-- **frame templates** for auth, ping, message and goodbye: JSON objects
-  written as TOML tables, whose strings may hold placeholders ``{guestId}``,
-  ``{token}``, ``{seq}``, ``{id}`` (a fresh UUID per frame), ``{text}``,
-  ``{ts_ms}`` (epoch milliseconds), ``{guestNo}`` (token call only) and any
-  name from ``vars``. A string that is exactly one placeholder takes the
-  value's own type (``id = "{seq}"`` sends a number); anything else is text.
-  ``ping_ref`` / ``message_ref`` name the field of the sent frame that the
-  answer carries back.
-- **the token call**: ``token = "generate"`` (the guest makes a UUID token)
-  or a table with method, path, body template, headers and the JSON paths of
-  guestId, token and (optionally) the expiry in the answer.
-- **the WebSocket path** (a template: ``{guestId}``, ``{token}``, vars are
-  URL-quoted) and constant handshake ``headers``.
-- **matchers**, an ordered list; the first whose ``when`` fields all match
-  names the frame's kind, and paths say where its ref, code, retry-after and
-  detail are.
-
-Templates and matchers are compiled once, when the profile is built; a frame
-costs a few closure calls and one ``orjson.dumps``, and classifying one
-``orjson.loads`` plus the matchers' dict lookups.
-
-What templates cannot say (a signature over the frame, a computed field, a
-binary framing) goes in a **hook**: ``hook = "package.module:Name"`` names a
-class or function called with the template profile (``Name(base)``); every
-profile method the returned object has (``auth_frame``, ``classify``, …)
-replaces the template one, and can call ``base.method(...)`` to start from
-the templates. Parts of the file the hook replaces may then be omitted.
-
-Every bad part of the description is reported at once, each with its key
-(``ProfileOptionError``), so a scenario loader can name file and key.
-"""
+"""The ``custom`` profile itself: the Profile interface over compiled templates and matchers."""
 
 from __future__ import annotations
 
-import importlib
-import string
-import time
 import uuid
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -54,7 +11,6 @@ import orjson
 
 from loadkit.errors import LocalProtocolError
 from loadkit.protocol.base import (
-    json_object,
     AUTH_STYLES,
     MISSING,
     EventKind,
@@ -62,291 +18,16 @@ from loadkit.protocol.base import (
     ServerEvent,
     TokenGrant,
     TokenRequest,
+    json_object,
 )
+from loadkit.protocol.custom.match import KINDS, Matcher, Path, get_path, parse_matcher, parse_path
+from loadkit.protocol.custom.schema import FRAME_KEYS, HOOKABLE, NEEDS, TOKEN_KEYS, resolve_hook, unknown
+from loadkit.protocol.custom.template import PLACEHOLDERS, Problems, Template, template
 from loadkit.protocol.guest import http_url_from_base, ws_url_from_base
 
-__all__ = ["CustomProfile", "KINDS", "PLACEHOLDERS", "HOOKABLE"]
+__all__ = ["CustomProfile", "HookedProfile", "TokenSpec"]
 
 _E = EventKind
-
-#: Matcher kinds and the event each one names.
-KINDS: dict[str, EventKind] = {
-    "auth_ok": _E.AUTH_OK,
-    "auth_refused": _E.AUTH_REFUSED,
-    "pong": _E.PONG,
-    "ack": _E.ACK,
-    "agent_message": _E.AGENT_MESSAGE,
-    "error": _E.ERROR,
-    "rate_limited": _E.RATE_LIMITED,
-    "session_expired": _E.SESSION_EXPIRED,
-    "session_ended": _E.SESSION_ENDED,
-    "ignored": _E.IGNORED,
-}
-
-#: Built-in placeholders, and where each may be used.
-PLACEHOLDERS: dict[str, str] = {
-    "guestId": "the guest's id (from the token call, or generated)",
-    "token": "the guest's token",
-    "seq": "the frame's sequence number in its session (ping, message)",
-    "id": "a fresh lower-case UUID, one per frame",
-    "text": "the chat text (message)",
-    "ts_ms": "the time, epoch milliseconds",
-    "guestNo": "the guest's number (token call)",
-}
-_CONTEXTS: dict[str, tuple[str, ...]] = {
-    "auth": ("guestId", "token", "id", "ts_ms"),
-    "ping": ("guestId", "token", "seq", "id", "ts_ms"),
-    "message": ("guestId", "token", "seq", "id", "text", "ts_ms"),
-    "goodbye": ("guestId", "token", "id", "ts_ms"),
-    "token": ("guestNo", "id", "ts_ms"),
-    "websocket_path": ("guestId", "token"),
-    "headers": (),
-}
-
-#: Profile methods a hook may replace.
-HOOKABLE = ("token_request", "token_grant", "websocket_url", "handshake_headers", "auth_frame",
-            "ping_frame", "message_frame", "goodbye_frames", "classify", "check_keepalive")
-
-#: What each hookable method needs from the file when the hook does not provide it.
-_NEEDS = {
-    "auth_frame": "frames.auth",
-    "ping_frame": "frames.ping",
-    "message_frame": "frames.message",
-    "classify": "match",
-    "websocket_url": "websocket_path",
-}
-
-_TOP_KEYS = ("websocket_path", "headers", "vars", "token", "frames", "match", "hook", "min_keepalive_s")
-_TOKEN_KEYS = ("method", "path", "body", "headers", "guest_id", "token", "expires_at")
-_FRAME_KEYS = ("auth", "ping", "ping_ref", "message", "message_ref", "goodbye", "auth_styles")
-_MATCH_KEYS = ("kind", "when", "ref", "code", "retry_after", "detail")
-
-Problems = list[tuple[str, Any, str]]
-Render = Callable[[Mapping[str, Any]], Any]
-Path = tuple[str | int, ...]
-
-
-# -- templates ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Template:
-    """A compiled frame template: ``render(context)`` gives the JSON value."""
-
-    render: Render
-    uses: frozenset[str]
-
-    def build(self, ctx: dict[str, Any]) -> Any:
-        if "id" in self.uses:
-            ctx["id"] = str(uuid.uuid4())
-        if "ts_ms" in self.uses:
-            ctx["ts_ms"] = int(time.time() * 1000)
-        return self.render(ctx)
-
-
-_FORMATTER = string.Formatter()
-
-
-def _compile(value: Any, key: str, allowed: tuple[str, ...], problems: Problems,
-             uses: set[str]) -> Render:
-    if isinstance(value, dict):
-        parts = [(str(k), _compile(v, f"{key}.{k}", allowed, problems, uses)) for k, v in value.items()]
-        return lambda ctx: {k: f(ctx) for k, f in parts}
-    if isinstance(value, list):
-        items = [_compile(v, f"{key}[{i}]", allowed, problems, uses) for i, v in enumerate(value)]
-        return lambda ctx: [f(ctx) for f in items]
-    if isinstance(value, str):
-        return _compile_text(value, key, allowed, problems, uses)
-    if isinstance(value, (bool, int, float)) or value is None:
-        return lambda ctx: value
-    problems.append((key, value, "a JSON value (string, number, boolean, table or array)"))
-    return lambda ctx: None
-
-
-def _compile_text(text: str, key: str, allowed: tuple[str, ...], problems: Problems,
-                  uses: set[str]) -> Render:
-    try:
-        pieces = list(_FORMATTER.parse(text))
-    except ValueError as exc:
-        problems.append((key, text, f"a template string: {exc} (write {{{{ and }}}} for literal braces)"))
-        return lambda ctx: text
-    names = []
-    for _literal, name, spec, conversion in pieces:
-        if name is None:
-            continue
-        if spec or conversion or not name.isidentifier():
-            problems.append((key, text, f"placeholders are plain names like {{token}}, got {{{name}}}"))
-            return lambda ctx: text
-        if name not in allowed:
-            where = ", ".join("{" + n + "}" for n in allowed) or "none"
-            problems.append((key, text, f"unknown placeholder {{{name}}} here; known here: {where}"))
-            return lambda ctx: text
-        names.append(name)
-    uses.update(names)
-    if len(pieces) == 1 and pieces[0][0] == "" and pieces[0][1] is not None:
-        name = pieces[0][1]
-        return lambda ctx: ctx[name]  # the whole string is one placeholder: keep the value's type
-    if not names:
-        literal = "".join(p[0] for p in pieces)
-        return lambda ctx: literal
-    steps = [(lit, name) for lit, name, _s, _c in pieces]
-
-    def render(ctx: Mapping[str, Any]) -> str:
-        out = []
-        for lit, name in steps:
-            out.append(lit)
-            if name is not None:
-                out.append(str(ctx[name]))
-        return "".join(out)
-
-    return render
-
-
-def template(value: Any, key: str, context: str, variables: Mapping[str, Any], problems: Problems) -> Template:
-    uses: set[str] = set()
-    render = _compile(value, key, _CONTEXTS[context] + tuple(variables), problems, uses)
-    return Template(render, frozenset(uses))
-
-
-# -- paths and matchers -------------------------------------------------------------------------------
-
-
-def parse_path(text: Any, key: str, problems: Problems) -> Path | None:
-    """``"body.errors.0.code"`` → ("body", "errors", 0, "code")."""
-    if not isinstance(text, str) or not text.strip() or any(not p for p in text.split(".")):
-        problems.append((key, text, 'a dotted path into the JSON frame, e.g. "id" or "body.retryAfter"'))
-        return None
-    return tuple(int(p) if p.isdigit() else p for p in text.split("."))
-
-
-def get_path(obj: Any, path: Path) -> Any:
-    """The value at ``path``, or MISSING."""
-    for part in path:
-        if type(obj) is dict:
-            obj = obj.get(part, MISSING) if isinstance(part, str) else obj.get(str(part), MISSING)
-        elif type(obj) is list and isinstance(part, int):
-            obj = obj[part] if part < len(obj) else MISSING
-        else:
-            return MISSING
-        if obj is MISSING:
-            return MISSING
-    return obj
-
-
-def _same(a: Any, b: Any) -> bool:
-    if type(a) is bool or type(b) is bool:
-        return type(a) is type(b) and a == b
-    return bool(a == b)
-
-
-@dataclass(frozen=True, slots=True)
-class Matcher:
-    kind: EventKind
-    tests: tuple[tuple[Path, str, Any], ...]  # (path, "eq" | "in" | "exists", value)
-    ref: Path | None = None
-    code: Path | None = None
-    retry_after: Path | None = None
-    detail: Path | None = None
-
-    def matches(self, obj: dict[str, Any]) -> bool:
-        for path, op, expected in self.tests:
-            value = get_path(obj, path)
-            if op == "exists":
-                if (value is not MISSING) is not expected:
-                    return False
-            elif value is MISSING:
-                return False
-            elif op == "eq":
-                if not _same(value, expected):
-                    return False
-            elif not any(_same(value, e) for e in expected):
-                return False
-        return True
-
-    def event(self, obj: dict[str, Any]) -> ServerEvent:
-        ref = _opt(obj, self.ref)
-        code = _opt(obj, self.code)
-        retry = _opt(obj, self.retry_after)
-        detail = _opt(obj, self.detail)
-        number = _as_int(code)
-        if self.kind is _E.RATE_LIMITED and number is None:
-            number = 4029
-        return ServerEvent(
-            self.kind,
-            None if ref is None else str(ref),
-            code=number,
-            retry_after=float(retry) if type(retry) in (int, float) and retry > 0 else None,
-            detail="" if detail is None else str(detail),
-            fields=obj if self.kind is _E.AUTH_OK else {},
-        )
-
-
-def _opt(obj: dict[str, Any], path: Path | None) -> Any:
-    if path is None:
-        return None
-    value = get_path(obj, path)
-    return None if value is MISSING else value
-
-
-def _as_int(value: Any) -> int | None:
-    if type(value) is int:
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
-
-
-def _parse_matcher(i: int, raw: Any, problems: Problems) -> Matcher | None:
-    key = f"match[{i}]"
-    if not isinstance(raw, dict):
-        problems.append((key, raw, 'a table like {kind = "pong", when = {type = "pong"}, ref = "id"}'))
-        return None
-    _unknown(raw, _MATCH_KEYS, key, problems)
-    kind = raw.get("kind", MISSING)
-    if not isinstance(kind, str):
-        kind = kind if kind is MISSING else repr(kind)
-    if kind not in KINDS:
-        problems.append((f"{key}.kind", kind, "one of " + ", ".join(KINDS)))
-    when = raw.get("when", MISSING)
-    tests: list[tuple[Path, str, Any]] = []
-    if not isinstance(when, dict) or not when:
-        problems.append((f"{key}.when", when, 'a non-empty table of field = value, e.g. {type = "pong"}'))
-    else:
-        for field, expected in when.items():
-            path = parse_path(field, f"{key}.when.{field}", problems)
-            if path is None:
-                continue
-            if isinstance(expected, list):
-                tests.append((path, "in", tuple(expected)))
-            elif isinstance(expected, dict):
-                if set(expected) != {"exists"} or not isinstance(expected["exists"], bool):
-                    problems.append((f"{key}.when.{field}", expected,
-                                     "a value, a list of values (any of), or {exists = true|false}"))
-                    continue
-                tests.append((path, "exists", expected["exists"]))
-            else:
-                tests.append((path, "eq", expected))
-    paths = {name: parse_path(raw[name], f"{key}.{name}", problems) if name in raw else None
-             for name in ("ref", "code", "retry_after", "detail")}
-    if kind in KINDS and KINDS[kind] in (_E.PONG, _E.ACK) and paths["ref"] is None and "ref" not in raw:
-        problems.append((f"{key}.ref", MISSING, f"for kind = \"{kind}\", the path of the id its answer "
-                         "carries back, e.g. ref = \"id\""))
-    if kind not in KINDS or not tests:
-        return None
-    return Matcher(KINDS[kind], tuple(tests), **paths)
-
-
-def _unknown(table: Mapping[str, Any], known: tuple[str, ...], prefix: str, problems: Problems) -> None:
-    import difflib
-
-    for key in table:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f'did you mean "{close[0]}"?' if close else "known keys: " + ", ".join(known)
-            problems.append((f"{prefix}.{key}" if prefix else key, table[key], f"unknown key; {hint}"))
-
-
-# -- the profile ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +81,7 @@ class CustomProfile:
         p = cls()
         factory = None
         if hook:
-            factory = _resolve_hook(hook, problems)
+            factory = resolve_hook(hook, problems)
             p.hook = str(hook)
         if isinstance(min_keepalive_s, bool) or not isinstance(min_keepalive_s, (int, float)) or min_keepalive_s < 0:
             problems.append(("min_keepalive_s", min_keepalive_s, "a number of seconds >= 0"))
@@ -414,7 +95,7 @@ class CustomProfile:
             if not isinstance(match, list):
                 problems.append(("match", match, "an array of tables: [[tool.loadkit.profile.match]]"))
             else:
-                p.matchers = [m for i, raw in enumerate(match) if (m := _parse_matcher(i, raw, problems))]
+                p.matchers = [m for i, raw in enumerate(match) if (m := parse_matcher(i, raw, problems))]
         provided: set[str] = set()
         profile: Any = p
         if factory is not None and not problems:
@@ -474,7 +155,7 @@ class CustomProfile:
         if not isinstance(raw, dict):
             problems.append(("token", raw, '"generate", or a table with method, path, guest_id and token'))
             return
-        _unknown(raw, _TOKEN_KEYS, "token", problems)
+        unknown(raw, TOKEN_KEYS, "token", problems)
         method = raw.get("method", "POST")
         if method not in ("GET", "POST", "PUT"):
             problems.append(("token.method", method, '"POST", "GET" or "PUT"'))
@@ -513,7 +194,7 @@ class CustomProfile:
         if not isinstance(raw, dict):
             problems.append(("frames", raw, "a table with auth, ping, message (and goodbye, auth_styles)"))
             return
-        _unknown(raw, _FRAME_KEYS, "frames", problems)
+        unknown(raw, FRAME_KEYS, "frames", problems)
         for name in ("auth", "ping", "message"):
             if name in raw:
                 if not isinstance(raw[name], dict):
@@ -566,7 +247,7 @@ class CustomProfile:
             return None
 
     def _check_complete(self, provided: set[str], problems: Problems) -> None:
-        for method, part in _NEEDS.items():
+        for method, part in NEEDS.items():
             if method in provided:
                 continue
             if part == "match":
@@ -693,26 +374,3 @@ class HookedProfile:
 
     def __repr__(self) -> str:
         return f"HookedProfile(hook={self.base.hook!r}, base={self.base!r})"
-
-
-def _resolve_hook(spec: Any, problems: Problems) -> Callable[[CustomProfile], Any] | None:
-    """``"package.module:Name"`` (``Name`` may be dotted) → the callable it names."""
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        problems.append(("hook", spec, '"package.module:Name", a class or function called with the '
-                         "template profile"))
-        return None
-    module_name, _, attr = spec.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        problems.append(("hook", spec, f"an importable module: cannot import {module_name!r} ({exc})"))
-        return None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            problems.append(("hook", spec, f"a name defined in {module_name}: it has no {attr!r}"))
-            return None
-        obj = getattr(obj, part)
-    if not callable(obj):
-        problems.append(("hook", spec, "a class or function (called with the template profile)"))
-        return None
-    return obj  # type: ignore[no-any-return]
