@@ -28,7 +28,7 @@ from loadkit.errors import (
     UpgradeRefused,
 )
 from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
-from loadkit.metrics.recorder import Recorder
+from loadkit.metrics.recorder import HARNESS_WAIT, Recorder
 from loadkit.protocol.base import EventKind, Profile, TokenGrant, reply_refs
 from loadkit.settings import Behaviour, HarnessSettings, backoff
 from loadkit.streams import Rng
@@ -214,17 +214,28 @@ class SessionDriver:
         else:
             t0 = t.now()
             try:
-                status, body = t.http(request)
-                grant = self.profile.token_grant(status, body, guest_no)
-            except ValueError as exc:
-                self.report("token", (t.now() - t0) * 1000.0, exc, 0)
-                raise HttpStatusError(200, b"malformed token response") from None
-            except (HttpStatusError, ConnectRefused, ConnectFailed) as exc:
+                answer = t.http(request)
+            except (ConnectRefused, ConnectFailed) as exc:
                 self.report("token", (t.now() - t0) * 1000.0, exc, 0)
                 raise
-            dt = t.now() - t0
-            self.recorder.observe("token", int(dt * 1e6))
-            self.report("token", dt * 1000.0, None, len(body))
+            # The target's latency starts when the request went on the wire;
+            # the wait before that (a connection slot, the resolver) is the harness's.
+            self.recorder.observe(HARNESS_WAIT, int(answer.waited_s * 1e6))
+            wire_ms = answer.wire_s * 1000.0
+            if not 200 <= answer.status < 300:
+                refused = HttpStatusError(answer.status, answer.body)
+                self.report("token", wire_ms, refused, len(answer.body))
+                raise refused
+            try:
+                grant = self.profile.token_grant(answer.status, answer.body, guest_no)
+            except ValueError as exc:  # the profile could not read the answer: the target's body
+                self.report("token", wire_ms, exc, len(answer.body))
+                raise HttpStatusError(answer.status, b"malformed token response") from None
+            except HttpStatusError as exc:
+                self.report("token", wire_ms, exc, len(answer.body))
+                raise
+            self.recorder.observe("token", int(answer.wire_s * 1e6))
+            self.report("token", wire_ms, None, len(answer.body))
         lc.step(Step.TOKEN_OK, t.now())
         return grant
 

@@ -22,7 +22,7 @@ from loadkit.lifecycle import (
     Step,
 )
 from loadkit.metrics.histogram import Histogram
-from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, LATENCY_PHASES, Recorder
+from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, HARNESS_SERIES, LATENCY_PHASES, Recorder
 
 JUST_AFTER_AUTH_S = 5.0
 SERVER_CLOSE = (1012, "service restart", "server")
@@ -193,7 +193,7 @@ def test_what_is_recorded_after_a_detach_does_not_leak_into_the_detached_part() 
 def test_a_fresh_recorder_is_empty_and_has_every_latency_phase() -> None:
     rec = Recorder()
     assert rec.is_empty()
-    assert set(rec.latency) == set(LATENCY_PHASES)
+    assert set(rec.latency) == {*LATENCY_PHASES, *HARNESS_SERIES}
     assert rec.marks == DEFAULT_SURVIVAL_MARKS
 
 

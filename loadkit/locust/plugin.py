@@ -30,11 +30,11 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadkit.errors import ConfigError
 from loadkit.locust import embedded, options
-from loadkit.metrics.recorder import Recorder
+from loadkit.metrics.recorder import HARNESS_SERIES, Recorder
 from loadkit.protocol import get_profile
 from loadkit.protocol.base import auth_styles, check_keepalive
 from loadkit.settings import behaviour
-from loadkit.report.build import build_report, connect_failures, verdict_of
+from loadkit.report.build import build_report, connect_failures, harness_section, verdict_of
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.summary import render_summary
 from loadkit.session import LiveSessions
@@ -176,7 +176,7 @@ class Runtime:
             return None
         latency = {}
         for phase, hist in w.latency.items():
-            if hist:
+            if hist and phase not in HARNESS_SERIES:
                 summary = hist.summary_ms((50, 95, 99))
                 latency[phase] = summary
                 entry = {k: summary[k] for k in ("p50", "p95", "p99")}
@@ -199,6 +199,7 @@ class Runtime:
             "outcomes": outcomes,
             "close_codes": codes,
             "latency_ms": latency,
+            "harness": harness_section(w),
             "cpu_percent": self.cpu_samples[-1] if self.cpu_samples else None,
         }
         self.series_rows.append(row)

@@ -26,6 +26,14 @@ from loadkit.metrics.histogram import Histogram
 
 #: Latency series every report has, even when empty.
 LATENCY_PHASES = ("token", "connect", "auth", "message", "ping", "reply")
+#: The harness's own delays, kept beside the phases (same histograms, same
+#: merge and wire format) but reported apart, under ``report["harness"]``:
+#: time a token call waited inside the harness before it went on the wire
+#: (a free connection, the resolver), and generator lag (a timer's wake-up
+#: after it was due).
+HARNESS_WAIT = "harness_wait"
+HARNESS_LAG = "harness_lag"
+HARNESS_SERIES = (HARNESS_WAIT, HARNESS_LAG)
 #: Survival marks in seconds (``--survival-marks``).
 DEFAULT_SURVIVAL_MARKS = (60, 300, 1800, 3600)
 
@@ -46,7 +54,7 @@ class Recorder:
         self.ended: Counter[tuple[str, str]] = Counter()
         #: (phase, code, reason, initiator) -> sessions
         self.close_codes: Counter[tuple[str, int, str, str]] = Counter()
-        self.latency: dict[str, Histogram] = {p: Histogram() for p in LATENCY_PHASES}
+        self.latency: dict[str, Histogram] = {p: Histogram() for p in (*LATENCY_PHASES, *HARNESS_SERIES)}
         #: drop → authenticated again, µs
         self.recover = Histogram()
         #: error frames received, by code ("4029")

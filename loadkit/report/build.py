@@ -6,7 +6,7 @@ from typing import Any
 
 from loadkit import __version__
 from loadkit.lifecycle import Outcome
-from loadkit.metrics.recorder import LATENCY_PHASES, Recorder
+from loadkit.metrics.recorder import HARNESS_LAG, HARNESS_SERIES, HARNESS_WAIT, LATENCY_PHASES, Recorder
 from loadkit.settings import mark_label
 
 #: Outcomes that mean "no connection could be made at all".
@@ -49,8 +49,10 @@ def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
         "drops_per_session_hour": (drops / hours) if hours > 0 else None,
         "latency_ms": {
             phase: total.latency[phase].summary_ms() if phase in total.latency else {"count": 0}
-            for phase in (*LATENCY_PHASES, *(k for k in total.latency if k not in LATENCY_PHASES))
+            for phase in (*LATENCY_PHASES, *(k for k in total.latency
+                                              if k not in LATENCY_PHASES and k not in HARNESS_SERIES))
         },
+        "harness": harness_section(total),
         "reconnect": {
             "attempts": total.reconnect_attempts,
             "successes": total.reconnect_successes,
@@ -75,6 +77,15 @@ def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
     if gateway is not None:
         report["gateway"] = gateway
     return report
+
+
+def harness_section(rec: Recorder) -> dict[str, Any]:
+    """The harness's own delays (see docs/report-schema.md): token-call waits inside
+    the harness and generator lag, in milliseconds."""
+    wait = rec.latency.get(HARNESS_WAIT)
+    lag = rec.latency.get(HARNESS_LAG)
+    return {"wait_ms": (wait.summary_ms((50, 95, 99)) if wait else {"count": 0}),
+            "lag_ms": (lag.summary_ms((50, 95, 99)) if lag else {"count": 0})}
 
 
 def _survival(total: Recorder, mark: int) -> dict[str, Any]:

@@ -57,9 +57,14 @@ def render_summary(report: dict[str, Any]) -> str:
              c["phase"], c["count"]] for c in report["close_codes"]])
     lines.append("")
     lat = report["latency_ms"]
+    # the harness's own delays go beside the phases, named as the harness's:
+    # time a token call waited inside loadkit, and the generator's lag
+    harness = report.get("harness") or {}
+    own = [(f"(harness) {name}", harness[key]) for name, key in (("token wait", "wait_ms"), ("lag", "lag_ms"))
+           if (harness.get(key) or {}).get("count")]
     lines += _table(["latency ms", "count", "p50", "p95", "p99", "max"], [
         [phase, v.get("count", 0), v.get("p50"), v.get("p95"), v.get("p99"), v.get("max")]
-        for phase, v in lat.items()])
+        for phase, v in [*lat.items(), *own]])
     rc = report.get("reconnect", {})
     if rc.get("attempts"):
         rm = rc["recover_ms"]
