@@ -2,6 +2,7 @@
 
     loadkit gateway [options]               run the reference gateway
     loadkit compare BASELINE CANDIDATE      compare two JSON reports
+    loadkit probe [URL] [options]           one guest's lifecycle, traced, with the cause named
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ USAGE = """usage: loadkit COMMAND [ARGS]
 commands:
   gateway   run the reference gateway (loadkit gateway --help)
   compare   compare two JSON reports (loadkit compare --help)
+  probe     trace one guest's lifecycle and name what went wrong (loadkit probe --help)
 
 A load test itself runs with Locust: locust -f locustfile.py"""
 
@@ -31,7 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         from loadkit.report.compare import main as compare_main
 
         return compare_main(rest)
-    print(f"loadkit: error: unknown command {command!r} (expected gateway or compare)", file=sys.stderr)
+    if command == "probe":
+        # The probe drives the load test's cooperative transport in a plain
+        # process: patch before anything imports socket or ssl, here only.
+        from gevent import monkey
+
+        monkey.patch_all()
+        from loadkit.probe.command import main as probe_main
+
+        return probe_main(rest)
+    print(f"loadkit: error: unknown command {command!r} (expected gateway, compare or probe)", file=sys.stderr)
     return 2
 
 

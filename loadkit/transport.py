@@ -25,6 +25,7 @@ import os
 import socket as _stdsocket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -36,7 +37,7 @@ from gevent.lock import Semaphore
 from gevent.hub import Waiter, get_hub
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.frames import Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Protocol, Side
 from websockets.protocol import State as WsState
@@ -62,6 +63,12 @@ _RESOLVE_TTL_S = 10.0
 #: Connections per token endpoint at once. A request beyond that waits for a
 #: slot (harness wait, bounded by the connect timeout).
 HTTP_POOL = 256
+
+#: ``trace(event, fields)``: an optional observer of each step of a connection
+#: (``loadkit probe``). Events: ``dns``, ``tcp``, ``tcp_failed``, ``tls``,
+#: ``tls_failed``, ``upgrade_request``, ``upgrade_response``, ``frame_sent``,
+#: ``frame_received``, ``eof_sent``, ``eof_received``; fields are plain data.
+Trace = Callable[[str, dict[str, Any]], None]
 
 
 # -- waiting, the cheap way ---------------------------------------------------------
@@ -696,7 +703,8 @@ class GeventTransport:
 
     def __init__(self, *, open_timeout: float = 10.0, close_timeout: float = 2.0,
                  http_timeout: float = 10.0, max_size: int | None = 1 << 20,
-                 ssl_context: ssl.SSLContext | None = None, http_pool: int = HTTP_POOL) -> None:
+                 ssl_context: ssl.SSLContext | None = None, http_pool: int = HTTP_POOL,
+                 trace: Trace | None = None) -> None:
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.http_timeout = http_timeout
@@ -706,6 +714,9 @@ class GeventTransport:
         self.http_pool = http_pool
         self._http_endpoints: dict[tuple[str, str, int], _HttpEndpoint] = {}
         self._resolver = _Resolver()
+        #: Off (None) for load: then nothing below costs anything.
+        self.trace = trace
+        self._log: dict[str, Any] = {} if trace is None else {"logger": _FrameLog(trace)}
 
     now = staticmethod(time.perf_counter)
 
@@ -762,12 +773,14 @@ class GeventTransport:
         sock: Any = raw
         try:
             raw.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
-            proto = ClientProtocol(wsuri, max_size=self.max_size)
+            proto = ClientProtocol(wsuri, max_size=self.max_size, **self._log)
             if wsuri.secure:
                 ctx = self.ssl_context or ssl.create_default_context()
                 sock = gsocket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
                 sock.settimeout(max(0.001, deadline - _monotonic()))
                 sock = ctx.wrap_socket(sock, server_hostname=wsuri.host)
+                if self.trace is not None:
+                    self.trace("tls", _tls_fields(sock))
                 ws = _GeventSocketWebSocket(sock, proto, [], self.close_timeout, self.open_timeout)
             else:
                 ws = WebSocket(raw, proto, [], self.close_timeout, self.open_timeout,
@@ -775,6 +788,8 @@ class GeventTransport:
             request = proto.connect()
             for name, value in headers or ():
                 request.headers[name] = value
+            if self.trace is not None:
+                self.trace("upgrade_request", {"path": request.path, "headers": list(request.headers.raw_items())})
             proto.send_request(request)
             for chunk in proto.data_to_send():
                 ws._send_data(chunk)
@@ -791,6 +806,9 @@ class GeventTransport:
             return ws
         except ssl.SSLError as exc:
             _close_quietly(ws, sock)
+            if self.trace is not None:
+                self.trace("tls_failed", {"reason": exc.reason or exc.__class__.__name__,
+                                          "verify_message": getattr(exc, "verify_message", None)})
             raise ConnectFailed(f"TLS: {exc.reason or exc.__class__.__name__}") from None
         except (ConnectFailed, UpgradeRefused):
             _close_quietly(ws, sock)
@@ -809,7 +827,11 @@ class GeventTransport:
         error if none answers; ``TimeoutError`` at ``deadline``.
         """
         last: OSError | None = None
-        for family, address in self._resolver.addresses(host, port, max(0.0, deadline - _monotonic())):
+        addresses = self._resolver.addresses(host, port, max(0.0, deadline - _monotonic()))
+        trace = self.trace
+        if trace is not None:
+            trace("dns", {"host": host, "addresses": [addr[0] for _fam, addr in addresses]})
+        for family, address in addresses:
             sock = _socket.socket(family, _socket.SOCK_STREAM)
             try:
                 sock.setblocking(False)
@@ -824,10 +846,14 @@ class GeventTransport:
                     err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))  # ECONNREFUSED: a ConnectionRefusedError
+                if trace is not None:
+                    trace("tcp", {"address": address[0], "port": address[1]})
                 return sock
             except OSError as exc:
                 sock.close()
                 last = exc
+                if trace is not None:
+                    trace("tcp_failed", {"address": address[0], "port": address[1], "error": _os_reason(exc)})
             except BaseException:
                 sock.close()
                 raise
@@ -878,8 +904,10 @@ class GeventTransport:
                     proto.receive_data(data[:cut])
                     rest = data[cut:]
                     if proto.state is WsState.OPEN and proto.handshake_exc is None:
-                        proto.events_received()  # the Response: not needed
-                        opened = Protocol(Side.CLIENT, state=WsState.OPEN, max_size=self.max_size)
+                        head = proto.events_received()  # the Response: not needed
+                        if self.trace is not None:
+                            _trace_responses(self.trace, head)
+                        opened = Protocol(Side.CLIENT, state=WsState.OPEN, max_size=self.max_size, **self._log)
                         ws._proto = opened
                         if rest:
                             opened.receive_data(rest)
@@ -892,6 +920,8 @@ class GeventTransport:
             for event in proto.events_received():
                 if not isinstance(event, Response):
                     ws._events.append(event)
+                elif self.trace is not None:
+                    _trace_responses(self.trace, [event])
             if proto.handshake_exc is not None:
                 exc = proto.handshake_exc
                 if isinstance(exc, InvalidStatus):
@@ -904,6 +934,59 @@ class GeventTransport:
         for endpoint in self._http_endpoints.values():
             endpoint.close()
         self._http_endpoints.clear()
+
+
+class _FrameLog:
+    """websockets' own hook for watching a connection (its ``logger``), as trace events.
+
+    websockets logs every frame it parses or queues (``"< %s"`` / ``"> %s"``
+    with the ``Frame``), pongs and close echoes included, so a tracer sees
+    exactly what crossed the wire without a second parser.
+    """
+
+    def __init__(self, trace: Trace) -> None:
+        self._trace = trace
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+        return True
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if args and isinstance(args[0], Frame):
+            self._trace("frame_sent" if msg.startswith(">") else "frame_received", _frame_fields(args[0]))
+        elif msg in ("< EOF", "> EOF"):
+            self._trace("eof_received" if msg.startswith("<") else "eof_sent", {})
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    warning = error = exception = info
+
+
+def _frame_fields(frame: Frame) -> dict[str, Any]:
+    fields: dict[str, Any] = {"opcode": frame.opcode.name.lower(), "data": bytes(frame.data), "fin": frame.fin}
+    if frame.opcode is _CLOSE:
+        try:
+            close = Close.parse(frame.data)
+            fields["code"], fields["reason"] = close.code, close.reason
+        except Exception:  # a malformed close frame: websockets fails the connection; show its bytes
+            fields["code"], fields["reason"] = None, ""
+    return fields
+
+
+def _trace_responses(trace: Trace, events: list[Any]) -> None:
+    for event in events:
+        if isinstance(event, Response):
+            trace("upgrade_response", {"status": event.status_code, "reason": event.reason_phrase,
+                                       "headers": list(event.headers.raw_items()), "body": bytes(event.body or b"")})
+
+
+def _tls_fields(sock: Any) -> dict[str, Any]:
+    cipher = sock.cipher()
+    cert = sock.getpeercert() or {}
+    subject = ", ".join("=".join(part) for rdn in cert.get("subject", ()) for part in rdn)
+    issuer = ", ".join("=".join(part) for rdn in cert.get("issuer", ()) for part in rdn)
+    return {"version": sock.version(), "cipher": cipher[0] if cipher else None, "subject": subject,
+            "issuer": issuer, "not_after": cert.get("notAfter")}
 
 
 def _os_reason(exc: OSError) -> str:

@@ -1,4 +1,4 @@
-"""The `loadkit` command dispatches to the gateway and to compare."""
+"""The `loadkit` command dispatches to the gateway, to compare and to probe."""
 
 from __future__ import annotations
 
@@ -32,4 +32,4 @@ def test_loadkit_compare_reads_two_reports(tmp_path):
 def test_an_unknown_command_is_one_line_and_exit_2():
     proc = loadkit("frobnicate")
     assert proc.returncode == 2 and proc.stderr.strip() == \
-        "loadkit: error: unknown command 'frobnicate' (expected gateway or compare)"
+        "loadkit: error: unknown command 'frobnicate' (expected gateway, compare or probe)"

@@ -25,6 +25,9 @@ PURE_MODULES = [
     "loadkit.settings",
     "loadkit.report.build",
     "loadkit.report.summary",
+    "loadkit.probe.diagnose",
+    "loadkit.probe.render",
+    "loadkit.probe.trace",
 ]
 
 #: Top-level packages a pure layer must not pull in: the event loop, Locust and its

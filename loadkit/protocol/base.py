@@ -127,6 +127,9 @@ class Profile(Protocol):
 #                      protocol's own words; default: compare with min_keepalive_s.
 # ``reply_refs``       False when AGENT_MESSAGE never carries the ref of the message it
 #                      answers (webmessaging): a driver need not keep sends waiting for one.
+# ``required_scopes``  scopes a token must carry; with ``grant.extra["scopes"]`` (set by
+#                      ``token_grant`` when the answer lists them) ``loadkit probe`` can say
+#                      "the token lacks a scope" before the gateway does.
 
 
 def check_keepalive(profile: Profile, interval_s: float) -> None:

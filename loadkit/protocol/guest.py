@@ -38,6 +38,8 @@ class GuestProfile:
 
     name = "guest"
     min_keepalive_s = 0.0
+    #: Scopes a token needs (the gateway closes 4003 without them): for ``loadkit probe``.
+    required_scopes = ("guest:chat",)
 
     def __init__(self, token_path: str = TOKEN_PATH, websocket_path: str = WEBSOCKET_PATH) -> None:
         self.token_path = token_path
@@ -64,7 +66,9 @@ class GuestProfile:
             raise ValueError("malformed token response: guestId and token must be non-empty strings")
         if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float))):
             raise ValueError("malformed token response: expiresAt must be a number of seconds")
-        return TokenGrant(guest_id, token, expires)
+        scopes = data.get("scopes")
+        extra = {"scopes": tuple(scopes)} if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes) else {}
+        return TokenGrant(guest_id, token, expires, extra)
 
     # -- connection ----------------------------------------------------------
 
