@@ -36,7 +36,7 @@ from gevent import socket as gsocket
 from gevent.lock import Semaphore
 from gevent.hub import Waiter, get_hub
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, ProtocolError
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Protocol, Side
@@ -947,7 +947,7 @@ class _FrameLog:
     def __init__(self, trace: Trace) -> None:
         self._trace = trace
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+    def isEnabledFor(self, level: int) -> bool:  # logging's name
         return True
 
     def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
@@ -968,7 +968,7 @@ def _frame_fields(frame: Frame) -> dict[str, Any]:
         try:
             close = Close.parse(frame.data)
             fields["code"], fields["reason"] = close.code, close.reason
-        except Exception:  # a malformed close frame: websockets fails the connection; show its bytes
+        except (ProtocolError, ValueError):  # a malformed close frame: websockets fails the connection
             fields["code"], fields["reason"] = None, ""
     return fields
 

@@ -167,7 +167,8 @@ def test_a_valid_frame_closed_silently_names_no_local_cause(tmp_path, gateway_fa
 def test_a_refused_token_call_shows_status_and_body(tmp_path, gateway_factory):
     gw = gateway_factory()
     config = tmp_path / "probe.toml"
-    config.write_text(f'[tool.loadkit.target]\nhost = "{gw.url}"\n[tool.loadkit.profile]\ntoken_path = "/api/v2/nope"\n')
+    config.write_text(f'[tool.loadkit.target]\nhost = "{gw.url}"\n'
+                      '[tool.loadkit.profile]\ntoken_path = "/api/v2/nope"\n')
     run = probe(tmp_path, "--config", str(config))
     assert run.returncode == 3 and run.causes == ["token_refused"]
     cause = run.cause("token_refused")

@@ -111,7 +111,8 @@ def _main(argv: list[str]) -> int:
         rec.redactor.add(value, "your auth token")
     where = f"{url} (embedded reference gateway)" if gateway is not None else url
     if not args.quiet:
-        print(f"loadkit probe: profile {profile.name}, guest {args.guest}, hold {hold:g} s → {rec.redactor.text(where)}")
+        print(f"loadkit probe: profile {profile.name}, guest {args.guest}, hold {hold:g} s → "
+              f"{rec.redactor.text(where)}")
     plan = ProbePlan(url, profile, behaviour(args.guest), settings, hold, send_auth, ssl_context)
     driver = ProbeDriver(plan, rec)
     interrupted = False
@@ -120,7 +121,7 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         interrupted = True
         rec.add("note", {"detail": "interrupted (Ctrl-C): the diagnosis covers the trace so far"})
-    except Exception as exc:  # a probe bug: say so in one line, keep what was traced
+    except Exception as exc:  # noqa: BLE001 (a probe bug: say so in one line, keep what was traced)
         rec.add("note", {"detail": f"probe error: {exc.__class__.__name__}: {rec.redactor.text(str(exc))}"})
         _finish(args, rec, driver, url, profile, diagnose(rec.exported(), driver.expected), EXIT["probe_error"])
         print(f"loadkit probe: internal error: {exc.__class__.__name__}: {rec.redactor.text(str(exc))}",
@@ -259,7 +260,7 @@ def _base_url(url: str, profile: Profile) -> str:
 
 
 def _embedded(from_config: list[str], given: list[str]) -> Any:
-    from loadkit.gateway.process import GatewayProcess
+    from loadkit.gateway.process import GatewayProcess, GatewayStartError
 
     args: list[str] = []
     for item in [*from_config, *given]:
@@ -269,7 +270,7 @@ def _embedded(from_config: list[str], given: list[str]) -> Any:
     gateway = GatewayProcess(args)
     try:
         gateway.start()
-    except Exception as exc:
+    except (GatewayStartError, OSError) as exc:
         gateway.stop()
         raise ConfigError(f"the embedded gateway did not start: {str(exc).splitlines()[0]}") from None
     return gateway

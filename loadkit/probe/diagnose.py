@@ -258,7 +258,7 @@ def _unauthenticated(tr: _Trace, auth: int | None, end: int | None, diffs: list[
         shown = "; ".join(_frame_summary(tr.events[i]) for i in errors)
         scope = [c for c in causes if c.cause == "token_scope_missing"]
         if not scope:
-            causes.append(Cause("auth_refused", [f"error frame(s) {shown}, then {close_line}"], errors + [end]))
+            causes.append(Cause("auth_refused", [f"error frame(s) {shown}, then {close_line}"], [*errors, end]))
         return
     if auth is not None and who == "server" and code == 1000 and not received:
         fits = [c.cause for c in causes if c.cause in ("auth_schema_mismatch", "auth_credentials_mismatch",
@@ -318,9 +318,9 @@ def _authenticated(tr: _Trace, ok: int, end: int | None, expected: dict[str, Any
     if expired or (code == 4006 and "expire" in reason.lower()):
         g = tr.first("grant")
         exp = tr.events[g].get("expiresAt") if g is not None else None
-        causes.append(Cause("token_expired", [(f"session_expired frame at {tr.at(expired[0])}; " if expired else "") + line
-                                              + (f"; the grant expired at {exp} (epoch s)" if exp else "")],
-                            expired + [end], {"expiresAt": exp}))
+        frame = f"session_expired frame at {tr.at(expired[0])}; " if expired else ""
+        grant = f"; the grant expired at {exp} (epoch s)" if exp else ""
+        causes.append(Cause("token_expired", [frame + line + grant], [*expired, end], {"expiresAt": exp}))
         return
     sent = [i for i in tr.all("frame_sent", 0, closed) if tr.events[i].get("opcode") != "close"]
     last = sent[-1] if sent else ok
