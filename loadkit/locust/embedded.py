@@ -16,7 +16,8 @@ from loadkit.errors import ConfigError
 logger = logging.getLogger("loadkit")
 
 
-def start(gateway_sets: list[str]) -> Any:
+def start(gateway_sets: list[str], port: int = 0) -> Any:
+    """Start the gateway with ``--set`` items on ``port`` (0: any free port); its handle."""
     from loadkit.gateway.process import GatewayProcess
 
     args: list[str] = []
@@ -24,7 +25,7 @@ def start(gateway_sets: list[str]) -> Any:
         if "=" not in item:
             raise ConfigError(f"--gateway-set expects KEY=VALUE, got {item!r}")
         args += ["--set", item]
-    gateway = GatewayProcess(args)
+    gateway = GatewayProcess(args, port=port)
     try:
         url = gateway.start()
     except Exception as exc:

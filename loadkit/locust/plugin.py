@@ -29,7 +29,7 @@ from locust import runners
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadkit.errors import ConfigError
-from loadkit.locust import embedded, options
+from loadkit.locust import embedded, options, testruns
 from loadkit.metrics.recorder import HARNESS_SERIES, Recorder
 from loadkit.protocol import get_profile
 from loadkit.protocol.base import auth_styles, check_keepalive
@@ -74,6 +74,13 @@ class Runtime:
         self.ticker: gevent.Greenlet | None = None
         self.aborted: str | None = None
         self.finished = False
+        #: web UI: the tests started so far, whether this one's report is claimed, its exit code
+        self.test_no = 0
+        self.test_done = False
+        self.last_code: int | None = None
+        #: the gateway's stats when the test (or a RESET) began: its record is the delta from here
+        self.gateway_baseline: dict[str, Any] | None = None
+        self.outputs = opts  # the report paths of this test (numbered from the second)
         self._fire = environment.events.request.fire
 
     def configure(self) -> None:
@@ -160,7 +167,11 @@ class Runtime:
         self.started_mono = time.monotonic()
         self.window_started = self.started_mono
         self.finished = False
-        path = self.opts.loadkit_series
+        self.test_no += 1
+        self.test_done, self.last_code = False, None
+        self.outputs = testruns.outputs_of(self.opts, self.test_no)
+        self.gateway_baseline = self.gateway.stats() if self.gateway is not None else None
+        path = self.outputs.loadkit_series
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_bytes(b"")
@@ -205,7 +216,7 @@ class Runtime:
         self.series_rows.append(row)
         self.window = Recorder(self.settings.survival_marks)
         self.window_started = now
-        path = self.opts.loadkit_series
+        path = self.outputs.loadkit_series
         if path:
             with open(path, "ab") as fh:  # append and flush: a killed soak keeps its windows
                 fh.write(orjson.dumps(row) + b"\n")
@@ -296,12 +307,13 @@ class Runtime:
                 while gateway_stats["sessions"]["open"] and time.monotonic() < deadline:
                     gevent.sleep(0.05)  # the gateway records a close when its handler ends
                     gateway_stats = self.gateway.stats()
+                gateway_stats = testruns.gateway_delta(self.gateway_baseline, gateway_stats)
             except Exception as exc:  # the summary still matters more
                 logger.warning("loadkit: could not read the gateway's stats: %s", exc)
         report = self.build(final=True, gateway=gateway_stats)
         report["thresholds"] = thresholds.evaluate(self.thresholds, report)
         report["verdict"] = verdict_of(report)
-        write_outputs(report, self.series_rows, self.opts, self.redact)
+        write_outputs(report, self.series_rows, self.outputs, self.redact)
         print(self.redact(render_summary(report)), flush=True)
         if report["verdict"] == "unreachable":
             failures = ", ".join(f"{k} ×{v}" for k, v in connect_failures(report).items())
@@ -434,9 +446,12 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         environment.host = rt.gateway.url
 
     if getattr(environment, "web_ui", None) is not None and not rt.is_worker:
-        from loadkit.locust import webui
+        from loadkit.locust import webform, webui
 
         webui.install(environment.web_ui, rt)
+        webform.install(environment.web_ui, environment, rt)
+    if not rt.is_worker:
+        testruns.install(environment, rt)
 
     events_ = environment.events
 
@@ -477,6 +492,14 @@ def _on_init(environment: Any, **_kw: Any) -> None:
             distributed.await_final_reports(environment, rt)
         if rt.ticker is not None:
             rt.ticker.kill(block=False)
+        if rt.test_done:  # the web UI's last test has (or is writing) its report already
+            deadline = time.monotonic() + 30
+            while rt.last_code is None and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+            if rt.gateway is not None:
+                rt.gateway.stop()
+            environment.process_exit_code = rt.last_code if rt.last_code is not None else 5
+            return
         try:
             code = rt.finish()
         except Exception:
