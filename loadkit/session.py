@@ -29,7 +29,17 @@ from loadkit.errors import (
 )
 from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
 from loadkit.metrics.recorder import HARNESS_WAIT, Recorder
-from loadkit.protocol.base import EventKind, Profile, TokenGrant, reply_refs
+from loadkit.protocol.base import (
+    BINARY_FRAME,
+    UNMATCHED_ANSWER,
+    BinaryFrame,
+    EventKind,
+    Profile,
+    ServerEvent,
+    TokenGrant,
+    expects,
+    reply_refs,
+)
 from loadkit.settings import Behaviour, HarnessSettings, backoff
 from loadkit.streams import Rng
 
@@ -37,6 +47,17 @@ from loadkit.streams import Rng
 Report = Callable[[str, float, BaseException | None, int], None]
 
 _E = EventKind
+
+#: The bad-frame kind of an event a profile marked MALFORMED or UNKNOWN without naming one.
+_UNNAMED_BAD = {_E.MALFORMED: "not_json", _E.UNKNOWN: "unknown_type"}
+#: Close code when a bad frame ends the session (RFC 6455 §7.4.1): a binary frame
+#: where text was agreed is "unsupported data"; text that is no frame of the
+#: protocol is "invalid payload"; a readable frame that breaks the contract, "policy".
+_FATAL_CLOSE = {BINARY_FRAME: 1003, "not_json": 1007, "not_object": 1007, "too_deep": 1007}
+#: How many answered-elsewhere refs (expired or refused requests) a session remembers,
+#: so a late answer to one of them is not taken for an answer to nothing.
+_GONE_REFS = 256
+_ABSENT: Any = object()
 
 
 def _no_report(name: str, ms: float, error: BaseException | None, length: int) -> None:
@@ -71,6 +92,9 @@ class SessionDriver:
         self._dropped_at: float | None = None
         self._refused = False
         self._expired = False
+        self._expects = expects(profile)
+        #: this session has had a bad frame already (for ``Recorder.bad_sessions``)
+        self._bad_seen = False
 
     # -- a guest: one session, plus reconnects after drops ---------------------------
 
@@ -134,6 +158,7 @@ class SessionDriver:
         ending: Ending | None = None
         self._refused = False
         self._expired = False
+        self._bad_seen = False
         try:
             try:
                 grant = self._token(lc, grant, guest_no)
@@ -279,10 +304,17 @@ class SessionDriver:
                                      detail=f"no auth answer within {self.settings.auth_timeout_s:g} s")
                 self.report("auth", (t.now() - t0) * 1000.0, TimeoutError(ending.detail), 0)
                 return ending
-            ev = self.profile.classify(data)
+            ev = self._event(data)
             kind = ev.kind
+            if ev.bad or kind in self._expects.match:  # nothing was sent yet that it could answer
+                bad = ev.bad or UNMATCHED_ANSWER
+                if self._bad(bad, "during_auth"):
+                    ending = self._fatal(ws, bad, ev.detail)
+                    self.report("auth", (t.now() - t0) * 1000.0, SessionEnded(f"bad frame: {bad}"), 0)
+                    return ending
+                continue
             if kind is _E.AUTH_OK:
-                t1 = t.now()
+                t1 = self._arrival(ws)
                 if resumed and ev.fields.get("newSession") is True:
                     # A reconnect that reused its grant should find its session.
                     self.recorder.not_resumed += 1
@@ -295,19 +327,56 @@ class SessionDriver:
                 return None
             self._note(ev)
 
-    def _note(self, ev: Any) -> None:
+    # -- frames in -------------------------------------------------------------
+
+    def _event(self, data: bytes) -> ServerEvent:
+        """What a frame means; a bad frame comes back with ``bad`` set (not yet counted)."""
+        if type(data) is BinaryFrame and self._expects.frames == "text":
+            return ServerEvent(_E.MALFORMED, detail="binary frame", bad=BINARY_FRAME)
+        ev = self.profile.classify(data)
+        if not ev.bad and (ev.kind is _E.MALFORMED or ev.kind is _E.UNKNOWN):
+            ev.bad = _UNNAMED_BAD[ev.kind]
+        return ev
+
+    def _arrival(self, ws: Any) -> float:
+        """When the frame just returned by ``recv`` was read off the socket.
+
+        Frames of one read are handed out one by one; the time a later one
+        was processed says how busy the harness was, not how fast the
+        target answered.
+        """
+        at = getattr(ws, "arrived_at", None)
+        return at if at is not None else self.transport.now()
+
+    def _bad(self, kind: str, phase: str) -> bool:
+        """Count one bad frame; True when its kind ends the session."""
+        rec = self.recorder
+        rec.bad_frames[(kind, phase)] += 1
+        if not self._bad_seen:
+            self._bad_seen = True
+            rec.bad_sessions += 1
+        return kind in self._expects.fatal
+
+    def _fatal(self, ws: Any, kind: str, detail: str) -> Ending:
+        """End the session over a bad frame the profile will not tolerate."""
+        return self._close(ws, Cause.PROTOCOL_ERROR, _FATAL_CLOSE.get(kind, 1008), f"bad frame: {kind}",
+                           wait=True, detail=f"bad frame: {kind}" + (f" ({detail})" if detail else ""))
+
+    def _note(self, ev: Any, phase: str = "closing") -> None:
         """Count what a frame says that the current phase doesn't act on."""
         kind = ev.kind
         rec = self.recorder
-        if kind is _E.AUTH_REFUSED:
+        if ev.bad:
+            self._bad(ev.bad, phase)
+        elif kind is _E.AGENT_MESSAGE:
+            rec.agent_messages += 1
+        elif kind is _E.AUTH_REFUSED:
             self._refused = True
             rec.errors[str(ev.code)] += 1
         elif kind is _E.ERROR or kind is _E.RATE_LIMITED:
             rec.errors[str(ev.code)] += 1
         elif kind is _E.SESSION_EXPIRED:
             self._expired = True
-        elif kind is _E.MALFORMED or kind is _E.UNKNOWN:
-            rec.bad_frames[ev.detail if kind is _E.MALFORMED else "unknown frame"] += 1
 
     def _established(self, lc: Lifecycle, ws: Any, grant: TokenGrant, behaviour: Behaviour,
                      end_at: float) -> Ending:
@@ -328,6 +397,13 @@ class SessionDriver:
         track_replies = reply_refs(profile)  # else nothing would ever pop them
         #: what each answer closes: its pending sends and its latency phase
         waiting = {_E.ACK: (acks, "message"), _E.PONG: (pings, "ping"), _E.AGENT_MESSAGE: (replies, "reply")}
+        match = self._expects.match
+        #: refs of requests that left ``pending`` unanswered (expired, refused), oldest first:
+        #: a late answer to one of them answers something we did send
+        gone: dict[Any, None] = {}
+        #: without reply refs, an agent message answers the guest's last message (once)
+        last_msg_at: float | None = None
+        auth_at = lc.auth_at if lc.auth_at is not None else now
         seq = 0
         misses = 0
         last_rx = now  # for "time since the last server frame" on a keepalive timeout
@@ -349,6 +425,7 @@ class SessionDriver:
                 if now - oldest >= s.pong_timeout_s:
                     for ref in [r for r, ts in pings.items() if now - ts >= s.pong_timeout_s]:
                         del pings[ref]
+                        _forget(gone, ref)
                         rec.missed_pongs += 1
                         misses += 1
                     if misses >= s.keepalive_misses:
@@ -362,33 +439,64 @@ class SessionDriver:
                 seq += 1
                 frame, ref = profile.message_frame(seq, text, grant)
                 ws.send(frame)
+                rec.messages_sent += 1
                 acks[ref] = now
                 if track_replies:
                     replies[ref] = now
+                else:
+                    last_msg_at = now
                 next_msg = now + rng.uniform(*interval)
             wait = min(end_at, next_ping, next_msg, pong_due) - now
             data = ws.recv(wait if wait > 0 else 0)
             if data is None:
                 continue
-            last_rx = t.now()
-            ev = profile.classify(data)
+            last_rx = self._arrival(ws)
+            ev = self._event(data)
             kind = ev.kind
+            if ev.bad:
+                phase = "just_after_auth" if last_rx - auth_at <= s.just_after_auth_s else "established"
+                if self._bad(ev.bad, phase):
+                    return self._fatal(ws, ev.bad, ev.detail)
+                continue
             answered = waiting.get(kind)
             if answered is not None:  # an ack, a pong or the agent's reply: a round trip
                 pending, phase = answered
-                sent = pending.pop(ev.ref, None)
+                ref = ev.ref
+                try:
+                    sent = pending.pop(ref, None)
+                except TypeError:  # a list or an object as an id: it answers nothing we sent
+                    sent, ref = None, repr(ref)
                 if sent is not None:
                     if kind is _E.PONG:
                         misses = 0
+                    elif kind is _E.ACK:
+                        rec.messages_answered += 1
                     dt = last_rx - sent
                     rec.observe(phase, int(dt * 1e6))
                     report(phase, dt * 1000.0, None, len(data))
+                elif kind in match and gone.pop(ref, _ABSENT) is _ABSENT:  # an answer to nothing we sent
+                    where = "just_after_auth" if last_rx - auth_at <= s.just_after_auth_s else "established"
+                    if self._bad(UNMATCHED_ANSWER, where):
+                        return self._fatal(ws, UNMATCHED_ANSWER, f"{kind.name.lower()} {str(ref)[:40]}")
+                    continue
+                if kind is _E.AGENT_MESSAGE:
+                    rec.agent_messages += 1
+                    if last_msg_at is not None:
+                        dt = last_rx - last_msg_at
+                        last_msg_at = None
+                        rec.observe("reply", int(dt * 1e6))
+                        report("reply", dt * 1000.0, None, len(data))
             elif kind is _E.SESSION_ENDED:  # e.g. ConnectionClosedEvent: the server is done with us
                 return self._close(ws, Cause.SERVER_ENDED, 1000, "", wait=True, detail=ev.detail or "session ended")
             elif kind is _E.RATE_LIMITED:
                 rec.errors["4029"] += 1
-                acks.pop(ev.ref, None)  # refused: no ack and no reply will come
-                replies.pop(ev.ref, None)
+                ref = ev.ref
+                try:
+                    if acks.pop(ref, None) is not None:  # refused: no ack and no reply will come
+                        _forget(gone, ref)
+                    replies.pop(ref, None)
+                except TypeError:
+                    pass
                 if behaviour.honour_retry_after and ev.retry_after:
                     next_msg = max(next_msg, t.now() + ev.retry_after)
             else:
@@ -404,15 +512,23 @@ class SessionDriver:
         except Exception:  # a broken socket while stopping: the decision stands
             ended = ConnectionEnded(code, reason, "client")
         for data in ws.leftover:  # what the server sent before our close reached it
-            self._note(self.profile.classify(data))
+            self._note(self._event(data))
         if ended.initiator != "client":
             # The server's close (or a lost connection) came first: that is
             # what happened, whatever we meant to do.
-            if cause is Cause.HARNESS_ERROR:  # a bug stays visible whatever the wire says
+            # A bug stays visible whatever the wire says, and so does a bad frame we closed over.
+            if cause is Cause.HARNESS_ERROR or cause is Cause.PROTOCOL_ERROR:
                 return Ending(cause, ended.code, ended.reason, ended.initiator, detail)
             return Ending(Cause.CLOSED, ended.code, ended.reason, ended.initiator,
                           refused=self._refused, expired=self._expired)
         return Ending(cause, ended.code, ended.reason, ended.initiator, detail)
+
+
+def _forget(gone: dict[Any, None], ref: Any) -> None:
+    """Remember ``ref`` as sent and no longer awaited (bounded: oldest forgotten first)."""
+    gone[ref] = None
+    if len(gone) > _GONE_REFS:
+        del gone[next(iter(gone))]
 
 
 class SessionEnded(Exception):

@@ -51,13 +51,14 @@ from loadkit.errors import (
     TargetProtocolError,
     UpgradeRefused,
 )
-from loadkit.protocol.base import TokenRequest
+from loadkit.protocol.base import BinaryFrame, TokenRequest
 
 _TEXT, _BINARY, _CONT, _CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.CLOSE
 _OPEN, _CLOSED = WsState.OPEN, WsState.CLOSED
 _RECV_SIZE = 65536
 _EV_READ, _EV_WRITE = 1, 2
 _monotonic = time.monotonic
+_perf_counter = time.perf_counter  # the session driver's clock (GeventTransport.now)
 #: How long a name's addresses are reused before asking the resolver again.
 _RESOLVE_TTL_S = 10.0
 #: Connections per token endpoint at once. A request beyond that waits for a
@@ -391,7 +392,7 @@ class WebSocket:
     """
 
     __slots__ = ("_sock", "_proto", "_events", "_parts", "_ended", "close_timeout", "send_timeout",
-                 "leftover", "_rw", "_reset")
+                 "leftover", "_rw", "_reset", "arrived_at", "_binary")
 
     def __init__(self, sock: Any, proto: ClientProtocol, pending: list[Any], close_timeout: float,
                  send_timeout: float = 10.0, read_watcher: Any = None) -> None:
@@ -410,6 +411,12 @@ class WebSocket:
         self._rw = read_watcher
         #: the peer reset the connection (RST), as opposed to closing it (FIN)
         self._reset = False
+        #: ``time.perf_counter()`` when the bytes of the message ``recv`` last
+        #: returned were read: the frames of one read share it, however long
+        #: the ones before them took to process (answering a burst of pings)
+        self.arrived_at: float | None = None
+        #: the fragmented message being assembled is binary
+        self._binary = False
 
     # -- the socket ------------------------------------------------------------
 
@@ -529,6 +536,7 @@ class WebSocket:
         data = self._recv_data(timeout)
         if data is None:
             return False
+        self.arrived_at = _perf_counter()
         proto = self._proto
         if data:
             proto.receive_data(data)
@@ -553,16 +561,23 @@ class WebSocket:
                 pass
 
     def _on_event(self, frame: Any) -> bytes | None:
+        """A whole message from a frame, or None; binary messages come as ``BinaryFrame``."""
         opcode = frame.opcode
-        if opcode is _TEXT or opcode is _BINARY:
+        if opcode is _TEXT:
             if frame.fin:
                 return frame.data  # type: ignore[no-any-return]
             self._parts = [frame.data]
+            self._binary = False
+        elif opcode is _BINARY:
+            if frame.fin:
+                return BinaryFrame(frame.data)
+            self._parts = [frame.data]
+            self._binary = True
         elif opcode is _CONT and self._parts is not None:
             self._parts.append(frame.data)
             if frame.fin:
                 data, self._parts = b"".join(self._parts), None
-                return data
+                return BinaryFrame(data) if self._binary else data
         # PING is answered by the protocol; PONG and CLOSE need nothing here.
         return None
 

@@ -128,8 +128,6 @@ SERVER_FRAMES: list[tuple[dict[str, Any], ServerEvent]] = [
      ServerEvent(EventKind.AUTH_REFUSED, code=4001, detail="invalid token")),
     ({"type": "error", "code": 4003, "message": "token lacks the guest:chat scope"},
      ServerEvent(EventKind.AUTH_REFUSED, code=4003, detail="token lacks the guest:chat scope")),
-    ({"type": "error", "code": "4400", "message": "code as text"},
-     ServerEvent(EventKind.ERROR, code=None, detail="code as text")),
     ({"type": "session_expired"}, ServerEvent(EventKind.SESSION_EXPIRED)),
 ]
 
@@ -143,18 +141,37 @@ def test_every_server_frame_of_the_protocol_classifies_to_its_event(
     assert profile.classify(data.decode()) == event  # text frames arrive as str
 
 
-@pytest.mark.parametrize(("data", "detail"), [
-    (b"not json", "not JSON"),
-    (b"", "not JSON"),
-    (b"\xff\xfe{}", "not JSON"),
-    (b'{"type":"ack"', "not JSON"),
-    (b'[{"type":"ack","id":"c-1"}]', "not a JSON object"),
-    (b'"ack"', "not a JSON object"),
-    (b"42", "not a JSON object"),
-    (b"null", "not a JSON object"),
+@pytest.mark.parametrize(("data", "detail", "bad"), [
+    (b"not json", "not JSON", "not_json"),
+    (b"", "not JSON", "not_json"),
+    (b"\xff\xfe{}", "not JSON", "not_json"),
+    (b'{"type":"ack"', "not JSON", "not_json"),
+    (b'[{"type":"ack","id":"c-1"}]', "not a JSON object", "not_object"),
+    (b'"ack"', "not a JSON object", "not_object"),
+    (b"42", "not a JSON object", "not_object"),
+    (b"null", "not a JSON object", "not_object"),
+    (b"[" * 2000 + b"]" * 2000, "nested too deep", "too_deep"),
 ])
-def test_what_is_not_a_json_object_is_malformed(profile: GuestProfile, data: bytes, detail: str) -> None:
-    assert profile.classify(data) == ServerEvent(EventKind.MALFORMED, detail=detail)
+def test_what_is_not_a_json_object_is_malformed(profile: GuestProfile, data: bytes, detail: str, bad: str) -> None:
+    assert profile.classify(data) == ServerEvent(EventKind.MALFORMED, detail=detail, bad=bad)
+
+
+@pytest.mark.parametrize(("frame", "detail"), [
+    ({"type": "auth_ok"}, "auth_ok without guestId, sessionId, idleTimeout"),
+    ({"type": "auth_ok", "guestId": GUEST_ID, "sessionId": 7, "idleTimeout": 30}, "auth_ok without sessionId"),
+    ({"type": "auth_ok", "guestId": GUEST_ID, "sessionId": "s", "idleTimeout": True}, "auth_ok without idleTimeout"),
+    ({"type": "pong"}, "pong without id"),
+    ({"type": "ack", "id": "c-1"}, "ack without ts"),
+    ({"type": "ack", "ts": 1}, "ack without id"),
+    ({"type": "message", "from": "agent", "id": "a-1"}, "message without text"),
+    ({"type": "error", "code": "4400", "message": "code as text"}, "error without code"),
+    ({"type": "error", "code": 4400}, "error without message"),
+])
+def test_a_known_frame_without_its_fields_is_a_bad_frame(profile: GuestProfile, frame: dict[str, Any],
+                                                         detail: str) -> None:
+    """guest-protocol.md §2 names each frame's fields; one without them is not that frame."""
+    assert profile.classify(orjson.dumps(frame)) == ServerEvent(EventKind.MALFORMED, detail=detail,
+                                                                bad="missing_fields")
 
 
 @pytest.mark.parametrize(("data", "detail"), [
@@ -165,7 +182,7 @@ def test_what_is_not_a_json_object_is_malformed(profile: GuestProfile, data: byt
     (b"{}", "type=None"),
 ])
 def test_a_json_object_of_no_known_type_is_unknown(profile: GuestProfile, data: bytes, detail: str) -> None:
-    assert profile.classify(data) == ServerEvent(EventKind.UNKNOWN, detail=detail)
+    assert profile.classify(data) == ServerEvent(EventKind.UNKNOWN, detail=detail, bad="unknown_type")
 
 
 @pytest.mark.parametrize("retry", ["soon", [1], {"s": 1}])

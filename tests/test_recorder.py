@@ -44,6 +44,8 @@ def snapshot(rec: Recorder) -> dict[str, Any]:
         "recover": hist(rec.recover),
         "errors": +rec.errors,
         "bad_frames": +rec.bad_frames,
+        "bad_sessions": rec.bad_sessions,
+        "messages": (rec.messages_sent, rec.messages_answered, rec.agent_messages),
         "reconnect": (rec.reconnect_attempts, rec.reconnect_successes),
         "missed_pongs": rec.missed_pongs,
         "session_seconds": rec.session_seconds,
@@ -312,8 +314,16 @@ def random_ops(rng: random.Random, n: int) -> list[Callable[[Recorder], None]]:
             code = rng.choice(["4029", "4011", "4400", "4001"])
             add(lambda r, code=code: r.errors.update([code]))
         elif kind == 5:
-            what = rng.choice(["not JSON", "not a JSON object", "unknown frame"])
-            add(lambda r, what=what: r.bad_frames.update([what]))
+            what = (rng.choice(["not_json", "unmatched_answer", "binary_frame"]),
+                    rng.choice(["during_auth", "established"]))
+
+            def bad(r: Recorder, what: tuple[str, str] = what) -> None:
+                r.bad_frames.update([what])
+                r.bad_sessions += 1
+                r.messages_sent += 2
+                r.messages_answered += 1
+                r.agent_messages += 1
+            add(bad)
         elif kind == 6:
             value = rng.randrange(1, 10**8)
 

@@ -43,7 +43,7 @@ class Recorder:
         "started", "authenticated", "ended", "close_codes", "latency", "recover",
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survival_reached", "survival_died",
-        "marks",
+        "marks", "bad_sessions", "messages_sent", "messages_answered", "agent_messages",
     )
 
     def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
@@ -59,8 +59,15 @@ class Recorder:
         self.recover = Histogram()
         #: error frames received, by code ("4029")
         self.errors: Counter[str] = Counter()
-        #: frames from the target we could not use, by kind ("not JSON")
-        self.bad_frames: Counter[str] = Counter()
+        #: frames from the target it should not have sent: (kind, phase) -> frames
+        #: (kinds: loadkit.protocol.base.BAD_FRAME_KINDS)
+        self.bad_frames: Counter[tuple[str, str]] = Counter()
+        #: sessions that received at least one bad frame
+        self.bad_sessions = 0
+        #: chat messages sent, answered (their ack matched), and agent messages received
+        self.messages_sent = 0
+        self.messages_answered = 0
+        self.agent_messages = 0
         self.reconnect_attempts = 0
         self.reconnect_successes = 0
         self.missed_pongs = 0
@@ -113,6 +120,9 @@ class Recorder:
             out[outcome] += n
         return dict(sorted(out.items()))
 
+    def bad_frame_count(self) -> int:
+        return sum(self.bad_frames.values())
+
     def drops(self) -> int:
         return sum(
             n for (outcome, phase), n in self.ended.items()
@@ -139,6 +149,10 @@ class Recorder:
         self.recover.merge(other.recover)
         self.errors.update(other.errors)
         self.bad_frames.update(other.bad_frames)
+        self.bad_sessions += other.bad_sessions
+        self.messages_sent += other.messages_sent
+        self.messages_answered += other.messages_answered
+        self.agent_messages += other.agent_messages
         self.reconnect_attempts += other.reconnect_attempts
         self.reconnect_successes += other.reconnect_successes
         self.missed_pongs += other.missed_pongs
@@ -150,7 +164,7 @@ class Recorder:
 
     def is_empty(self) -> bool:
         return not (self.started or self.ended or self.close_codes or self.errors
-                    or self.bad_frames or self.reconnect_attempts or self.missed_pongs or self.silence
+                    or self.bad_frames or self.messages_sent or self.agent_messages or self.reconnect_attempts or self.missed_pongs or self.silence
                     or any(self.latency.values()) or self.recover)
 
     def to_wire(self) -> dict[str, Any]:
@@ -164,7 +178,9 @@ class Recorder:
             "latency": {k: h.to_wire() for k, h in self.latency.items() if h},
             "recover": self.recover.to_wire(),
             "errors": dict(self.errors),
-            "bad_frames": dict(self.bad_frames),
+            "bad_frames": [[k, p, n] for (k, p), n in self.bad_frames.items()],
+            "bad_sessions": self.bad_sessions,
+            "messages": [self.messages_sent, self.messages_answered, self.agent_messages],
             "reconnect": [self.reconnect_attempts, self.reconnect_successes, self.not_resumed],
             "missed_pongs": self.missed_pongs,
             "silence": self.silence.to_wire(),
@@ -183,7 +199,9 @@ class Recorder:
             rec.latency[k] = Histogram.from_wire(h)
         rec.recover = Histogram.from_wire(data["recover"])
         rec.errors = Counter(data["errors"])
-        rec.bad_frames = Counter(data["bad_frames"])
+        rec.bad_frames = Counter({(k, p): n for k, p, n in data["bad_frames"]})
+        rec.bad_sessions = int(data.get("bad_sessions", 0))
+        rec.messages_sent, rec.messages_answered, rec.agent_messages = data.get("messages", (0, 0, 0))
         rec.reconnect_attempts, rec.reconnect_successes, *rest = data["reconnect"]
         rec.not_resumed = rest[0] if rest else 0
         rec.missed_pongs = int(data["missed_pongs"])

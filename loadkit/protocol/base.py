@@ -9,6 +9,7 @@ token call is described as a ``TokenRequest`` that the session performs.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +45,105 @@ class ServerEvent:
     #: Profile-specific fields the lifecycle passes through untouched
     #: (e.g. webmessaging's ``newSession``).
     fields: dict[str, Any] = field(default_factory=dict)
+    #: For a frame the driver must not act on: which kind of bad frame it is
+    #: (one of ``BAD_FRAME_KINDS``); empty for a good frame.
+    bad: str = ""
+
+
+# -- bad frames -------------------------------------------------------------------------
+#
+# A frame the target should not have sent is never acted on: it is counted by
+# kind and by the phase it arrived in, and the session goes on, unless the
+# profile's ``Expects.fatal`` names its kind (then the session ends as
+# ``protocol_error``). Kinds decided by a profile's ``classify`` come first;
+# the session driver decides ``binary_frame`` and ``unmatched_answer`` (it
+# knows the opcode and what it sent); the transport decides the RFC 6455 ones.
+
+BINARY_FRAME = "binary_frame"        #: a binary frame where the protocol says text
+NOT_JSON = "not_json"                #: text that is not JSON
+NOT_OBJECT = "not_object"            #: JSON, but not an object
+TOO_DEEP = "too_deep"                #: JSON nested deeper than the parser accepts (1024)
+UNKNOWN_TYPE = "unknown_type"        #: a JSON object that is no frame the profile knows
+MISSING_FIELDS = "missing_fields"    #: a known frame without a field it must carry (or of the wrong type)
+UNMATCHED_ANSWER = "unmatched_answer"  #: an answer (pong, ack) to a request never sent, or answered twice
+INVALID_UTF8 = "invalid_utf8"        #: RFC 6455 §8.1: a text frame that is not UTF-8 (we fail with 1007)
+BAD_FRAMING = "bad_framing"          #: RFC 6455 framing broken (reserved bits, opcodes…): we fail with 1002
+TOO_BIG = "too_big"                  #: a message over our size limit: we fail with 1009
+
+BAD_FRAME_KINDS = (BINARY_FRAME, NOT_JSON, NOT_OBJECT, TOO_DEEP, UNKNOWN_TYPE, MISSING_FIELDS,
+                   UNMATCHED_ANSWER, INVALID_UTF8, BAD_FRAMING, TOO_BIG)
+
+#: Bad frames that end the session by default: frames a client cannot read at
+#: all. Frames it can read but that break the contract (unknown types, missing
+#: fields, unmatched answers) are counted and the session goes on, as real
+#: clients ignore them and a soak must keep measuring; gate them with
+#: ``bad_frames.count == 0``. The transport's kinds always end the connection.
+DEFAULT_FATAL = frozenset({BINARY_FRAME, NOT_JSON, NOT_OBJECT, TOO_DEEP})
+
+
+class BinaryFrame(bytes):
+    """The payload of a binary frame: the transport hands these out as is, so a
+    profile that expects text can tell them apart at no cost for text frames."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Expects:
+    """What a profile expects from the target; everything else is a bad frame.
+
+    ``frames``: ``"text"`` (binary frames are ``binary_frame``), ``"binary"``
+    or ``"any"``. ``required``: for each frame the profile knows, the fields
+    it must carry and their JSON types (documentation, and what ``classify``
+    checks). ``match``: the answer kinds whose ``ref`` must name a request
+    this session sent and has not had answered. ``fatal``: bad-frame kinds
+    that end the session as ``protocol_error``.
+    """
+
+    frames: str = "text"
+    required: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    match: frozenset[EventKind] = frozenset({EventKind.PONG, EventKind.ACK})
+    fatal: frozenset[str] = DEFAULT_FATAL
+
+
+DEFAULT_EXPECTS = Expects()
+
+#: JSON type names of ``Expects.required`` and the Python types they accept.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,), "number": (int, float), "integer": (int,), "boolean": (bool,),
+    "object": (dict,), "array": (list,), "any": (object,),
+}
+
+
+def missing_fields(obj: Mapping[str, Any], required: Mapping[str, str]) -> str:
+    """The required fields ``obj`` lacks or has with the wrong JSON type ("" if none)."""
+    bad = []
+    for name, kind in required.items():
+        value = obj.get(name)
+        types = _JSON_TYPES[kind]
+        if value is None or not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            bad.append(name)
+    return ", ".join(bad)
+
+
+def check_fatal(kinds: Any, profile: str) -> frozenset[str]:
+    """A profile's ``end_session_on`` option as a set of kinds; ProfileOptionError if unknown."""
+    if kinds is None:
+        return DEFAULT_FATAL
+    if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+        raise ProfileOptionError(profile, [("end_session_on", kinds,
+                                            "a list of bad-frame kinds: " + ", ".join(BAD_FRAME_KINDS))])
+    unknown = [k for k in kinds if k not in BAD_FRAME_KINDS]
+    if unknown:
+        raise ProfileOptionError(profile, [("end_session_on", unknown[0] if len(unknown) == 1 else unknown,
+                                            "one of " + ", ".join(BAD_FRAME_KINDS))])
+    return frozenset(kinds)
+
+
+def expects(profile: Any) -> Expects:
+    """What ``profile`` declares it expects (the defaults when it declares nothing)."""
+    found = getattr(profile, "expects", None)
+    return found if isinstance(found, Expects) else DEFAULT_EXPECTS
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,10 +176,12 @@ def json_object(data: bytes | str) -> dict[str, Any] | ServerEvent:
     """
     try:
         obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return ServerEvent(EventKind.MALFORMED, detail="not JSON")
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith(("recursion limit", "depth limit")):
+            return ServerEvent(EventKind.MALFORMED, detail="nested too deep", bad=TOO_DEEP)
+        return ServerEvent(EventKind.MALFORMED, detail="not JSON", bad=NOT_JSON)
     if type(obj) is not dict:
-        return ServerEvent(EventKind.MALFORMED, detail="not a JSON object")
+        return ServerEvent(EventKind.MALFORMED, detail="not a JSON object", bad=NOT_OBJECT)
     return obj
 
 

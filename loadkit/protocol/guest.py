@@ -12,12 +12,33 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from loadkit.protocol.base import EventKind, ServerEvent, TokenGrant, TokenRequest, json_object
+from loadkit.protocol.base import (
+    MISSING_FIELDS,
+    UNKNOWN_TYPE,
+    EventKind,
+    Expects,
+    ServerEvent,
+    TokenGrant,
+    TokenRequest,
+    check_fatal,
+    json_object,
+    missing_fields,
+)
 
 TOKEN_PATH = "/api/v2/guests"
 WEBSOCKET_PATH = "/api/v2/guest/websocket"
 
 _E = EventKind
+
+#: The fields each server frame must carry (guest-protocol.md §2), with their JSON types.
+REQUIRED: dict[str, dict[str, str]] = {
+    "auth_ok": {"guestId": "string", "sessionId": "string", "idleTimeout": "number"},
+    "pong": {"id": "any"},
+    "ack": {"id": "string", "ts": "number"},
+    "message": {"id": "string", "text": "string"},
+    "error": {"code": "integer", "message": "string"},
+    "session_expired": {},
+}
 
 
 def ws_url_from_base(base_url: str, path: str, query: str = "") -> str:
@@ -41,9 +62,12 @@ class GuestProfile:
     #: Scopes a token needs (the gateway closes 4003 without them): for ``loadkit probe``.
     required_scopes = ("guest:chat",)
 
-    def __init__(self, token_path: str = TOKEN_PATH, websocket_path: str = WEBSOCKET_PATH) -> None:
+    def __init__(self, token_path: str = TOKEN_PATH, websocket_path: str = WEBSOCKET_PATH,
+                 end_session_on: list[str] | None = None) -> None:
         self.token_path = token_path
         self.websocket_path = websocket_path
+        #: Text frames only; pongs and acks must answer a ping or message of this session.
+        self.expects = Expects(required=REQUIRED, fatal=check_fatal(end_session_on, self.name))
 
     # -- token ---------------------------------------------------------------
 
@@ -109,16 +133,22 @@ class GuestProfile:
         if type(obj) is not dict:
             return obj  # MALFORMED
         kind = obj.get("type")
+        required = REQUIRED.get(kind) if type(kind) is str else None
+        if required is None:
+            return ServerEvent(_E.UNKNOWN, detail="type=" + repr(kind)[:40], bad=UNKNOWN_TYPE)
+        lacking = missing_fields(obj, required)
+        if lacking:
+            return ServerEvent(_E.MALFORMED, detail=f"{kind} without {lacking}", bad=MISSING_FIELDS)
         if kind == "ack":
-            return ServerEvent(_E.ACK, obj.get("id"))
+            return ServerEvent(_E.ACK, obj["id"])
         if kind == "pong":
-            return ServerEvent(_E.PONG, obj.get("id"))
+            return ServerEvent(_E.PONG, obj["id"])
         if kind == "message":
             return ServerEvent(_E.AGENT_MESSAGE, obj.get("replyTo"))
         if kind == "auth_ok":
-            return ServerEvent(_E.AUTH_OK, obj.get("sessionId"), fields=obj)
+            return ServerEvent(_E.AUTH_OK, obj["sessionId"], fields=obj)
         if kind == "error":
-            code = obj.get("code")
+            code = obj["code"]
             if code == 4029:
                 retry = obj.get("retryAfter")
                 if isinstance(retry, bool) or not isinstance(retry, (int, float)) or retry <= 0:
@@ -126,8 +156,5 @@ class GuestProfile:
                 return ServerEvent(_E.RATE_LIMITED, obj.get("id"), code=4029, retry_after=retry)
             if code in (4001, 4003):
                 return ServerEvent(_E.AUTH_REFUSED, code=code, detail=str(obj.get("message", "")))
-            return ServerEvent(_E.ERROR, code=code if isinstance(code, int) else None,
-                               detail=str(obj.get("message", "")))
-        if kind == "session_expired":
-            return ServerEvent(_E.SESSION_EXPIRED)
-        return ServerEvent(_E.UNKNOWN, detail=f"type={kind!r}")
+            return ServerEvent(_E.ERROR, code=code, detail=str(obj.get("message", "")))
+        return ServerEvent(_E.SESSION_EXPIRED)

@@ -41,14 +41,19 @@ import orjson
 
 from loadkit.errors import ConfigError
 from loadkit.protocol.base import (
-    json_object,
     AUTH_STYLES,
     MISSING,
+    MISSING_FIELDS,
+    UNKNOWN_TYPE,
     EventKind,
+    Expects,
     ProfileOptionError,
     ServerEvent,
     TokenGrant,
     TokenRequest,
+    check_fatal,
+    json_object,
+    missing_fields,
 )
 from loadkit.protocol.guest import ws_url_from_base
 
@@ -69,6 +74,25 @@ MAX_TOKEN_CHARS = 2048
 _EXPIRED_CODES = frozenset({4006})
 _RATE_CODES = frozenset({429, 4029})
 
+#: Every server frame is this envelope (webmessaging-protocol.md, "Server → client").
+ENVELOPE = {"type": "string", "class": "string", "code": "integer"}
+#: What the body of each class must carry, beyond the envelope ("" : the body may be anything).
+REQUIRED: dict[str, dict[str, str]] = {
+    "envelope": ENVELOPE,
+    "StructuredMessage": {"type": "string", "direction": "string"},
+    "StructuredMessage Inbound": {"tracingId": "string"},  # the answer's ref: on the envelope
+    "SessionResponse": {"connected": "boolean"},
+    "TooManyRequestsErrorMessage": {"retryAfter": "number", "errorCode": "integer"},
+    "SessionExpiredEvent": {},
+    "ConnectionClosedEvent": {},
+    "SessionClearedEvent": {},
+}
+_OBJECT_BODY = frozenset({"StructuredMessage", "SessionResponse", "TooManyRequestsErrorMessage",
+                          "SessionExpiredEvent", "ConnectionClosedEvent", "SessionClearedEvent"})
+_INBOUND = REQUIRED["StructuredMessage Inbound"]
+_KNOWN_OTHER = frozenset({"JwtResponse", "string", "PresignedUrlResponse", "UploadSuccessEvent",
+                          "GenerateUrlError", "LogoutEvent"})
+
 
 class WebMessagingProfile:
     """Genesys Cloud Web Messaging, anonymous guest sessions."""
@@ -81,7 +105,10 @@ class WebMessagingProfile:
     reply_refs = False
 
     def __init__(self, *, deployment_id: str = "", origin: str = "", application: str = "",
-                 path: str = "/v1", goodbye: str = "both", close_all_connections: bool = True) -> None:
+                 path: str = "/v1", goodbye: str = "both", close_all_connections: bool = True,
+                 end_session_on: list[str] | None = None) -> None:
+        #: Text frames only; echo replies and message echoes must carry a tracingId we sent.
+        self.expects = Expects(required=REQUIRED, fatal=check_fatal(end_session_on, self.name))
         problems: list[tuple[str, Any, str]] = []
         if not isinstance(deployment_id, str) or not deployment_id.strip():
             problems.append(("deployment_id", deployment_id if deployment_id else MISSING,
@@ -209,43 +236,57 @@ class WebMessagingProfile:
         body = obj.get("body")
         code = obj.get("code")
         tracing = obj.get("tracingId")
-        if cls == "StructuredMessage" and type(body) is dict:
+        if type(cls) is not str:
+            return ServerEvent(_E.UNKNOWN, detail="no class", bad=UNKNOWN_TYPE)
+        lacking = missing_fields(obj, ENVELOPE)
+        if lacking:
+            return ServerEvent(_E.MALFORMED, detail=f"envelope without {lacking}", bad=MISSING_FIELDS)
+        if cls in _OBJECT_BODY:
+            if type(body) is not dict:
+                return ServerEvent(_E.MALFORMED, detail=f"{cls} without an object body", bad=MISSING_FIELDS)
+            lacking = missing_fields(body, REQUIRED[cls])
+            if lacking:
+                return ServerEvent(_E.MALFORMED, detail=f"{cls} without body.{lacking}", bad=MISSING_FIELDS)
+        if cls == "StructuredMessage":
             direction = body.get("direction")
             if direction == "Inbound":
-                if _is_echo_reply(tracing, body):
+                if body.get("type") == "Event":  # our own typing or presence, echoed: nothing to act on
+                    return ServerEvent(_E.IGNORED, detail="Inbound Event")
+                if _is_echo_reply(tracing, body):  # Genesys's own stub may leave out the tracingId
                     return ServerEvent(_E.PONG, tracing)
+                if type(tracing) is not str:  # an echo of our message we could never match
+                    return ServerEvent(_E.MALFORMED, detail="Inbound StructuredMessage without tracingId",
+                                       bad=MISSING_FIELDS)
                 return ServerEvent(_E.ACK, tracing)
             if direction == "Outbound":
                 if body.get("type") == "Event":  # typing indicators, presence: nothing to act on
                     return ServerEvent(_E.IGNORED, detail="Outbound Event")
                 return ServerEvent(_E.AGENT_MESSAGE, None, detail=str(body.get("originatingEntity", "")))
-            return ServerEvent(_E.UNKNOWN, detail=f"StructuredMessage direction={direction!r}")
+            return ServerEvent(_E.UNKNOWN, detail="StructuredMessage direction=" + repr(direction)[:40],
+                               bad=UNKNOWN_TYPE)
         if cls == "SessionResponse":
-            fields = body if type(body) is dict else {}
-            if fields.get("connected") is False:  # a session answer that is not a session
-                return ServerEvent(_E.SESSION_ENDED, code=_int(code), detail="SessionResponse connected=false",
-                                   fields=fields)
-            return ServerEvent(_E.AUTH_OK, tracing, code=_int(code), fields=fields)
+            if body["connected"] is False:  # a session answer that is not a session
+                return ServerEvent(_E.SESSION_ENDED, code=code, detail="SessionResponse connected=false",
+                                   fields=body)
+            return ServerEvent(_E.AUTH_OK, tracing, code=code, fields=body)
         if cls == "TooManyRequestsErrorMessage":
-            b = body if type(body) is dict else {}
-            retry = b.get("retryAfter")
-            return ServerEvent(_E.RATE_LIMITED, tracing, code=_int(b.get("errorCode")) or 4029,
+            retry = body["retryAfter"]
+            return ServerEvent(_E.RATE_LIMITED, tracing, code=body["errorCode"],
                                retry_after=float(retry) if _number(retry) else None,
-                               detail=str(b.get("errorMessage", "")))
+                               detail=str(body.get("errorMessage", "")))
         if cls == "SessionExpiredEvent":
             return ServerEvent(_E.SESSION_EXPIRED, detail=cls)
         if cls == "ConnectionClosedEvent" or cls == "SessionClearedEvent" or cls == "LogoutEvent":
             return ServerEvent(_E.SESSION_ENDED, detail=cls, fields=body if type(body) is dict else {})
-        number = _int(code)
-        if number is not None and number >= 400:  # "string" errors, and any other class with an error code
-            if number in _EXPIRED_CODES:
-                return ServerEvent(_E.SESSION_EXPIRED, code=number, detail=_text(body))
-            if number in _RATE_CODES:
+        if code >= 400:  # "string" errors, and any other class with an error code
+            if code in _EXPIRED_CODES:
+                return ServerEvent(_E.SESSION_EXPIRED, code=code, detail=_text(body))
+            if code in _RATE_CODES:
                 return ServerEvent(_E.RATE_LIMITED, tracing, code=4029, detail=_text(body))
-            return ServerEvent(_E.ERROR, tracing, code=number, detail=_text(body))
-        if cls in ("JwtResponse", "string", "PresignedUrlResponse", "UploadSuccessEvent", "GenerateUrlError"):
-            return ServerEvent(_E.IGNORED, detail=str(cls))
-        return ServerEvent(_E.UNKNOWN, detail=f"class={cls!r}")
+            return ServerEvent(_E.ERROR, tracing, code=code, detail=_text(body))
+        if cls in _KNOWN_OTHER:
+            return ServerEvent(_E.IGNORED, detail=cls)
+        return ServerEvent(_E.UNKNOWN, detail="class=" + repr(cls)[:40], bad=UNKNOWN_TYPE)
 
 
 def _is_echo_reply(tracing: Any, body: dict[str, Any]) -> bool:

@@ -68,7 +68,9 @@ def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
                       "timeouts": outcomes.get(Outcome.KEEPALIVE_TIMEOUT.value, 0),
                       "silence_ms": total.silence.summary_ms((50, 95, 99))},
         "errors": dict(sorted(total.errors.items())),
-        "bad_frames": dict(sorted(total.bad_frames.items())),
+        "bad_frames": bad_frames(total),
+        "messages": {"sent": total.messages_sent, "answered": total.messages_answered,
+                     "agent_messages": total.agent_messages},
     }
     if drift is not None:
         report["drift"] = drift
@@ -86,6 +88,17 @@ def harness_section(rec: Recorder) -> dict[str, Any]:
     lag = rec.latency.get(HARNESS_LAG)
     return {"wait_ms": (wait.summary_ms((50, 95, 99)) if wait else {"count": 0}),
             "lag_ms": (lag.summary_ms((50, 95, 99)) if lag else {"count": 0})}
+
+
+def bad_frames(total: Recorder) -> dict[str, Any]:
+    """Frames the target should not have sent: how many, of which kind, in which phase."""
+    by_kind: dict[str, int] = {}
+    by_phase: dict[str, int] = {}
+    for (kind, phase), n in total.bad_frames.items():
+        by_kind[kind] = by_kind.get(kind, 0) + n
+        by_phase[phase] = by_phase.get(phase, 0) + n
+    return {"count": sum(by_kind.values()), "by_kind": dict(sorted(by_kind.items())),
+            "by_phase": dict(sorted(by_phase.items())), "sessions": total.bad_sessions}
 
 
 def _survival(total: Recorder, mark: int) -> dict[str, Any]:

@@ -82,8 +82,15 @@ def render_summary(report: dict[str, Any]) -> str:
                      + (f", longest silence from the server {silence / 1000:.1f} s" if silence else ""))
     if report.get("errors"):
         lines.append("error frames: " + ", ".join(f"{k}×{v}" for k, v in report["errors"].items()))
-    if report.get("bad_frames"):
-        lines.append("bad frames: " + ", ".join(f"{k}×{v}" for k, v in report["bad_frames"].items()))
+    msgs = report.get("messages") or {}
+    if msgs.get("sent") or msgs.get("agent_messages"):
+        lines.append(f"messages: {msgs.get('sent', 0)} sent, {msgs.get('answered', 0)} answered, "
+                     f"{msgs.get('agent_messages', 0)} agent messages received")
+    bad = report.get("bad_frames") or {}
+    if bad.get("count"):
+        lines.append(f"bad frames from the target: {bad['count']} in {bad.get('sessions', '?')} sessions; "
+                     + ", ".join(f"{k}×{v}" for k, v in bad.get("by_kind", {}).items())
+                     + "  (by phase: " + ", ".join(f"{k}×{v}" for k, v in bad.get("by_phase", {}).items()) + ")")
     gw = report.get("gateway")
     if gw:
         ours = _by_code(report["close_codes"])

@@ -31,6 +31,9 @@ The metric grammar (see ``docs/thresholds.md``)::
     drift.PHASE.STAT                drift.last[PHASE][STAT] / drift.first[PHASE][STAT]
     sessions.started|authenticated|open
     keepalive.missed_pongs|timeouts
+    bad_frames.count|sessions       frames the target should not have sent; sessions that got one
+    bad_frames.KIND.count           bad_frames.by_kind[KIND] (KIND as in docs/report-schema.md)
+    messages.sent|answered|agent_messages
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from loadkit.protocol.base import BAD_FRAME_KINDS
 
 __all__ = [
     "DRIFT_STATS",
@@ -90,7 +95,13 @@ _SCALARS: dict[str, tuple[tuple[str, ...], int, int]] = {
     "keepalive.timeouts": (("keepalive", "timeouts"), +1, +1),
     "reconnect.attempts": (("reconnect", "attempts"), 0, +1),
     "reconnect.successes": (("reconnect", "successes"), -1, +1),
+    "bad_frames.count": (("bad_frames", "count"), +1, +1),
+    "bad_frames.sessions": (("bad_frames", "sessions"), +1, +1),
+    "messages.sent": (("messages", "sent"), 0, +1),
+    "messages.answered": (("messages", "answered"), -1, +1),
+    "messages.agent_messages": (("messages", "agent_messages"), 0, +1),
 }
+_MESSAGES_METRICS = ("sent", "answered", "agent_messages")
 _SESSION_METRICS = ("started", "authenticated", "open")
 _KEEPALIVE_METRICS = ("missed_pongs", "timeouts")
 _RECONNECT_METRICS = (*STATS, "attempts", "successes", "success_rate")
@@ -114,7 +125,8 @@ _METRIC_FORMS = (
     "close.CODE.count|rate, outcome.NAME.count|rate, "
     "reconnect.STAT|attempts|successes|success_rate, survival.MARK, "
     "drift.PHASE.STAT, sessions.started|authenticated|open, "
-    "keepalive.missed_pongs|timeouts; see docs/thresholds.md"
+    "keepalive.missed_pongs|timeouts, bad_frames.count|sessions|KIND.count, "
+    "messages.sent|answered|agent_messages; see docs/thresholds.md"
 )
 
 Number = int | float
@@ -279,6 +291,16 @@ def _parse_metric(text: str, expr: str) -> Metric:
             raise fail(f'"drift.{phase}" needs a statistic (e.g. drift.{phase}.p95 < 1.2; {_one_of(DRIFT_STATS)})')
         stat = _check_stat(parts[2], DRIFT_STATS, "drift statistic", fail)
         return Metric(name, "drift", (phase, stat), +1, 0)
+    if head == "bad_frames":
+        if len(parts) == 3 and parts[2] == "count" and parts[1] in BAD_FRAME_KINDS:
+            return Metric(name, "bad_frame_kind", (parts[1],), +1, +1)
+        if len(parts) == 3 and parts[2] == "count":
+            raise fail(f'unknown bad-frame kind "{parts[1]}" ({_one_of(BAD_FRAME_KINDS)})')
+        raise fail(f'unknown metric "{text}" (expected bad_frames.count, bad_frames.sessions '
+                   "or bad_frames.KIND.count, e.g. bad_frames.unmatched_answer.count == 0)")
+    if head == "messages":
+        what = ".".join(parts[1:])
+        raise fail(f'unknown messages metric "{what}" ({_one_of(_MESSAGES_METRICS)})')
     if head in ("sessions", "keepalive"):
         known = _SESSION_METRICS if head == "sessions" else _KEEPALIVE_METRICS
         what = ".".join(parts[1:])
@@ -426,6 +448,13 @@ def _measure_latency(metric: Metric, report: Mapping[str, Any]) -> Measurement:
     return _measure_path(report, ("latency_ms", phase, stat))
 
 
+def _measure_bad_frame_kind(metric: Metric, report: Mapping[str, Any]) -> Measurement:
+    by_kind = _get(report, ("bad_frames", "by_kind"))
+    if not isinstance(by_kind, Mapping):
+        return _not_measured("bad_frames.by_kind is missing")
+    return _number(by_kind.get(metric.args[0], 0)), None
+
+
 def _measure_recover(metric: Metric, report: Mapping[str, Any]) -> Measurement:
     return _measure_path(report, ("reconnect", "recover_ms", metric.args[0]))
 
@@ -518,6 +547,7 @@ _MEASURES: dict[str, Callable[[Metric, Mapping[str, Any]], Measurement]] = {
     "scalar": _measure_scalar,
     "latency": _measure_latency,
     "recover": _measure_recover,
+    "bad_frame_kind": _measure_bad_frame_kind,
     "close": _measure_close,
     "outcome": _measure_outcome,
     "reconnect_success_rate": _measure_reconnect_success_rate,
