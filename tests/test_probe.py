@@ -285,3 +285,67 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
     assert run.returncode == 2 and run.doc is None
     assert run.stderr.startswith("loadkit probe: error: ") and says in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_a_reset_after_auth_is_a_lost_connection_with_no_close_frame(tmp_path, gateway_factory):
+    gw = gateway_factory(**{"faults.drop_fraction": 1, "faults.drop_after_s": "0.3,0.3", "faults.drop_code": "reset"})
+    run = probe(tmp_path, gw.url, "--hold", "2")
+    assert run.causes == ["connection_lost"] and "no close frame" in run.cause("connection_lost")["evidence"][0]
+    ended = run.events("ended")[0]
+    assert (ended["code"], ended["initiator"], ended["close_frame"]) == (1006, "none", False)
+    assert not run.events("frame_received", opcode="close")
+    assert "connection lost: no close frame (1006)" in run.stdout
+
+
+@pytest.mark.slow
+def test_webmessaging_with_a_secret_deployment_from_the_environment(tmp_path):
+    config = tmp_path / "wm.toml"
+    config.write_text('[tool.loadkit.target]\nprofile = "webmessaging"\n'
+                      '[tool.loadkit.profile]\ndeployment_id = {env = "PROBE_DEPLOYMENT"}\n'
+                      '[tool.loadkit.lifecycle]\nkeepalive_interval = 30\n'
+                      '[tool.loadkit.gateway]\n"webmessaging.deployments" = ["dep-0123456789"]\n')
+    os.environ["PROBE_DEPLOYMENT"] = "dep-0123456789"
+    try:
+        run = probe(tmp_path, "--config", str(config), "--hold", "0")
+        wrong = probe(tmp_path, "--config", str(config), "--guest", "wrong_case")
+    finally:
+        del os.environ["PROBE_DEPLOYMENT"]
+    assert run.returncode == 0, run.stdout
+    assert "dep-0123456789" not in run.stdout + json.dumps(run.doc) + wrong.stdout + json.dumps(wrong.doc)
+    assert "deploymentId=<secret from the config>" in run.events("connect")[0]["url"]
+    assert run.events("token_local") and run.events("frame_sent", role="auth")[0]["json"]["action"] == \
+        "configureSession"
+    diff = wrong.cause("auth_schema_mismatch")["diff"]
+    assert diff == [{"path": "action", "problem": "value_case", "sent": "ConfigureSession",
+                     "expected": "configureSession"}]
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_trace_closes_politely_and_stops_the_embedded_gateway(tmp_path):
+    out = tmp_path / "probe.json"
+    cmd = [sys.executable, "-m", "loadkit.cli", "probe", "--hold", "30", "--json", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "... → http://127.0.0.1:PORT (embedded reference gateway)"
+        port = int(first.split("127.0.0.1:")[1].split()[0])
+        for line in proc.stdout:
+            if "[ack]" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130
+    doc = json.loads(out.read_text())
+    ended = [e for e in doc["trace"] if e["event"] == "ended"][0]
+    assert (ended["code"], ended["reason"], ended["initiator"]) == (1001, "probe interrupted", "client")
+    assert [e["event"] for e in doc["trace"]][-1] == "interrupted"
+    assert [c["cause"] for c in doc["diagnosis"]] == ["interrupted"] and not doc["completed"]
+    assert "diagnosis: NOT completed" in stdout
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass

@@ -15,6 +15,7 @@ import argparse
 import json
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -116,11 +117,12 @@ def _main(argv: list[str]) -> int:
     plan = ProbePlan(url, profile, behaviour(args.guest), settings, hold, send_auth, ssl_context)
     driver = ProbeDriver(plan, rec)
     interrupted = False
+    restore = _interrupt_between_steps()
     try:
         driver.run()
     except KeyboardInterrupt:
         interrupted = True
-        rec.add("note", {"detail": "interrupted (Ctrl-C): the diagnosis covers the trace so far"})
+        rec.add("interrupted", {"detail": "Ctrl-C: the diagnosis covers the trace so far"})
     except Exception as exc:  # noqa: BLE001 (a probe bug: say so in one line, keep what was traced)
         rec.add("note", {"detail": f"probe error: {exc.__class__.__name__}: {rec.redactor.text(str(exc))}"})
         _finish(args, rec, driver, url, profile, diagnose(rec.exported(), driver.expected), EXIT["probe_error"])
@@ -128,6 +130,7 @@ def _main(argv: list[str]) -> int:
               file=sys.stderr)
         return EXIT["probe_error"]
     finally:
+        restore()
         if gateway is not None:
             gateway.stop()
     events = rec.exported()
@@ -135,6 +138,25 @@ def _main(argv: list[str]) -> int:
     code = EXIT["interrupted"] if interrupted else _exit_code(result)
     _finish(args, rec, driver, url, profile, result, code)
     return code
+
+
+def _interrupt_between_steps() -> Callable[[], None]:
+    """Deliver Ctrl-C where the probe waits, never inside a frame being parsed or traced.
+
+    Python raises ``KeyboardInterrupt`` wherever the main thread happens to
+    be, which in the probe is often inside websockets' parser (the trace
+    hook prints from there), leaving a connection that cannot close
+    politely. gevent's signal watcher runs in the event loop instead, and
+    the exception is thrown into the probe's greenlet where it waits.
+    """
+    import signal
+
+    import gevent
+    from greenlet import getcurrent
+
+    main = getcurrent()
+    watcher = gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt()))
+    return watcher.cancel  # type: ignore[no-any-return]
 
 
 def _exit_code(result: Diagnosis) -> int:

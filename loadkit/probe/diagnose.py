@@ -39,6 +39,7 @@ CAUSES: dict[str, str] = {
     "message_unanswered": "a chat message got no ack in time",
     "server_closed_after_auth": "the server closed an authenticated session before the probe did",
     "close_unanswered": "the probe's close frame was not answered with one",
+    "interrupted": "the probe was stopped (Ctrl-C) before the lifecycle completed",
 }
 
 #: The seed thread's claims the trace can check.
@@ -101,7 +102,19 @@ class _Trace:
 
 
 def diagnose(events: list[dict[str, Any]], expected: dict[str, Any]) -> Diagnosis:
+    """The causes (``CAUSES``) and checked folklore (``FOLKLORE``) of one probe's trace."""
     tr = _Trace(events)
+    result = _diagnose(tr, expected)
+    stopped = tr.first("interrupted")
+    if stopped is not None:
+        result.causes.append(Cause("interrupted", [f"stopped at {tr.at(stopped)}; the trace ends there"],
+                                   [stopped]))
+        result.completed = False
+    return result
+
+
+def _diagnose(tr: _Trace, expected: dict[str, Any]) -> Diagnosis:
+    events = tr.events
     causes: list[Cause] = []
     folklore: list[dict[str, Any]] = []
     if not _token(tr, causes):
@@ -127,7 +140,7 @@ def diagnose(events: list[dict[str, Any]], expected: dict[str, Any]) -> Diagnosi
             folklore.append(_claim("ping_or_init_first", "refuted", [
                 f"auth was the first frame sent ({tr.at(auth)}) and was answered auth_ok at {tr.at(ok)}"],
                 [auth, ok]))
-    if not causes and ok is not None and end is not None:
+    if not causes and ok is not None and end is not None and tr.first("interrupted") is None:
         e = events[end]
         causes.append(Cause("ok", [f"authenticated at {tr.at(ok)}; closed {e.get('code')} by the "
                                    f"{e.get('initiator')} at {tr.at(end)}, the close answered"], [ok, end]))
@@ -307,7 +320,7 @@ def _authenticated(tr: _Trace, ok: int, end: int | None, expected: dict[str, Any
         if e.get("answered") is False:
             causes.append(Cause("close_unanswered", [f"the probe closed {code} at {tr.at(end)}; no close frame "
                                                      "came back"], [end]))
-        elif idle is not None and expected.get("hold_s", 0) >= float(idle) and tr.first("frame_sent", role="keepalive"):
+        elif idle is not None and tr.t(end) - tr.t(ok) >= float(idle) and tr.first("frame_sent", role="keepalive"):
             folklore.append(_claim("keepalive_or_killed", "consistent", [
                 f"auth_ok announced idleTimeout {idle}; pinging every {expected.get('keepalive_s')} s kept the "
                 f"session open for {tr.t(end) - tr.t(ok):.1f} s"], [ok, end]))

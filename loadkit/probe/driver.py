@@ -89,6 +89,16 @@ class ProbeDriver:
             self._close(ws, grant)
         except ConnectionEnded as exc:
             self._ended(exc)
+        except BaseException:
+            # Ctrl-C (or a probe bug) with the socket open: leave like a client
+            # should, so the gateway records a close, and the trace says how.
+            if ws is not None and not ws.closed:
+                try:
+                    self._ended(ws.close(1001, "probe interrupted", wait=True))
+                except Exception:  # noqa: BLE001 (already leaving; the original error matters)
+                    ws.abort()
+                    self.rec.add("note", {"detail": "the probe dropped the connection without a close frame"})
+            raise
         finally:
             if ws is not None and not ws.closed:
                 ws.abort()
