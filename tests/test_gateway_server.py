@@ -203,6 +203,48 @@ def test_token_rate_limit_answers_429_with_retry_after(start: Any) -> None:
     assert gw.stats()["tokens"] == {"issued": 2, "refused": {"429": 1, "503": 0, "400": 0}}
 
 
+def raw_http(gw: GatewayProcess, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as bytes, read until the gateway closes; (status, headers, body)."""
+    host, port = gw._base().rsplit("//", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(request)
+        wire = b""
+        while chunk := raw.recv(65536):
+            wire += chunk
+    head, _, body = wire.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split(" ")[1]), headers, body
+
+
+def test_a_chunked_token_request_is_issued_a_token(start: Any) -> None:
+    gw = start()
+    body = json.dumps({"displayName": "Chunked Guest"}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:7], body[7:])) + b"0\r\n\r\n"
+    status, headers, answer = raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\n"
+                                       b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+    assert status == 201 and headers["content-type"] == "application/json"
+    grant = json.loads(answer)
+    assert TokenSigner(SECRET).verify(grant["token"], grant["guestId"], time.time()).ok
+    bad = b'{"displayName": 17}'
+    status, _, answer = raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"%x\r\n%s\r\n0\r\n\r\n" % (len(bad), bad))
+    assert status == 400 and set(json.loads(answer)) == {"error", "message"}
+    assert gw.stats()["tokens"] == {"issued": 1, "refused": {"429": 0, "503": 0, "400": 1}}
+
+
+def test_oversized_heads_and_bodies_and_malformed_requests_are_refused(start: Any) -> None:
+    gw = start()
+    huge_head = b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
+    assert raw_http(gw, huge_head)[0] == 431
+    big = b"x" * (64 * 1024 + 1)
+    assert raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % len(big))[0] == 413
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
+    assert raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)[0] == 413
+    assert raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\nContent-Length: nope\r\n\r\n")[0] == 400
+    assert gw.stats()["tokens"]["issued"] == 0
+
+
 def test_health_404_and_the_exact_stats_shape(start: Any) -> None:
     gw = start()
     assert gw.request("GET", "/_gateway/health") == (200, {"status": "ok"})
@@ -619,12 +661,12 @@ def wait_for(predicate: Any, timeout: float = 5) -> None:
 
 
 def test_a_handler_bug_closes_1011_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loadkit.gateway.server import Session
+    from loadkit.gateway.guest import GuestSession
 
-    async def broken(self: Session, frame: dict[str, Any]) -> bool:
+    async def broken(self: GuestSession, frame: dict[str, Any]) -> bool:
         raise RuntimeError("planted bug")
 
-    monkeypatch.setattr(Session, "_on_message", broken)
+    monkeypatch.setattr(GuestSession, "on_message", broken)
     with in_process() as gateway:
         url = gateway.url.replace("http", "ws") + "/api/v2/guest/websocket"
         with connect(url, proxy=None, compression=None, open_timeout=5) as conn:

@@ -220,14 +220,22 @@ def test_an_ack_and_an_agent_reply_to_our_message_refer_to_the_message(
 
 def _gateway_token_response(request_body: bytes) -> tuple[bytes, Any]:
     """The token response of the reference gateway, as bytes on the wire, and its signer."""
-    from loadkit.gateway.server import TOKEN_PATH, Gateway, _http_response
+    from loadkit.gateway.server import TOKEN_PATH, Gateway
     from loadkit.gateway.settings import GatewaySettings
 
     async def issue() -> tuple[bytes, Any]:
         gateway = Gateway(GatewaySettings(seed=1, secret="test-secret"))
-        status, body, headers = gateway.handle_http("POST", TOKEN_PATH, request_body)
-        assert status == 201
-        return _http_response(status, body, headers), gateway.signer
+        port = await gateway.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (TOKEN_PATH.encode(), len(request_body), request_body))
+            wire = await reader.read()  # the gateway closes after its answer
+            writer.close()
+        finally:
+            await gateway.shutdown()
+        assert wire.startswith(b"HTTP/1.1 201 ")
+        return wire, gateway.signer
 
     return asyncio.run(issue())
 

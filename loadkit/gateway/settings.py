@@ -96,7 +96,7 @@ class GatewaySettings:
 
     def public_dict(self) -> dict[str, Any]:
         """The effective settings as JSON-ready data, without the secret."""
-        data = _to_plain(self)
+        data: dict[str, Any] = _to_plain(self)
         del data["secret"]
         return data
 
@@ -284,7 +284,7 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(tp) and tp is not Delay:
             if not isinstance(value, Mapping):
                 raise SettingsError(f"'{path}' is a table: write [{path}] in TOML or --set {path}.NAME=VALUE")
-            kwargs[key] = _build(tp, value, f"{path}.")
+            kwargs[key] = _build(typing.cast(type, tp), value, f"{path}.")
             continue
         try:
             kwargs[key] = _coerce(value, tp)
@@ -332,4 +332,5 @@ def load_settings(
         _apply_override(raw, assignment)
     if seed is not None:
         raw["seed"] = seed
-    return _build(GatewaySettings, raw, "")
+    settings: GatewaySettings = _build(GatewaySettings, raw, "")
+    return settings

@@ -1,4 +1,4 @@
-"""Genesys Web Messaging on the reference gateway: ``/v1?deploymentId=…``.
+"""Genesys Web Messaging on the reference gateway: one socket on ``/v1?deploymentId=…``.
 
 Why here: the ``webmessaging`` profile is only believable once it has run
 against a server that does what ``webmessaging-protocol.md`` says, including
@@ -7,21 +7,13 @@ the parts a real deployment would punish a load test for (the 2 per second
 marks UNKNOWN is a setting (``[webmessaging]`` in ``settings.py``), never a
 guess in this code.
 
-Shape, mirroring ``server.Session``:
-
-- ``Hub``: one per gateway. Admits upgrades on ``/v1`` (Origin allow-list →
-  403), keeps the guest sessions by token (a session outlives its sockets:
-  that is what makes a reconnect answer ``newSession: false``), counts what
-  only this protocol has (``GET /_gateway/webmessaging``). Opened,
-  authenticated and closed sessions go to the gateway's shared ground truth
-  (``/_gateway/stats``), exactly like guest sessions.
-- ``GuestSession``: the session a token names: its sockets in join order, its
-  ``onMessage`` rate window, its last activity (for the inactivity TTL).
+- ``admission``: the endpoint's own check of an upgrade (Origin allow-list →
+  403), and what it remembers of the request (deploymentId, application);
 - ``Connection``: one socket, straight-line code around one ``recv()``.
   Another socket's action that concerns this one (an eviction, a cleared or
-  closed session, an expiry) is posted as a *notice*: it reschedules this
-  socket's receive deadline to now, so the socket's own task sends the event
-  and closes, and no close is ever abandoned half-way by another task.
+  closed session, an expiry) arrives as a *notice* from the hub
+  (``webmessaging_hub.py``): it reschedules this socket's receive deadline to
+  now, so the socket's own task sends the event and closes.
 """
 
 from __future__ import annotations
@@ -30,12 +22,8 @@ import asyncio
 import collections
 import logging
 import math
-import time
-import uuid
-from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -43,190 +31,59 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
-from .wire import inject_drop
-from .stats import CloseRecord, Phase, close_record
+from . import webmessaging_frames as frames
+from .connection import GatewayConnection, refuse
+from .faults import SessionPlan
+from .limiter import SlidingWindow
+from .sessions import Admit, Context, Session, SessionFactory
+from .webmessaging_hub import ACTIONS, Hub, TokenSession
 
-if TYPE_CHECKING:
-    from .server import Gateway, GatewayConnection
-    from .settings import WebMessagingSettings
-
-__all__ = ["WM_PATH", "STATS_PATH", "Admission", "Hub", "Connection", "GuestSession"]
+__all__ = ["WM_PATH", "STATS_PATH", "Admission", "Connection", "admission"]
 
 log = logging.getLogger("loadkit.gateway")
 
 WM_PATH = "/v1"
 STATS_PATH = "/_gateway/webmessaging"
 MAX_TOKEN_CHARS = 2048
-ACTIONS = ("configureSession", "onMessage", "echo", "closeSession", "getJwt")
-BOT_TEXT = "Hi, how can I help?"
-
-#: A notice from another socket, and what it makes this socket send.
-NOTICES = {
-    "evicted": "ConnectionClosedEvent",   # a 4th socket pushed this one out
-    "closed": "ConnectionClosedEvent",    # closeSession(closeAllConnections) on another socket
-    "cleared": "SessionClearedEvent",     # Presence Clear: the conversation is over
-    "expired": "SessionExpiredEvent",     # the session's inactivity TTL passed
-}
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """What the upgrade request said, kept on the connection."""
+    """What the upgrade request said, kept for the socket's session."""
 
     deployment_id: str | None
     origin: str | None
     application: str | None
 
 
-class WebMessagingStats:
-    """Counters only this protocol has; sessions and closes live in ``GatewayStats``."""
+def admission(ctx: Context, hub: Hub) -> Admit:
+    """Check the Origin; remember deploymentId and application for the socket."""
 
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter(dict.fromkeys((*ACTIONS, "other", "invalid"), 0))
-        self.sent: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.sessions_new = 0
-        self.sessions_resumed = 0
-        self.evicted = 0
-        self.closed_by_close_session = 0
-        self.cleared = 0
-        self.expired = 0
-        self.deployment_not_found = 0
-        self.origin_refused = 0
-        self.rate_limited = 0
-        self.echo_limited = 0
-        self.text_too_long = 0
-
-    def snapshot(self, active_sessions: int = 0) -> dict[str, Any]:
-        return {
-            "frames_received": dict(self.received),
-            "frames_sent": dict(sorted(self.sent.items())),
-            "errors_sent": dict(sorted(self.errors.items())),
-            "sessions": {"new": self.sessions_new, "resumed": self.sessions_resumed, "active": active_sessions},
-            "connection_closed_events": {"evicted": self.evicted, "close_session": self.closed_by_close_session},
-            "sessions_cleared": self.cleared,
-            "sessions_expired": self.expired,
-            "deployment_not_found": self.deployment_not_found,
-            "origin_refused": self.origin_refused,
-            "rate_limited": self.rate_limited,
-            "echo_limited": self.echo_limited,
-            "text_too_long": self.text_too_long,
-        }
-
-
-class GuestSession:
-    """The session one token names, across its sockets."""
-
-    __slots__ = ("token", "conns", "window", "last_activity", "forget")
-
-    def __init__(self, token: str, now: float) -> None:
-        self.token = token
-        self.conns: list[Connection] = []
-        self.window: collections.deque[float] = collections.deque()
-        self.last_activity = now
-        self.forget: asyncio.TimerHandle | None = None
-
-
-class Hub:
-    """Web Messaging for one gateway: admission, sessions by token, protocol counters."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-        self.stats = WebMessagingStats()
-        self.sessions: dict[str, GuestSession] = {}
-
-    @property
-    def settings(self) -> WebMessagingSettings:
-        return self.gw.settings.webmessaging
-
-    def snapshot(self) -> dict[str, Any]:
-        return self.stats.snapshot(len(self.sessions))
-
-    # --- admission ------------------------------------------------------------
-
-    def admit(self, conn: GatewayConnection, request: Request) -> Response | None:
-        """Check the Origin; remember deploymentId and application. A Response refuses."""
+    def admit(conn: GatewayConnection, request: Request) -> Response | SessionFactory:
         origin = request.headers.get("Origin")
-        allowed = self.settings.origins
+        allowed = hub.settings.origins
         if allowed and origin not in allowed:
-            self.stats.origin_refused += 1
-            return self.gw._refuse(conn, 403, "forbidden", "origin not allowed for this deployment")
+            hub.stats.origin_refused += 1
+            return refuse(ctx.stats, 403, "forbidden", "origin not allowed for this deployment")
         query = parse_qs(urlsplit(request.path).query)
-        conn.webmessaging = Admission(query.get("deploymentId", [None])[0], origin,
-                                      query.get("application", [None])[0])
-        return None
+        said = Admission(query.get("deploymentId", [None])[0], origin, query.get("application", [None])[0])
+        return lambda plan: Connection(ctx, hub, conn, said, plan)
 
-    def session(self, conn: GatewayConnection) -> Connection:
-        return Connection(self, conn)
-
-    # --- sessions by token -------------------------------------------------------
-
-    def join(self, token: str, conn: Connection, start_new: bool) -> tuple[GuestSession, bool]:
-        """The session ``token`` names (a new one if none, or it expired); True if new."""
-        now = self.gw.loop.time()
-        ttl = self.settings.session_ttl_s
-        gs = self.sessions.get(token)
-        new = gs is None or (ttl > 0 and now - gs.last_activity >= ttl) or start_new
-        if gs is not None and new:
-            self.end(gs, "closed" if start_new else "expired")
-            gs = None
-        if gs is None:
-            gs = self.sessions[token] = GuestSession(token, now)
-        if gs.forget is not None:
-            gs.forget.cancel()
-            gs.forget = None
-        gs.last_activity = now
-        gs.conns.append(conn)
-        return gs, new
-
-    def leave(self, conn: Connection) -> None:
-        """``conn`` no longer belongs to its session; forget an empty session after a while."""
-        gs = conn.guest
-        conn.guest = None
-        if gs is None:
-            return
-        if conn in gs.conns:
-            gs.conns.remove(conn)
-        if not gs.conns and self.sessions.get(gs.token) is gs and gs.forget is None:
-            gs.forget = self.gw.loop.call_later(self.settings.resume_window_s, self._forget, gs)
-
-    def _forget(self, gs: GuestSession) -> None:
-        gs.forget = None
-        if not gs.conns and self.sessions.get(gs.token) is gs:
-            del self.sessions[gs.token]
-
-    def end(self, gs: GuestSession, notice: str, exclude: Connection | None = None) -> None:
-        """End a session: forget it, and tell each of its sockets (but ``exclude``) why."""
-        if self.sessions.get(gs.token) is gs:
-            del self.sessions[gs.token]
-        if gs.forget is not None:
-            gs.forget.cancel()
-            gs.forget = None
-        for conn in list(gs.conns):
-            conn.guest = None
-            if conn is not exclude:
-                conn.notify(notice)
-        gs.conns.clear()
+    return admit
 
 
-def _iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class Connection:
+class Connection(Session):
     """One Web Messaging socket, from the upgrade to the recorded close."""
 
-    def __init__(self, hub: Hub, conn: GatewayConnection) -> None:
-        assert conn.webmessaging is not None and conn.plan is not None
+    label = "webmessaging session"
+
+    def __init__(self, ctx: Context, hub: Hub, conn: GatewayConnection, admission: Admission,
+                 plan: SessionPlan) -> None:
+        super().__init__(ctx, conn, plan)
         self.hub = hub
-        self.gw = hub.gw
         self.settings = hub.settings
-        self.conn = conn
-        self.admission = conn.webmessaging
-        self.plan = conn.plan
-        self.loop = asyncio.get_running_loop()
-        self.phase: Phase = "pre_auth"
-        self.guest: GuestSession | None = None
+        self.admission = admission
+        self.guest: TokenSession | None = None
         self.token: str | None = None
         self.configured = False
         self.expired = False       # the session expired and the socket stayed open
@@ -235,32 +92,13 @@ class Connection:
         self.opened_at = self.loop.time()
         self.last_frame = self.opened_at
         self.drop_at = math.inf
-        self.echoes: collections.deque[float] = collections.deque()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.message_plans = self.gw.plan.messages(self.plan.seq)
+        self.echoes = SlidingWindow(self.settings.echo_limit_per_min, 60.0)
         self._timeout: asyncio.Timeout | None = None
 
     # --- life -------------------------------------------------------------------
 
-    async def run(self) -> CloseRecord:
-        try:
-            await self._serve()
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("webmessaging session %s failed", self.plan.seq)
-            await self.conn.close(1011, "internal error")
-        finally:
-            self.hub.leave(self)
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            if self.conn.protocol.state is OPEN:  # every path closes; this is a bug net
-                log.error("webmessaging session %s ended without a close", self.plan.seq)
-                await self.conn.close(1011, "internal error")
-            await self.conn.wait_closed()
-        p = self.conn.protocol
-        return close_record(p.close_sent, p.close_rcvd, p.close_rcvd_then_sent, self.phase)
+    def finish(self) -> None:
+        self.hub.leave(self)
 
     def notify(self, notice: str) -> None:
         """Called by another socket's task: act on ``notice`` as soon as this task can."""
@@ -268,7 +106,7 @@ class Connection:
         if self._timeout is not None:
             self._timeout.reschedule(self.loop.time())
 
-    async def _serve(self) -> None:
+    async def serve(self) -> None:
         while True:
             try:
                 raw = await self._receive(self._deadline())
@@ -314,7 +152,7 @@ class Connection:
             return await self._on_notice(self.notices.popleft())
         now = self.loop.time()
         if now >= self.drop_at:
-            await self._drop()
+            await self.drop()
             return True
         if self.guest is not None and s.session_ttl_s > 0 and now >= self.guest.last_activity + s.session_ttl_s:
             self.hub.stats.expired += 1
@@ -330,10 +168,8 @@ class Connection:
 
     async def _on_notice(self, notice: str) -> bool:
         s = self.settings
-        cls = NOTICES[notice]
-        await self._send({"type": "message" if notice != "expired" else "response", "class": cls,
-                          "code": 200, "body": {}})
-        if cls == "ConnectionClosedEvent":
+        await self._send(frames.notice(notice))
+        if frames.NOTICES[notice] == "ConnectionClosedEvent":
             if s.connection_closed_code:
                 await self.conn.close(s.connection_closed_code, "connection closed")
                 return True
@@ -344,10 +180,6 @@ class Connection:
                 return True
             self.expired = True
         return False
-
-    async def _drop(self) -> None:
-        """Injected drop (faults.drop_fraction): a close with the planned code, or a TCP reset."""
-        await inject_drop(self.conn, self.plan.drop_code, self.gw.stats)
 
     # --- sending ------------------------------------------------------------------
 
@@ -371,32 +203,14 @@ class Connection:
         except ConnectionClosed:
             pass
         if written:
-            self._count(frame)
-
-    def _count(self, frame: dict[str, Any]) -> None:
-        stats = self.hub.stats
-        stats.sent[frame["class"]] += 1
-        code = frame["code"]
-        if code >= 400:
-            body = frame["body"]
-            stats.errors[str(body.get("errorCode", code)) if isinstance(body, dict) else str(code)] += 1
-
-    async def _respond(self, cls: str, code: int, body: Any, tracing: Any = None) -> None:
-        frame: dict[str, Any] = {"type": "response", "class": cls, "code": code, "body": body}
-        if tracing is not None:
-            frame["tracingId"] = tracing
-        await self._send(frame)
+            self.hub.stats.frame_sent(frame)
 
     async def _error(self, code: int, text: str, tracing: Any = None) -> None:
-        await self._respond("string", code, text, tracing)
-
-    async def _too_many(self, retry_after: int, text: str, tracing: Any) -> None:
-        await self._respond("TooManyRequestsErrorMessage", 429,
-                            {"retryAfter": retry_after, "errorCode": 4029, "errorMessage": text}, tracing)
+        await self._send(frames.response("string", code, text, tracing))
 
     async def _push_to_session(self, frame: dict[str, Any]) -> None:
         """Send a push to every socket of this session (only this one if detached)."""
-        targets = list(self.guest.conns) if self.guest is not None else [self]
+        targets = [c for c in self.guest.conns if isinstance(c, Connection)] if self.guest is not None else [self]
         data = orjson.dumps(frame)
         for target in targets:
             await self._send_to(target, data, frame)
@@ -445,8 +259,7 @@ class Connection:
         elif action == "closeSession":
             self._close_session(frame)
         else:  # getJwt
-            await self._respond("JwtResponse", 200, {"jwt": f"loadkit.{uuid.uuid4().hex}",
-                                                     "exp": int(time.time()) + 3600}, tracing)
+            await self._send(frames.response("JwtResponse", 200, frames.jwt_body(), tracing))
         return False
 
     async def _configure(self, frame: dict[str, Any], tracing: Any) -> bool:
@@ -462,7 +275,8 @@ class Connection:
             self.hub.stats.deployment_not_found += 1
             return await self._refuse_configure(400, "Deployment not found", tracing)
         if self.guest is not None and token == self.token:  # configured twice on one socket
-            await self._session_response(False, tracing)
+            await self._send(frames.response("SessionResponse", 200, frames.session_body(False, s.session_ttl_s),
+                                             tracing))
             return False
         if self.guest is not None:
             self.hub.leave(self)
@@ -483,23 +297,14 @@ class Connection:
             self.hub.stats.sessions_new += 1
         else:
             self.hub.stats.sessions_resumed += 1
-        await self._session_response(new, tracing)
+        await self._send(frames.response("SessionResponse", 200, frames.session_body(new, s.session_ttl_s), tracing))
         if not self.configured:
             self.configured = True
             self.phase = "authenticated"
-            self.gw.stats.authenticated += 1
+            self.ctx.stats.authenticated += 1
             if self.plan.drop_after_s is not None:
                 self.drop_at = self.loop.time() + self.plan.drop_after_s
         return False
-
-    async def _session_response(self, new: bool, tracing: Any) -> None:
-        body: dict[str, Any] = {"connected": True, "newSession": new, "readOnly": False,
-                                "maxCustomDataBytes": 2048}
-        ttl = self.settings.session_ttl_s
-        if ttl > 0:
-            body["durationSeconds"] = int(ttl)
-            body["expirationDate"] = int(time.time() + ttl)
-        await self._respond("SessionResponse", 200, body, tracing)
 
     async def _refuse_configure(self, code: int, text: str, tracing: Any) -> bool:
         await self._error(code, text, tracing)
@@ -515,26 +320,14 @@ class Connection:
             await self._error(400, "token is required", tracing)
             return
         now = self.loop.time()
-        limit = s.echo_limit_per_min
-        if limit:
-            while self.echoes and self.echoes[0] <= now - 60.0:
-                self.echoes.popleft()
-            if len(self.echoes) >= limit:
-                self.hub.stats.echo_limited += 1
-                await self._too_many(max(1, math.ceil(self.echoes[0] + 60.0 - now)),
-                                     "Echo rate too high for this connection", tracing)
-                return
-            self.echoes.append(now)
+        retry = self.echoes.admit(now)
+        if retry is not None:
+            self.hub.stats.echo_limited += 1
+            await self._send(frames.too_many(retry, "Echo rate too high for this connection", tracing))
+            return
         if self.guest is not None:
             self.guest.last_activity = now
-        message = frame.get("message")
-        body: dict[str, Any] = {"text": "ping", "type": "Text", "direction": "Inbound", "id": str(uuid.uuid4())}
-        if isinstance(message, dict):
-            if isinstance(message.get("text"), str):
-                body["text"] = message["text"]
-            if isinstance(message.get("metadata"), dict):
-                body["metadata"] = message["metadata"]
-        await self._respond("StructuredMessage", 200, body, tracing)
+        await self._send(frames.response("StructuredMessage", 200, frames.echo_body(frame.get("message")), tracing))
 
     async def _on_message(self, frame: dict[str, Any], tracing: Any) -> None:
         s = self.settings
@@ -559,44 +352,23 @@ class Connection:
         else:
             await self._error(400, "Invalid message type", tracing)
             return
-        now = self.loop.time()
-        while gs.window and gs.window[0] <= now - 1.0:
-            gs.window.popleft()
-        if s.rate_limit_per_s and len(gs.window) >= s.rate_limit_per_s:
+        retry = gs.window.admit(self.loop.time())
+        if retry is not None:
             self.hub.stats.rate_limited += 1
-            await self._too_many(max(1, math.ceil(gs.window[0] + 1.0 - now)),
-                                 "Message rate too high for this session", tracing)
+            await self._send(frames.too_many(retry, "Message rate too high for this session", tracing))
             return
-        gs.window.append(now)
-        body: dict[str, Any] = {"type": kind, "direction": "Inbound", "id": str(uuid.uuid4()),
-                                "channel": {"time": _iso_now()}}
-        if kind == "Text":
-            body["text"] = text
-        else:
-            body["events"] = events
-        echo: dict[str, Any] = {"type": "message", "class": "StructuredMessage", "code": 200, "body": body}
-        if tracing is not None:
-            echo["tracingId"] = tracing
-        await self._push_to_session(echo)
+        await self._push_to_session(frames.inbound(kind, text if kind == "Text" else events, tracing))
         if kind == "Event":
-            if any(isinstance(e, dict) and e.get("eventType") == "Presence"
-                   and isinstance(e.get("presence"), dict) and e["presence"].get("type") == "Clear"
-                   for e in events):
+            if frames.is_presence_clear(events):
                 self.hub.stats.cleared += 1
                 self.hub.end(gs, "cleared")
             return
-        if self.gw.settings.agent_replies:
-            delay = next(self.message_plans).agent_delay_s
-            task = self.loop.create_task(self._bot_reply(delay))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        if self.ctx.settings.agent_replies:
+            self.spawn(self._bot_reply(self.next_message_plan().agent_delay_s))
 
     async def _bot_reply(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        frame = {"type": "message", "class": "StructuredMessage", "code": 200,
-                 "body": {"type": "Text", "text": BOT_TEXT, "direction": "Outbound", "id": str(uuid.uuid4()),
-                          "channel": {"time": _iso_now(), "type": "Private"}, "originatingEntity": "Bot"}}
-        await self._push_to_session(frame)
+        await self._push_to_session(frames.bot_reply())
 
     def _close_session(self, frame: dict[str, Any]) -> None:
         """closeSession: no answer; the token's other sockets get ConnectionClosedEvent (if asked)."""
