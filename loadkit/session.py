@@ -28,7 +28,7 @@ from loadkit.errors import (
     UpgradeRefused,
 )
 from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
-from loadkit.metrics.recorder import HARNESS_WAIT, Recorder
+from loadkit.metrics.recorder import HARNESS_LAG, HARNESS_WAIT, Recorder
 from loadkit.protocol.base import (
     BINARY_FRAME,
     UNMATCHED_ANSWER,
@@ -119,7 +119,10 @@ class SessionDriver:
                 self._dropped_at = self.transport.now()
                 attempt = 0
             attempt += 1
-            self.transport.sleep(backoff(attempt, s.reconnect_base_s, s.reconnect_cap_s, self.rng))
+            pause = backoff(attempt, s.reconnect_base_s, s.reconnect_cap_s, self.rng)
+            due = self.transport.now() + pause
+            self.transport.sleep(pause)
+            self.recorder.observe(HARNESS_LAG, int((self.transport.now() - due) * 1e6))
             self.recorder.reconnect_attempts += 1
             # Keep the identity while the grant is good; a refused auth means
             # it is not (a restarted gateway may have a new signing key).
@@ -449,6 +452,8 @@ class SessionDriver:
             wait = min(end_at, next_ping, next_msg, pong_due) - now
             data = ws.recv(wait if wait > 0 else 0)
             if data is None:
+                if wait > 0:  # a timer wake-up: how late it came is the harness's lag
+                    rec.observe(HARNESS_LAG, int((t.now() - now - wait) * 1e6))
                 continue
             last_rx = self._arrival(ws)
             ev = self._event(data)

@@ -45,6 +45,17 @@ def _seconds(what: str, positive: bool = True) -> Callable[[str], Any]:
     return _typed(lambda t: parse_seconds(t, what, positive))
 
 
+def parse_lag_limit(text: str | float) -> float:
+    """``--lag-limit MS``: a number of milliseconds greater than 0."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--lag-limit must be a number of milliseconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"--lag-limit must be a number of milliseconds greater than 0, got {text!r}")
+    return value
+
+
 def _profile(text: str) -> str:
     if text not in registry.names():
         raise argparse.ArgumentTypeError(f"unknown profile {text!r}: expected one of {', '.join(registry.names())}")
@@ -101,6 +112,8 @@ def register(parser: Any) -> None:
         help="loadkit: share of the run a harness process may spend above 90%% CPU before the run is invalid")
     add("--saturation-cpu", type=_seconds("--saturation-cpu"), default="90",
         help="loadkit: CPU percent above which a harness process counts as saturated")
+    add("--lag-limit", type=_typed(parse_lag_limit), default="100",
+        help="loadkit: generator lag p99 in ms above which the run is invalid (the harness was too busy)")
     add("--tls-ca", default="", help="loadkit: PEM file of CA certificates to verify an https:// target with")
     add("--gateway-set", action="append", default=[], is_multiple=True,
         help="loadkit: KEY=VALUE setting for the embedded gateway (repeatable)")

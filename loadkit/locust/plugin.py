@@ -29,12 +29,13 @@ from locust import runners
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadkit.errors import ConfigError
-from loadkit.locust import embedded, options, testruns
+from loadkit.locust import embedded, lag, options, testruns
 from loadkit.metrics.recorder import HARNESS_SERIES, Recorder
 from loadkit.protocol import get_profile
 from loadkit.protocol.base import auth_styles, check_keepalive
 from loadkit.settings import behaviour
-from loadkit.report.build import build_report, connect_failures, harness_section, verdict_of
+from loadkit.report.build import build_report, connect_failures, verdict_of
+from loadkit.report.harness import DEFAULT_LAG_LIMIT_MS, harness_section
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.summary import render_summary
 from loadkit.session import LiveSessions
@@ -94,6 +95,7 @@ class Runtime:
 
         opts = self.opts
         self.settings = options.settings_from(opts)
+        options.parse_lag_limit(getattr(opts, "lag_limit", DEFAULT_LAG_LIMIT_MS))  # the web UI skips type=
         if self.scenario is not None:
             self.profile = self.scenario.make_profile(opts.protocol)
         else:
@@ -292,7 +294,9 @@ class Runtime:
         drift = {"window_s": float(self.opts.series_interval), "first": self.drift_first,
                  "last": self.drift_last}
         return build_report(self.total, open_sessions=self.open_sessions(), run=self.run_info(),
-                            drift=drift, saturation=self.saturation(), gateway=gateway)
+                            drift=drift, saturation=self.saturation(), gateway=gateway,
+                            lag_limit_ms=options.parse_lag_limit(getattr(self.opts, "lag_limit", None)
+                                                                 or DEFAULT_LAG_LIMIT_MS))
 
     def finish(self) -> int:
         """Close the last window, write every report, print the summary; the exit code."""
@@ -438,6 +442,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     from loadkit.locust import distributed
 
     distributed.install(environment, rt)
+    lag.install(environment, rt)
     if not rt.is_worker and not environment.host:
         try:
             rt.gateway = embedded.start(list(opts.gateway_set or []))

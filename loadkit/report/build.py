@@ -6,7 +6,8 @@ from typing import Any
 
 from loadkit import __version__
 from loadkit.lifecycle import Outcome
-from loadkit.metrics.recorder import HARNESS_LAG, HARNESS_SERIES, HARNESS_WAIT, LATENCY_PHASES, Recorder
+from loadkit.metrics.recorder import HARNESS_SERIES, LATENCY_PHASES, Recorder
+from loadkit.report.harness import harness_section, lag_check
 from loadkit.settings import mark_label
 
 #: Outcomes that mean "no connection could be made at all".
@@ -15,7 +16,7 @@ UNREACHABLE_OUTCOMES = frozenset({Outcome.CONNECT_REFUSED.value, Outcome.CONNECT
 
 def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
                  drift: dict[str, Any] | None = None, saturation: dict[str, Any] | None = None,
-                 gateway: dict[str, Any] | None = None) -> dict[str, Any]:
+                 gateway: dict[str, Any] | None = None, lag_limit_ms: float | None = None) -> dict[str, Any]:
     outcomes = total.outcomes()
     ended = sum(outcomes.values())
     by_phase: dict[str, dict[str, int]] = {}
@@ -52,7 +53,7 @@ def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
             for phase in (*LATENCY_PHASES, *(k for k in total.latency
                                               if k not in LATENCY_PHASES and k not in HARNESS_SERIES))
         },
-        "harness": harness_section(total),
+        "harness": harness_section(total, lag_limit_ms),
         "reconnect": {
             "attempts": total.reconnect_attempts,
             "successes": total.reconnect_successes,
@@ -78,16 +79,10 @@ def build_report(total: Recorder, *, open_sessions: int, run: dict[str, Any],
         report["saturation"] = saturation
     if gateway is not None:
         report["gateway"] = gateway
+    lag = lag_check(report["harness"])
+    if lag is not None:
+        report["validity"] = {"checks": [lag]}
     return report
-
-
-def harness_section(rec: Recorder) -> dict[str, Any]:
-    """The harness's own delays (see docs/report-schema.md): token-call waits inside
-    the harness and generator lag, in milliseconds."""
-    wait = rec.latency.get(HARNESS_WAIT)
-    lag = rec.latency.get(HARNESS_LAG)
-    return {"wait_ms": (wait.summary_ms((50, 95, 99)) if wait else {"count": 0}),
-            "lag_ms": (lag.summary_ms((50, 95, 99)) if lag else {"count": 0})}
 
 
 def bad_frames(total: Recorder) -> dict[str, Any]:
@@ -130,6 +125,9 @@ def verdict_of(report: dict[str, Any]) -> str:
     if not report.get("saturation", {}).get("valid", True):
         return "invalid"
     if report.get("run", {}).get("workers", {}).get("lost"):
+        return "invalid"
+    checks = (report.get("validity") or {}).get("checks") or []
+    if any(not c.get("ok", True) and c.get("fails_as", "invalid") == "invalid" for c in checks):
         return "invalid"
     if any(not t["passed"] for t in report.get("thresholds", [])):
         return "fail"

@@ -388,6 +388,10 @@ def _charts(series: Sequence[Mapping[str, Any]]) -> str:
     charts.append(_chart("Drops and close codes per minute", "per minute", xs, drop_lines))
     charts.append(_chart("Reconnects per minute", "reconnects per minute", xs,
                          [_Line("reconnects", _per_minute(rows, xs, lambda r: r.get("reconnects")), _PALETTE[4])]))
+    if any(_dict(_dict(r.get("harness")).get("lag_ms")).get("count") for r in rows):
+        charts.append(_chart("Generator lag (timers firing late: the harness, not the target)", "milliseconds", xs, [
+            _Line(stat, [_num(_dict(_dict(r.get("harness")).get("lag_ms")).get(stat)) for r in rows],
+                  _PERCENTILE_COLORS[stat]) for stat in ("p50", "p95", "p99")]))
     if any(_num(r.get("cpu_percent")) is not None for r in rows):
         charts.append(_chart("Load generator CPU", "CPU percent", xs,
                              [_Line("cpu", [_num(r.get("cpu_percent")) for r in rows], _PALETTE[6])]))
@@ -573,6 +577,27 @@ def _drift(report: Mapping[str, Any]) -> str:
 
 
 def _saturation(report: Mapping[str, Any]) -> str:
+    return _harness(report) + _cpu(report)
+
+
+def _harness(report: Mapping[str, Any]) -> str:
+    """The harness's own delays: generator lag and the token call's wait inside loadkit."""
+    harness = _dict(report.get("harness"))
+    if not harness:
+        return ""
+    named = (("generator lag", "lag_ms"), ("token call's wait inside the harness", "wait_ms"))
+    rows = [(_e(name), *(_fmt(_dict(harness.get(key)).get(col)) for col in _LATENCY_COLUMNS))
+            for name, key in named if key in harness]
+    warn = ""
+    for check in _list(_dict(report.get("validity")).get("checks")):
+        if isinstance(check, Mapping) and check.get("name") == "lag" and check.get("ok") is False:
+            warn = f'<p class="warn">{_e(check.get("detail"))}</p>'
+    limit = harness.get("lag_limit_ms")
+    note = f'<p class="sub">Lag limit (p99): {_fmt(limit)} ms.</p>' if limit is not None else ""
+    return warn + note + _table(("harness (ms)", *_LATENCY_COLUMNS), rows, numeric=range(1, len(_LATENCY_COLUMNS) + 1))
+
+
+def _cpu(report: Mapping[str, Any]) -> str:
     saturation = report.get("saturation")
     if not isinstance(saturation, Mapping):
         return _not_measured("Load generator saturation")

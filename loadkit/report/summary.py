@@ -99,6 +99,9 @@ def render_summary(report: dict[str, Any]) -> str:
         lines.append(f"embedded gateway's own record: authenticated {gw['sessions']['authenticated']}, "
                      f"closes {sum(theirs.values())} by code and initiator: "
                      + ("the same as the harness" if same else "DIFFERENT from the harness (see the report)"))
+    for check in (report.get("validity") or {}).get("checks") or []:
+        if not check.get("ok", True):
+            lines.append(f"INVALID RUN: {check.get('name')}: {check.get('detail')}")
     for t in report.get("thresholds", []):
         mark = "PASS" if t["passed"] else "FAIL"
         lines.append(f"threshold {mark}: {t['expr']}  (value {_fmt(t['value'])})")
