@@ -112,7 +112,7 @@ def test_a_normal_runs_lag_is_a_few_milliseconds(tmp_path: Path) -> None:
     report = run.report
     assert report is not None, run.stderr[-3000:]
     lag = report["harness"]["lag_ms"]
-    assert lag["count"] >= 50  # the probe (20/s) and the guests' own timers
+    assert lag["count"] >= 150  # the probe (50/s) and the guests' own timers
     assert lag["p50"] < 5 and lag["p99"] < 50, lag  # a shared 2-core machine: generous, still far from a hog
     assert report["harness"]["lag_limit_ms"] == 100.0
     assert {c["name"]: c["ok"] for c in report["validity"]["checks"]}["lag"] is True
