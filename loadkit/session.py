@@ -71,10 +71,13 @@ class LiveSessions:
     ``started == ended + open``.
     """
 
-    __slots__ = ("open",)
+    __slots__ = ("open", "stopping")
 
     def __init__(self) -> None:
         self.open = 0
+        #: the run is stopping: timers that fire late now (Locust's stop
+        #: itself holds the loop for tens of ms) are not the run's lag
+        self.stopping = False
 
 
 class SessionDriver:
@@ -452,7 +455,7 @@ class SessionDriver:
             wait = min(end_at, next_ping, next_msg, pong_due) - now
             data = ws.recv(wait if wait > 0 else 0)
             if data is None:
-                if wait > 0:  # a timer wake-up: how late it came is the harness's lag
+                if wait > 0 and not self.live.stopping:  # a timer wake-up: how late it came is the harness's lag
                     rec.observe(HARNESS_LAG, int((t.now() - now - wait) * 1e6))
                 continue
             last_rx = self._arrival(ws)

@@ -32,7 +32,7 @@ def probe(rt: Any, interval: float = PROBE_INTERVAL_S) -> None:
 
 
 def install(environment: Any, rt: Any) -> None:
-    """Run the probe from each test_start to its test_stop, in processes that run users."""
+    """Run the probe from each test_start until the run starts stopping, in processes that run users."""
     from locust.runners import MasterRunner
 
     if isinstance(environment.runner, MasterRunner):
@@ -41,11 +41,16 @@ def install(environment: Any, rt: Any) -> None:
 
     @environment.events.test_start.add_listener
     def _start(**_kw: Any) -> None:
+        rt.live.stopping = False
         if state["greenlet"] is None or state["greenlet"].dead:
             state["greenlet"] = gevent.spawn(probe, rt)
 
-    @environment.events.test_stop.add_listener
+    # Stop measuring when the stop begins: Locust's stop holds the loop for
+    # tens of milliseconds (it inspects the stack to log its caller), which
+    # is not lag the run's sessions saw.
+    @environment.events.test_stopping.add_listener
     def _stop(**_kw: Any) -> None:
+        rt.live.stopping = True
         greenlet, state["greenlet"] = state["greenlet"], None
         if greenlet is not None:
             greenlet.kill(block=False)
