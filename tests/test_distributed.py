@@ -340,6 +340,32 @@ def test_a_late_worker_joins_the_run_and_a_new_run_starts_clean() -> None:
     assert "idle" not in ledger.running
 
 
+def test_a_worker_on_another_loadkit_version_is_refused_once_and_counts_as_lost(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="loadkit")
+    rt = FakeRuntime()
+    ledger = Ledger(rt)
+    ledger.new_run(["new", "old"])
+    good, old = Recorder(), Recorder()
+    good.session_started()
+    old.session_started()
+    ledger.receive("new", payload(good, 1))
+    legacy = payload(old, 1)
+    legacy["delta"].pop("v")  # what a worker from before the versioned wire sends
+    ledger.receive("old", legacy)
+    ledger.receive("old", legacy)
+    ledger.receive("old", legacy, final=True)
+
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1 and "worker old" in errors[0] and "version 1" in errors[0], errors
+    assert "same loadkit version" in errors[0]
+    assert rt.lost_workers == {"old"} and ledger.running == {"new"}
+    assert rt.total.started == 1  # only the readable worker's numbers
+    ledger.new_run(["new", "old"])  # a new run: still unreadable, still named
+    ledger.receive("old", legacy)
+    assert rt.lost_workers == {"old"}
+
+
 def test_a_worker_on_another_machine_sent_to_loopback_says_so(caplog: pytest.LogCaptureFixture) -> None:
     def env(host: str, master_host: str) -> Any:
         return SimpleNamespace(host=host, parsed_options=SimpleNamespace(master_host=master_host))
@@ -388,6 +414,29 @@ def test_a_master_and_two_workers_report_what_the_gateway_saw(procs: Processes, 
     assert report["run"]["workers"] == {"count": 2, "lost": []}
     assert report["verdict"] == "pass"
     assert procs.log("master").count("=== loadkit summary") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_eight_workers_merged_through_the_compact_wire_form_match_the_gateway_exactly(
+        procs: Processes, gateway: GatewayProcess) -> None:
+    # every worker's histograms and counters cross Locust's msgpack in the
+    # versioned compact form (dense cores as big integers on the master)
+    master, port = start_master(procs, gateway.url, workers=8, users=40, run_time="8s")
+    workers = [start_worker(procs, f"worker{i}", port) for i in range(8)]
+
+    assert wait(master, procs, "master", timeout=90) == 0, procs.log("master")[-4000:]
+    for i, w in enumerate(workers):
+        assert wait(w, procs, f"worker{i}", timeout=15) == 0
+    report = load_report(procs)
+    stats = settled_stats(gateway)
+
+    assert report["run"]["workers"] == {"count": 8, "lost": []}
+    assert_matches_gateway(report, stats)
+    assert report["sessions"]["open"] == 0
+    assert report["sessions"]["authenticated"] > 40
+    assert report["latency_ms"]["token"]["count"] == stats["tokens"]["issued"]
+    assert "its numbers are left out" not in procs.log("master")  # no worker's report was refused
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from loadkit.metrics.histogram import WireError
 from loadkit.metrics.recorder import Recorder
 
 # Locust and gevent are imported where they are used, so that the ``Ledger``
@@ -194,6 +195,8 @@ class Ledger:
         self.info: dict[str, dict[str, Any]] = {}
         #: the end of the run has been awaited: the report may be written
         self.settled = False
+        #: workers whose reports this master cannot read (another loadkit version), and why
+        self.unreadable: dict[str, str] = {}
 
     def new_run(self, connected: Iterable[str]) -> None:
         """A run starts: the connected workers will take part (late joiners say so)."""
@@ -207,10 +210,26 @@ class Ledger:
         self.rt.worker_open.update(dict.fromkeys(connected, 0))
 
     def receive(self, cid: str, payload: dict[str, Any], final: bool = False) -> None:
-        """A worker's delta and gauge (from a periodic report, or its final message)."""
+        """A worker's delta and gauge (from a periodic report, or its final message).
+
+        A report this master cannot read (another loadkit version on the
+        worker) is refused with one clear error per worker, and the worker
+        is counted as lost: the run lacks its numbers, so it is not valid.
+        """
+        if cid not in self.unreadable:
+            try:
+                delta = Recorder.from_wire(payload["delta"])
+            except WireError as exc:
+                self.unreadable[cid] = str(exc)
+                logger.error("loadkit: worker %s%s: %s; its numbers are left out and it counts as lost",
+                             cid, self._whom(cid), exc)
+        if cid in self.unreadable:
+            self.running.discard(cid)
+            self.rt.lost_workers.add(cid)
+            return
         if cid in self.written_off:
             self._revive(cid)
-        self.rt.absorb(Recorder.from_wire(payload["delta"]))
+        self.rt.absorb(delta)
         self.rt.worker_open[cid] = int(payload["open"])
         self.info[cid] = {k: payload.get(k) for k in ("pid", "hostname")}
         if final:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loadkit.lifecycle import DROP_OUTCOMES, Result
-from loadkit.metrics.histogram import Histogram
+from loadkit.metrics.histogram import WIRE_VERSION, Histogram, WireError
 
 #: Latency series every report has, even when empty.
 LATENCY_PHASES = ("token", "connect", "auth", "message", "ping", "reply")
@@ -139,76 +139,97 @@ class Recorder:
         self.__init__(self.marks)  # type: ignore[misc]
         return old
 
+    #: fields that say how the recorder counts, not what it counted: never added up
+    CONFIG_FIELDS = ("marks",)
+
     def merge(self, other: Recorder) -> None:
-        self.started += other.started
-        self.authenticated += other.authenticated
-        self.ended.update(other.ended)
-        self.close_codes.update(other.close_codes)
-        for phase, hist in other.latency.items():
-            self.latency.setdefault(phase, Histogram()).merge(hist)
-        self.recover.merge(other.recover)
-        self.errors.update(other.errors)
-        self.bad_frames.update(other.bad_frames)
-        self.bad_sessions += other.bad_sessions
-        self.messages_sent += other.messages_sent
-        self.messages_answered += other.messages_answered
-        self.agent_messages += other.agent_messages
-        self.reconnect_attempts += other.reconnect_attempts
-        self.reconnect_successes += other.reconnect_successes
-        self.missed_pongs += other.missed_pongs
-        self.not_resumed += other.not_resumed
-        self.silence.merge(other.silence)
-        self.session_seconds += other.session_seconds
-        self.survival_reached.update(other.survival_reached)
-        self.survival_died.update(other.survival_died)
+        """Add everything ``other`` counted, field by field, by the field's type.
+
+        Generic on purpose: a new field of a known kind (int, float, Counter,
+        Histogram, dict of Histograms, list) is merged, shipped (``to_wire``)
+        and read back (``from_wire``) with no further code.
+        """
+        for name in self.__slots__:
+            if name in self.CONFIG_FIELDS:
+                continue
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, Histogram):
+                mine.merge(theirs)
+            elif isinstance(mine, Counter):
+                mine.update(theirs)
+            elif isinstance(mine, dict):
+                for key, hist in theirs.items():
+                    if key in mine:
+                        mine[key].merge(hist)
+                    else:
+                        fresh = mine[key] = Histogram()
+                        fresh.merge(hist)
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(self, name, mine + theirs)
 
     def is_empty(self) -> bool:
-        return not (self.started or self.ended or self.close_codes or self.errors
-                    or self.bad_frames or self.messages_sent or self.agent_messages or self.reconnect_attempts or self.missed_pongs or self.silence
-                    or any(self.latency.values()) or self.recover)
+        """Nothing counted in any field (a window with no activity at all)."""
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if name in self.CONFIG_FIELDS or not value:
+                continue
+            if isinstance(value, dict) and not isinstance(value, Counter):
+                if any(value.values()):  # a table of histograms: empty ones do not count
+                    return False
+            else:
+                return False
+        return True
 
     def to_wire(self) -> dict[str, Any]:
-        """A msgpack- and JSON-safe dict (no tuple keys, no ints as keys)."""
-        return {
-            "marks": list(self.marks),
-            "started": self.started,
-            "authenticated": self.authenticated,
-            "ended": [[o, p, n] for (o, p), n in self.ended.items()],
-            "close_codes": [[p, c, r, i, n] for (p, c, r, i), n in self.close_codes.items()],
-            "latency": {k: h.to_wire() for k, h in self.latency.items() if h},
-            "recover": self.recover.to_wire(),
-            "errors": dict(self.errors),
-            "bad_frames": [[k, p, n] for (k, p), n in self.bad_frames.items()],
-            "bad_sessions": self.bad_sessions,
-            "messages": [self.messages_sent, self.messages_answered, self.agent_messages],
-            "reconnect": [self.reconnect_attempts, self.reconnect_successes, self.not_resumed],
-            "missed_pongs": self.missed_pongs,
-            "silence": self.silence.to_wire(),
-            "session_seconds": self.session_seconds,
-            "survival": [[m, self.survival_reached[m], self.survival_died[m]] for m in self.marks],
-        }
+        """A compact, versioned, msgpack-safe form (Locust's worker → master codec).
+
+        Field by field, by type (as ``merge``): numbers as they are, Counters
+        as ``[key, n]`` pairs (tuple keys as lists), histograms in their own
+        compact form (``Histogram.to_wire``), empty fields left out. ``v`` is
+        the wire version, checked by ``from_wire``.
+        """
+        out: dict[str, Any] = {"v": WIRE_VERSION, "marks": list(self.marks)}
+        for name in self.__slots__:
+            if name in self.CONFIG_FIELDS:
+                continue
+            value = getattr(self, name)
+            if not value:
+                continue
+            if isinstance(value, Histogram):
+                out[name] = value.to_wire()
+            elif isinstance(value, Counter):
+                out[name] = [[list(k) if isinstance(k, tuple) else k, n] for k, n in value.items() if n]
+            elif isinstance(value, dict):
+                out[name] = {k: h.to_wire() for k, h in value.items() if h}
+            else:
+                out[name] = value
+        return out
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Recorder:
+        """Read ``to_wire``'s form; WireError (saying what to do) for another version or shape."""
+        version = data.get("v")
+        if version != WIRE_VERSION:
+            raise WireError(f"worker report format version {version or 1!r}, this loadkit reads version "
+                            f"{WIRE_VERSION}: run the same loadkit version on the master and every worker")
         rec = cls(data.get("marks", DEFAULT_SURVIVAL_MARKS))
-        rec.started = int(data["started"])
-        rec.authenticated = int(data["authenticated"])
-        rec.ended = Counter({(o, p): n for o, p, n in data["ended"]})
-        rec.close_codes = Counter({(p, int(c), r, i): n for p, c, r, i, n in data["close_codes"]})
-        for k, h in data["latency"].items():
-            rec.latency[k] = Histogram.from_wire(h)
-        rec.recover = Histogram.from_wire(data["recover"])
-        rec.errors = Counter(data["errors"])
-        rec.bad_frames = Counter({(k, p): n for k, p, n in data["bad_frames"]})
-        rec.bad_sessions = int(data.get("bad_sessions", 0))
-        rec.messages_sent, rec.messages_answered, rec.agent_messages = data.get("messages", (0, 0, 0))
-        rec.reconnect_attempts, rec.reconnect_successes, *rest = data["reconnect"]
-        rec.not_resumed = rest[0] if rest else 0
-        rec.missed_pongs = int(data["missed_pongs"])
-        if "silence" in data:
-            rec.silence = Histogram.from_wire(data["silence"])
-        rec.session_seconds = float(data["session_seconds"])
-        for m, reached, died in data["survival"]:
-            rec.survival_reached[m] = reached
-            rec.survival_died[m] = died
+        for name, value in data.items():
+            if name in ("v", *cls.CONFIG_FIELDS):
+                continue
+            if name not in cls.__slots__:
+                raise WireError(f"worker report has a field {name!r} this loadkit does not know: "
+                                "run the same loadkit version on the master and every worker")
+            mine = getattr(rec, name)
+            if isinstance(mine, Histogram):
+                setattr(rec, name, Histogram.from_wire(value))
+            elif isinstance(mine, Counter):
+                setattr(rec, name, Counter({tuple(k) if isinstance(k, list) else k: n for k, n in value}))
+            elif isinstance(mine, dict):
+                mine.update((k, Histogram.from_wire(h)) for k, h in value.items())
+            elif isinstance(mine, list):
+                setattr(rec, name, list(value))
+            else:
+                setattr(rec, name, type(mine)(value))
         return rec
