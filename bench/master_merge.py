@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -66,6 +67,8 @@ PROFILES: dict[str, dict[str, tuple[int, Callable[[random.Random], float]]]] = {
         "message": (3400, lambda r: r.lognormvariate(7.3, 0.8)),   # ~1.5 ms
         "ping": (660, lambda r: r.lognormvariate(7.2, 0.8)),
         "reply": (3400, lambda r: r.uniform(500_000, 2_000_000) + r.lognormvariate(7.3, 0.8)),
+        "harness_wait": (600, lambda r: r.lognormvariate(4.5, 1.0)),  # the token call's wait inside the harness
+        "harness_lag": (30, lambda r: r.lognormvariate(7.0, 1.0)),    # generator lag probes
         "recover": (20, lambda r: r.lognormvariate(12, 1.0)),
         "silence": (5, lambda r: r.uniform(20e6, 60e6)),
     },
@@ -78,6 +81,8 @@ PROFILES: dict[str, dict[str, tuple[int, Callable[[random.Random], float]]]] = {
         "message": (3400, lambda r: r.lognormvariate(10.5, 1.6)),
         "ping": (660, lambda r: r.lognormvariate(10.4, 1.6)),
         "reply": (3400, lambda r: r.uniform(1e6, 30e6) + r.lognormvariate(10.5, 1.6)),
+        "harness_wait": (600, lambda r: r.lognormvariate(4.5, 1.5)),
+        "harness_lag": (30, lambda r: r.lognormvariate(7.0, 1.5)),
         "recover": (20, lambda r: r.lognormvariate(13, 1.5)),
         "silence": (5, lambda r: r.uniform(20e6, 60e6)),
     },
@@ -280,8 +285,10 @@ def run(workers: int, sample: int, repeats: int) -> dict[str, Any]:
     print(f"master merge cost: {workers:,} workers reporting every {REPORT_EVERY_S:g} s "
           f"({workers / REPORT_EVERY_S:,.0f} reports/s); budget {BUDGET_SHARE:.0%} of a core, "
           f"{BUDGET_BYTES // 1024} KB a report")
-    print(f"({sample} distinct synthetic workers' reports per profile, best CPU of {repeats} repeats; "
-          "v1 = the previous wire form, measured in this run)\n")
+    print(f"({sample} distinct synthetic workers' reports per profile, best CPU of {repeats} interleaved "
+          "repeats; v1 = the previous wire form, measured in this run)")
+    print("load average at the start: {:.1f} {:.1f} {:.1f} on {} cores (CPU time per operation grows with "
+          "contention: trust the ratios)\n".format(*os.getloadavg(), os.cpu_count()))
     for profile in PROFILES:
         row: dict[str, Any] = {}
         reports: dict[str, list[bytes]] = {}
