@@ -68,7 +68,8 @@ PROFILES: dict[str, dict[str, tuple[int, Callable[[random.Random], float]]]] = {
         "ping": (660, lambda r: r.lognormvariate(7.2, 0.8)),
         "reply": (3400, lambda r: r.uniform(500_000, 2_000_000) + r.lognormvariate(7.3, 0.8)),
         "harness_wait": (600, lambda r: r.lognormvariate(4.5, 1.0)),  # the token call's wait inside the harness
-        "harness_lag": (30, lambda r: r.lognormvariate(7.0, 1.0)),    # generator lag probes
+        # generator lag: every guest's timer wake-up (messages, pings) and the 20 ms probe
+        "harness_lag": (4200, lambda r: r.lognormvariate(6.0, 1.2)),
         "recover": (20, lambda r: r.lognormvariate(12, 1.0)),
         "silence": (5, lambda r: r.uniform(20e6, 60e6)),
     },
@@ -82,7 +83,7 @@ PROFILES: dict[str, dict[str, tuple[int, Callable[[random.Random], float]]]] = {
         "ping": (660, lambda r: r.lognormvariate(10.4, 1.6)),
         "reply": (3400, lambda r: r.uniform(1e6, 30e6) + r.lognormvariate(10.5, 1.6)),
         "harness_wait": (600, lambda r: r.lognormvariate(4.5, 1.5)),
-        "harness_lag": (30, lambda r: r.lognormvariate(7.0, 1.5)),
+        "harness_lag": (4200, lambda r: r.lognormvariate(6.0, 1.5)),
         "recover": (20, lambda r: r.lognormvariate(13, 1.5)),
         "silence": (5, lambda r: r.uniform(20e6, 60e6)),
     },

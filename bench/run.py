@@ -10,7 +10,12 @@ Four measurements, each for loadkit and two baselines in the same run
 (b) churn: token → connect → auth → close sessions per harness CPU-second;
 (c) throughput: message → ack round trips per harness CPU-second;
 (d) accuracy: harness-measured auth latency against a fixed delay injected
-    at the gateway.
+    at the gateway;
+(e) chatty load (loadkit only): guests at loadkit's default timings (a
+    message every 2-5 s with agent replies, keepalive 20 s) held in ONE
+    harness process, in steps up to 18,000; per step the harness's CPU and
+    generator lag, the gateways' and the whole machine's CPU, descriptors
+    and memory, and which of them ran out.
 
 The contenders:
 
@@ -73,6 +78,9 @@ FULL: dict[str, Any] = {
     "accuracy_s": 12.0,
     "auth_delay_ms": 200.0,
     "chat_interval": "0.02-0.03",  # think time between one guest's messages in (c), all three harnesses
+    # (e) chatty load: loadkit's default timings, guests held; steps up to the goal, each held load_hold_s
+    "load_steps": (6000, 12000, 18000),
+    "load_hold_s": 20.0,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -89,6 +97,8 @@ QUICK: dict[str, Any] = {
     "window_s": 3.0,
     "rounds": 1,
     "accuracy_s": 3.0,
+    "load_steps": (500, 1500),
+    "load_hold_s": 8.0,
 }
 
 TARGETS = {
@@ -97,6 +107,9 @@ TARGETS = {
     "churn_vs_threaded": 1.5,     # sessions per harness CPU-second
     "chat_vs_threaded": 1.5,      # round trips per harness CPU-second
     "chat_cpu_vs_raw": 1.5,       # harness CPU per round trip, at most this times raw asyncio's
+    "load_guests": 18000,         # chatty guests at default timings, all authenticated and held, one process
+    "load_cpu_percent": 80.0,     # ... with the harness under this share of one core
+    "load_lag_p99_ms": 100.0,     # ... and its generator lag p99 within --lag-limit's default
 }
 
 
@@ -517,6 +530,124 @@ def accuracy_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return out
 
 
+# -- (e) chatty load at default timings -------------------------------------------------------
+
+
+def machine_busy(before: Any, after: Any) -> float:
+    """Share of all the machine's cores busy between two psutil.cpu_times() samples, in % of one core."""
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
+    total = sum(after) - sum(before)
+    return 100.0 * (os.cpu_count() or 1) * (1.0 - idle / total) if total > 0 else 0.0
+
+
+def series_rows(path: Path, since: float, until: float) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        for line in path.read_bytes().splitlines():
+            row = json.loads(line)
+            if since <= row.get("t", 0) <= until:
+                rows.append(row)
+    except (OSError, ValueError):
+        pass
+    return rows
+
+
+def load_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """One loadkit process, guests at the default timings (a message every 2-5 s, agent replies, a ping
+    every 20 s), held; steps up to the goal. Per step: held or not, harness CPU, generator lag, the
+    gateways' and the whole machine's CPU, descriptors, memory: which resource ran out first."""
+    steps = cfg["load_steps"]
+    series, report = workdir / "load.series.jsonl", workdir / "load.report.json"
+    args = ["--session-seconds", "3600", "--keepalive-interval", "20", "--message-interval", "2-5",
+            "--guest-pause", "0", "--series-interval", "5", "--loadkit-series", str(series),
+            "--loadkit-report", str(report)]
+    out: dict[str, Any] = {"steps": [], "gateways": cfg["gateways"]}
+    log(f"(e) chatty load: {', '.join(map(str, steps))} guests at default timings, each held "
+        f"{cfg['load_hold_s']:g} s, {cfg['gateways']} gateway processes")
+    with Gateways(cfg["gateways"], {}) as gws:  # the gateway's defaults: agent replies after 0.5-2 s
+        meter = CpuMeter([gw.pid for gw in gws.procs])
+        h = start_harness("loadkit", "load", workdir, gws.urls, cfg, args)
+        try:
+            if not h.wait_for("startup", lambda st: "users" in st, 60):
+                raise RuntimeError("harness did not start")
+            for n in steps:
+                t0 = time.monotonic()
+                h.set_users(n, cfg["idle_rate"])
+                ready = h.wait_for(f"{n} authenticated chatty guests",
+                                   lambda st: st["users"] >= n
+                                   and st.get("authenticated", 0) - st.get("ended", 0) >= n,
+                                   30 + n / 200)
+                spawn_s = time.monotonic() - t0
+                time.sleep(2.0)  # let the spawn's backlog drain before the window
+                counts0 = {k: h.count(k) for k in ("message", "reply", "ping")}
+                c0, g0, m0, w0, t_wall0, f0 = h.cpu(), meter.cpu(), psutil.cpu_times(), time.monotonic(), \
+                    time.time(), h.failures()
+                time.sleep(cfg["load_hold_s"])
+                c1, g1, m1, w1, t_wall1, f1 = h.cpu(), meter.cpu(), psutil.cpu_times(), time.monotonic(), \
+                    time.time(), h.failures()
+                counts1 = {k: h.count(k) for k in ("message", "reply", "ping")}
+                wall = w1 - w0
+                st, gw = h.status(), gws.sessions()
+                lags = [r["harness"]["lag_ms"] for r in series_rows(series, t_wall0, t_wall1 + 5)
+                        if r.get("harness", {}).get("lag_ms", {}).get("count")]
+                point = {
+                    "guests": n, "reached": ready, "spawn_s": round(spawn_s, 1),
+                    "harness_open_authenticated": st.get("authenticated", 0) - st.get("ended", 0),
+                    "gateway_open": gw["open"],
+                    "harness_cpu_percent": round(100 * (c1 - c0) / wall, 1),
+                    "gateways_cpu_percent": round(100 * (g1 - g0) / wall, 1),
+                    "machine_busy_percent": round(machine_busy(m0, m1), 1),
+                    "messages_per_s": round((counts1["message"] - counts0["message"]) / wall, 1),
+                    "replies_per_s": round((counts1["reply"] - counts0["reply"]) / wall, 1),
+                    "pings_per_s": round((counts1["ping"] - counts0["ping"]) / wall, 1),
+                    "failures": f1 - f0,
+                    "lag_p50_ms": max((x.get("p50") or 0 for x in lags), default=None),
+                    "lag_p99_ms": max((x.get("p99") or 0 for x in lags), default=None),
+                    "lag_max_ms": max((x.get("max") or 0 for x in lags), default=None),
+                    "rss_mb": round(h.rss() / 1e6, 1), "fds": h.fds(),
+                    "mem_available_mb": round(psutil.virtual_memory().available / 1e6),
+                }
+                point["others_cpu_percent"] = round(max(0.0, point["machine_busy_percent"]
+                                                        - point["harness_cpu_percent"]
+                                                        - point["gateways_cpu_percent"]), 1)
+                point["ran_out"] = ran_out(point)
+                out["steps"].append(point)
+                log(f"    {point}")
+                if not ready:
+                    break  # more guests would only say the same louder
+        except Exception as exc:
+            log(f"(e) chatty load failed: {exc}")
+            out["error"] = str(exc)
+        finally:
+            h.stop()
+    try:
+        out["report_harness"] = json.loads(report.read_bytes()).get("harness")
+    except (OSError, ValueError):
+        out["report_harness"] = None
+    return out
+
+
+def ran_out(p: dict[str, Any]) -> list[str]:
+    """Which resources were at their limit during a step, with the figures that say so."""
+    cores = os.cpu_count() or 1
+    why = []
+    if p["harness_cpu_percent"] >= TARGETS["load_cpu_percent"]:
+        why.append(f"harness CPU ({p['harness_cpu_percent']:.0f} % of a core)")
+    if p["machine_busy_percent"] >= 95 * cores:
+        why.append(f"the machine's {cores} cores ({p['machine_busy_percent']:.0f} % busy: harness "
+                   f"{p['harness_cpu_percent']:.0f} %, gateways {p['gateways_cpu_percent']:.0f} %, "
+                   f"other work {p['others_cpu_percent']:.0f} %)")
+    elif p["gateways_cpu_percent"] >= 90 * (cores - 1):
+        why.append(f"gateway CPU ({p['gateways_cpu_percent']:.0f} %)")
+    if p["fds"] >= 19_500:
+        why.append(f"descriptors ({p['fds']:,} of 20,000)")
+    if p["mem_available_mb"] < 1000:
+        why.append(f"memory ({p['mem_available_mb']} MB available)")
+    if p["lag_p99_ms"] is not None and p["lag_p99_ms"] > TARGETS["load_lag_p99_ms"]:
+        why.append(f"harness scheduling (lag p99 {p['lag_p99_ms']:.0f} ms)")
+    return why
+
+
 # -- table --------------------------------------------------------------------------------
 
 
@@ -595,6 +726,27 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
         goal = TARGETS["chat_cpu_vs_raw"]
         row("harness CPU per round trip vs raw asyncio", r, f"<= {goal}", r <= goal,
             "met" if r <= goal else f"over by {r - goal:.2f}x ({100 * (r - goal) / goal:.0f} %)", "chat_cpu_vs_raw")
+    steps = get(res, "load", "steps") or []
+    if steps:
+        goal = TARGETS["load_guests"]
+        top = steps[-1]
+        held = [p for p in steps if p["reached"] and p["gateway_open"] >= p["guests"]]
+        good = [p for p in held if p["harness_cpu_percent"] < TARGETS["load_cpu_percent"]
+                and (p["lag_p99_ms"] or 0) <= TARGETS["load_lag_p99_ms"]]
+        best = good[-1]["guests"] if good else 0
+        quick = res.get("mode") == "quick"
+        want = top["guests"] if quick else goal
+        detail = (f"at {top['guests']:,} guests: {top['harness_open_authenticated']:,} held authenticated, "
+                  f"harness CPU {top['harness_cpu_percent']:.0f} % of a core, lag p99 {top['lag_p99_ms']} ms, "
+                  f"{top['messages_per_s']:,.0f} messages/s and {top['replies_per_s']:,.0f} agent replies/s, "
+                  f"gateways {top['gateways_cpu_percent']:.0f} %, machine {top['machine_busy_percent']:.0f} % busy")
+        rows.append({"target": f"chatty guests at default timings in one process, harness < "
+                               f"{TARGETS['load_cpu_percent']:.0f} % of a core, lag p99 <= "
+                               f"{TARGETS['load_lag_p99_ms']:.0f} ms",
+                     "value": best, "goal": f">= {want}" + (" (quick mode)" if quick else ""),
+                     "met": best >= want, "detail": detail,
+                     "why": None if best >= want else ("ran out: " + "; ".join(top["ran_out"]) if top["ran_out"]
+                                                       else "no resource at its limit: see the steps")})
     return rows
 
 
@@ -676,6 +828,28 @@ def render(res: dict[str, Any]) -> str:
             ("p99 error, ms", [get(acc, c, "p99_error_ms") for c in c3]),
         ]
         table(f"(d) accuracy: auth latency vs {res['config']['auth_delay_ms']:g} ms injected at the gateway", rows, c3)
+    load = res.get("load")
+    if load and load.get("steps"):
+        st = load["steps"]
+        heads = tuple(f"{p['guests']:,} guests" for p in st)
+        keys = [("held authenticated (harness)", "harness_open_authenticated"), ("gateway sessions.open", "gateway_open"),
+                ("spawn time, s", "spawn_s"), ("harness CPU % of a core", "harness_cpu_percent"),
+                ("generator lag p50 / p99 / max, ms", None), ("messages sent per s", "messages_per_s"),
+                ("agent replies per s", "replies_per_s"), ("pings per s", "pings_per_s"),
+                ("gateways' CPU %", "gateways_cpu_percent"), ("machine busy, % of one core", "machine_busy_percent"),
+                ("  of which other work", "others_cpu_percent"), ("harness RSS, MB", "rss_mb"),
+                ("harness descriptors", "fds"), ("failures in the window", "failures")]
+        rows = []
+        for label, key in keys:
+            if key is None:
+                rows.append((label, [f"{fmt(p['lag_p50_ms'])}/{fmt(p['lag_p99_ms'])}/{fmt(p['lag_max_ms'])}" for p in st]))
+            else:
+                rows.append((label, [p.get(key) for p in st]))
+        table(f"(e) chatty load: loadkit's default timings (a message every 2-5 s, agent replies, keepalive 20 s), "
+              f"one harness process, {load['gateways']} gateway processes", rows, heads)
+        for p in st:
+            if p["ran_out"]:
+                lines.append(f"  at {p['guests']:,}: ran out of " + "; ".join(p["ran_out"]))
     v = res.get("targets")
     if v:
         lines.append("")
@@ -702,12 +876,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="loadkit capacity bench (see docs/capacity.md)")
     ap.add_argument("--quick", action="store_true", help="small counts and short windows (under 2 minutes)")
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON here")
-    ap.add_argument("--only", default="idle,churn,chat,accuracy",
-                    help="comma-separated phases to run (idle, churn, chat, accuracy)")
+    ap.add_argument("--only", default="idle,churn,chat,accuracy,load",
+                    help="comma-separated phases to run (idle, churn, chat, accuracy, load)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     phases = [p.strip() for p in args.only.split(",") if p.strip()]
-    unknown = set(phases) - {"idle", "churn", "chat", "accuracy"}
+    unknown = set(phases) - {"idle", "churn", "chat", "accuracy", "load"}
     if unknown:
         ap.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     started = time.monotonic()
@@ -726,8 +900,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     with tempfile.TemporaryDirectory(prefix="loadkit-bench-") as tmp:
         workdir = Path(tmp)
-        runners = {"idle": idle_phase, "churn": churn_phase, "chat": chat_phase, "accuracy": accuracy_phase}
-        for phase in ("idle", "churn", "chat", "accuracy"):
+        runners = {"idle": idle_phase, "churn": churn_phase, "chat": chat_phase, "accuracy": accuracy_phase,
+                   "load": load_phase}
+        for phase in ("idle", "churn", "chat", "accuracy", "load"):
             if phase in phases:
                 t0 = time.monotonic()
                 res[phase] = runners[phase](cfg, workdir)
