@@ -342,10 +342,21 @@ def test_ctrl_c_keeps_the_trace_closes_politely_and_stops_the_embedded_gateway(t
             proc.wait()
     assert proc.returncode == 130
     doc = json.loads(out.read_text())
-    ended = [e for e in doc["trace"] if e["event"] == "ended"][0]
+    ended = next(e for e in doc["trace"] if e["event"] == "ended")
     assert (ended["code"], ended["reason"], ended["initiator"]) == (1001, "probe interrupted", "client")
     assert [e["event"] for e in doc["trace"]][-1] == "interrupted"
     assert [c["cause"] for c in doc["diagnosis"]] == ["interrupted"] and not doc["completed"]
     assert "diagnosis: NOT completed" in stdout
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+@pytest.mark.slow
+def test_fast_messages_show_the_rate_limit_refusals_before_the_close(tmp_path, gateway_factory):
+    gw = gateway_factory(rate_limit_per_s=2, rate_limit_strikes=3, agent_replies=False)
+    run = probe(tmp_path, gw.url, "--guest", "fast_messages", "--hold", "3")
+    cause = run.cause("server_closed_after_auth")
+    assert cause["code"] == 4029 and "error frame(s) came first" in cause["evidence"][2]
+    assert "4029" in cause["evidence"][2]
+    assert len(run.events("frame_received", kind="rate_limited")) == 3
+    assert closes(gw) == [(4029, "server", "authenticated")]

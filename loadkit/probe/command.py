@@ -152,9 +152,8 @@ def _interrupt_between_steps() -> Callable[[], None]:
     import signal
 
     import gevent
-    from greenlet import getcurrent
 
-    main = getcurrent()
+    main = gevent.getcurrent()
     watcher = gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt()))
     return watcher.cancel  # type: ignore[no-any-return]
 

@@ -347,7 +347,14 @@ def _authenticated(tr: _Trace, ok: int, end: int | None, expected: dict[str, Any
         causes.append(Cause("no_keepalive", evidence, [last, end], {"silence_s": round(silence, 3)}))
         folklore.append(_claim("keepalive_or_killed", "confirmed", evidence, [last, end]))
         return
-    causes.append(Cause("server_closed_after_auth", [line], [ok, end], {"code": code, "reason": reason}))
+    evidence = [line, f"the client's last frame before it was sent at {tr.at(last)} ({silence:.3f} s earlier)"]
+    refusals = [i for i in tr.all("frame_received", ok, closed) if tr.events[i].get("kind") in
+                ("rate_limited", "error", "auth_refused")]
+    if refusals:
+        shown = "; ".join(_frame_summary(tr.events[i]) for i in refusals[-3:])
+        evidence.append(f"{len(refusals)} error frame(s) came first, the last: {shown}")
+    causes.append(Cause("server_closed_after_auth", evidence, [*refusals, ok, end],
+                        {"code": code, "reason": reason}))
 
 
 # -- helpers ---------------------------------------------------------------------------------------

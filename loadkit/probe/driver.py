@@ -209,6 +209,10 @@ class ProbeDriver:
                 rec.add("timeout", {"waiting_for": "ack", "after_s": s.pong_timeout_s})
                 return
         next_ping = rec.now() + s.keepalive_s if plan.behaviour.keepalive else float("inf")
+        # A guest with its own message pace (fast_messages) keeps it up during the hold,
+        # so a rate limit shows as it would under load; others only keep alive.
+        pace = plan.behaviour.message_interval
+        next_msg = rec.now() + pace[0] if pace is not None else float("inf")
         while rec.now() < end_at:
             if rec.now() >= next_ping:
                 seq += 1
@@ -216,7 +220,13 @@ class ProbeDriver:
                 rec.expect("keepalive")
                 ws.send(frame)
                 next_ping = rec.now() + s.keepalive_s
-            self._wait(ws, min(end_at, next_ping), None, None)
+            if pace is not None and rec.now() >= next_msg:
+                seq += 1
+                frame, ref = profile.message_frame(seq, "hello from loadkit probe", grant)
+                rec.expect("message")
+                ws.send(frame)
+                next_msg = rec.now() + pace[0]
+            self._wait(ws, min(end_at, next_ping, next_msg), None, None)
 
     def _close(self, ws: WebSocket, grant: TokenGrant) -> None:
         for frame in self.plan.profile.goodbye_frames(grant):
