@@ -56,6 +56,16 @@ def parse_lag_limit(text: str | float) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``--loadkit-metrics-port``; empty: no metrics port."""
+    if not str(text).strip():
+        return 0
+    port = parse_count(text, "--loadkit-metrics-port")
+    if not 0 < port < 65536:
+        raise ConfigError(f"--loadkit-metrics-port must be a port between 1 and 65535, got {text!r}")
+    return port
+
+
 def _profile(text: str) -> str:
     if text not in registry.names():
         raise argparse.ArgumentTypeError(f"unknown profile {text!r}: expected one of {', '.join(registry.names())}")
@@ -117,6 +127,10 @@ def register(parser: Any) -> None:
     add("--tls-ca", default="", help="loadkit: PEM file of CA certificates to verify an https:// target with")
     add("--gateway-set", action="append", default=[], is_multiple=True,
         help="loadkit: KEY=VALUE setting for the embedded gateway (repeatable)")
+    add("--loadkit-metrics-port", type=_typed(_port), default="", include_in_web_ui=False,
+        help="loadkit: serve Prometheus /metrics on this port (headless runs; the web UI has /metrics)")
+    add("--loadkit-metrics-host", default="127.0.0.1", include_in_web_ui=False,
+        help="loadkit: address for --loadkit-metrics-port (loopback by default; 0.0.0.0 to widen)")
 
 
 def settings_from(opts: Any) -> HarnessSettings:

@@ -29,7 +29,7 @@ from locust import runners
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadkit.errors import ConfigError
-from loadkit.locust import embedded, lag, options, testruns
+from loadkit.locust import embedded, lag, options, prometheus, testruns
 from loadkit.metrics.recorder import HARNESS_SERIES, Recorder
 from loadkit.protocol import get_profile
 from loadkit.protocol.base import auth_styles, check_keepalive
@@ -457,6 +457,10 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         webform.install(environment.web_ui, environment, rt)
     if not rt.is_worker:
         testruns.install(environment, rt)
+        try:
+            prometheus.install(environment, rt)
+        except ConfigError as exc:
+            _die(environment, str(exc))
 
     events_ = environment.events
 
