@@ -28,6 +28,7 @@ PURE_MODULES = [
     "loadkit.probe.diagnose",
     "loadkit.probe.render",
     "loadkit.probe.trace",
+    "loadkit.probe.vocabulary",
 ]
 
 #: Top-level packages a pure layer must not pull in: the event loop, Locust and its

@@ -129,3 +129,13 @@ def test_docs_list_every_cause_and_claim():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "probe.md").read_text()
     for name in list(CAUSES) + list(FOLKLORE):
         assert f"`{name}`" in doc, name
+
+
+def test_send_auth_is_replayed_byte_for_byte_with_only_the_placeholders_replaced():
+    from loadkit.probe.driver import substitute
+    from loadkit.protocol.base import TokenGrant
+
+    text = '{ "type" : "auth", "n": 1.50, "guestId":"$GUEST_ID", "token":"Bearer $TOKEN" }'
+    sent = substitute(text, TokenGrant('g"1', "t/k+1"))
+    assert sent == b'{ "type" : "auth", "n": 1.50, "guestId":"g\\"1", "token":"Bearer t/k+1" }'
+    assert json.loads(sent)["guestId"] == 'g"1'

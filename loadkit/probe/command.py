@@ -86,7 +86,7 @@ def _main(argv: list[str]) -> int:
     hold = parse_seconds(args.hold, "--hold", positive=False)
     if args.guest not in BEHAVIOURS:
         raise ConfigError(f"--guest {args.guest!r}: expected one of {', '.join(BEHAVIOURS)}")
-    send_auth = _send_auth(args.send_auth)
+    send_auth = _send_auth(args.send_auth)  # checked here, sent as written
     ssl_context = _tls_context(args.tls_ca)
     url = args.url or (scenario.host if scenario is not None else None)
     gateway = None
@@ -114,7 +114,7 @@ def _main(argv: list[str]) -> int:
     if not args.quiet:
         print(f"loadkit probe: profile {profile.name}, guest {args.guest}, hold {hold:g} s → "
               f"{rec.redactor.text(where)}")
-    plan = ProbePlan(url, profile, behaviour(args.guest), settings, hold, send_auth, ssl_context)
+    plan = ProbePlan(url, profile, behaviour(args.guest), settings, hold, args.send_auth, ssl_context)
     driver = ProbeDriver(plan, rec)
     interrupted = False
     restore = _interrupt_between_steps()

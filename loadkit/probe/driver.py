@@ -37,8 +37,8 @@ class ProbePlan:
     behaviour: Behaviour
     settings: HarnessSettings
     hold_s: float = 2.0
-    #: the user's own auth payload (a JSON value), instead of the profile's
-    send_auth: Any = None
+    #: the user's own auth payload (JSON text, sent byte for byte), instead of the profile's
+    send_auth: str | None = None
     ssl_context: ssl.SSLContext | None = None
 
 
@@ -46,15 +46,16 @@ class _Ended(Exception):
     """The server ended the session in a frame (e.g. ConnectionClosedEvent): close and stop."""
 
 
-def substitute(value: Any, grant: TokenGrant) -> Any:
-    """``value`` with ``$TOKEN`` / ``$GUEST_ID`` replaced by the grant's token and guest id."""
-    if isinstance(value, dict):
-        return {k: substitute(v, grant) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute(v, grant) for v in value]
-    if isinstance(value, str):
-        return value.replace("$TOKEN", grant.token).replace("$GUEST_ID", grant.guest_id)
-    return value
+def substitute(text: str, grant: TokenGrant) -> bytes:
+    """The user's payload as sent: their exact text, ``$TOKEN`` / ``$GUEST_ID`` replaced.
+
+    Replaced in the text itself (JSON-escaped), not re-serialized: what is
+    replayed is byte for byte what the user's client would send, spacing,
+    key order and number spelling included.
+    """
+    for placeholder, value in (("$TOKEN", grant.token), ("$GUEST_ID", grant.guest_id)):
+        text = text.replace(placeholder, orjson.dumps(value).decode()[1:-1])
+    return text.encode()
 
 
 def kind_name(profile: Profile, data: bytes) -> str:
@@ -172,7 +173,7 @@ class ProbeDriver:
             self.expected["grant_paths"] = sorted(grant_paths(shown, grant.guest_id,
                                                               rec.redactor.label(grant.token)))
         if plan.send_auth is not None:
-            frame: bytes | None = orjson.dumps(substitute(plan.send_auth, grant))
+            frame: bytes | None = substitute(plan.send_auth, grant)
             self.expected["auth_source"] = "--send-auth"
         else:
             frame = profile.auth_frame(grant, plan.behaviour.auth_style)
