@@ -55,6 +55,11 @@ sys.path.insert(0, str(ROOT))
 
 from loadkit.gateway.process import GatewayProcess  # noqa: E402
 
+import peers  # noqa: E402  (bench/peers.py: Artillery and Tsung)
+
+#: The peers that run in this invocation (set in main from --peers and what is installed).
+PEERS: list[str] = []
+
 PY = sys.executable
 LOCUST = str(Path(PY).parent / "locust")
 
@@ -81,6 +86,11 @@ FULL: dict[str, Any] = {
     # (e) chatty load: loadkit's default timings, guests held; steps up to the goal, each held load_hold_s
     "load_steps": (6000, 12000, 18000),
     "load_hold_s": 20.0,
+    # peers (Artillery, Tsung): they cannot be steered while running, so each window is its own run
+    "peer_idle_counts": (2000, 10000),
+    "peer_churn_rate": 300,        # new guests per second: both peers churn open-loop (arrivals)
+    "peer_start_s": 90.0,          # how long a peer may take to start its first guests (node is slow here)
+    "peer_warmup_s": 4.0,          # after its first work: Artillery's arrivals take seconds to reach their rate
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -99,6 +109,7 @@ QUICK: dict[str, Any] = {
     "accuracy_s": 3.0,
     "load_steps": (500, 1500),
     "load_hold_s": 8.0,
+    "peer_idle_counts": (500, 2000),
 }
 
 TARGETS = {
@@ -145,6 +156,14 @@ class Gateways:
                 gw.stop()
             except Exception as exc:  # keep stopping the others
                 log(f"gateway {gw.pid}: {exc}")
+
+    def counter(self, name: str) -> int:
+        """A work counter summed over the gateways: ``closed`` sessions, ``open`` sessions, ``ack`` frames sent."""
+        total = 0
+        for gw in self.procs:
+            st = gw.stats()
+            total += st["frames_sent"]["ack"] if name == "ack" else st["sessions"][name]
+        return total
 
     def sessions(self) -> dict[str, int]:
         """sessions.{opened, authenticated, open, closed} summed over the gateways."""
@@ -206,6 +225,10 @@ class Harness:
     def cpu(self) -> float:
         t = self.ps.cpu_times()
         return t.user + t.system
+
+    def cpu_system(self) -> float:
+        """Kernel CPU seconds (system calls: sends, receives, epoll), for the kernel's share."""
+        return float(self.ps.cpu_times().system)
 
     def rss(self) -> int:
         return int(self.ps.memory_info().rss)
@@ -314,7 +337,44 @@ def idle_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 out[kind] = {"error": str(exc)}
             finally:
                 h.stop()
+    for name in PEERS:
+        try:
+            out[name] = peer_idle(name, cfg, workdir, settings)
+        except Exception as exc:
+            log(f"(a) idle {name} failed: {exc}")
+            out[name] = {"error": str(exc)}
     return out
+
+
+def peer_idle(name: str, cfg: dict[str, Any], workdir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """A peer holding idle guests: one run per count (it cannot be steered), RSS of its process tree."""
+    points = []
+    for n in cfg["peer_idle_counts"]:
+        with Gateways(cfg["gateways"], settings) as gws:
+            log(f"(a) idle {name}: {n} guests")
+            run = peers.PeerRun(name, "idle", gws.urls, n, cfg["idle_rate"], workdir, cfg, duration_s=600)
+            try:
+                t0 = time.monotonic()
+                deadline = t0 + cfg["peer_start_s"] + n / 200
+                while gws.counter("open") < n and time.monotonic() < deadline and run.alive():
+                    time.sleep(0.5)
+                held = gws.counter("open")
+                spawn_s = time.monotonic() - t0
+                c0, w0 = run.cpu(), time.monotonic()
+                time.sleep(cfg["idle_hold_s"])
+                c1, w1 = run.cpu(), time.monotonic()
+                points.append({"guests": n, "reached": held >= n, "gateway_open": gws.counter("open"),
+                               "rss_mb": round(run.rss() / 1e6, 1), "spawn_s": round(spawn_s, 1),
+                               "cpu_percent": round(100 * (c1 - c0) / (w1 - w0), 2)})
+                log(f"    {points[-1]}")
+            finally:
+                run.stop()
+    lo, hi = points
+    dn = (hi["guests"] - lo["guests"]) / 1000.0
+    return {"points": points, "held": hi["gateway_open"], "all_authenticated": hi["reached"],
+            "kb_per_guest": round((hi["rss_mb"] - lo["rss_mb"]) / dn, 2),
+            "cpu_percent_per_1000": round((hi["cpu_percent"] - lo["cpu_percent"]) / dn, 3),
+            "rss_top_mb": hi["rss_mb"]}
 
 
 def idle_run(h: Harness, gws: Gateways, kind: str, counts: tuple[int, int], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -395,12 +455,43 @@ def measure_once(h: Harness, users: int, counter: str, cfg: dict[str, Any], gw: 
     if not ok:
         raise RuntimeError(f"{users} users never got going")
     time.sleep(cfg["warmup_s"])
-    n0, c0, g0, w0, f0 = h.count(counter), h.cpu(), gw.cpu(), time.monotonic(), h.failures()
+    n0, c0, g0, w0, f0, k0 = h.count(counter), h.cpu(), gw.cpu(), time.monotonic(), h.failures(), h.cpu_system()
     time.sleep(cfg["window_s"])
-    n1, c1, g1, w1, f1 = h.count(counter), h.cpu(), gw.cpu(), time.monotonic(), h.failures()
+    n1, c1, g1, w1, f1, k1 = h.count(counter), h.cpu(), gw.cpu(), time.monotonic(), h.failures(), h.cpu_system()
     h.set_users(0, max(users, 100))
     h.wait_for("users stopped", lambda st: st["users"] == 0, 30)
-    return {"count": n1 - n0, "cpu_s": c1 - c0, "wall_s": w1 - w0, "gateway_cpu_s": g1 - g0, "failures": f1 - f0}
+    return {"count": n1 - n0, "cpu_s": c1 - c0, "wall_s": w1 - w0, "gateway_cpu_s": g1 - g0, "failures": f1 - f0,
+            "kernel_cpu_s": k1 - k0}
+
+
+def peer_measure(name: str, mode: str, gws: Gateways, users: int, cfg: dict[str, Any], workdir: Path,
+                 meter: CpuMeter) -> dict[str, float]:
+    """One window of a peer: start it, wait until the gateways see its work, count over the window, stop it.
+
+    The work is counted by the gateways (sessions closed in churn, acks sent in chat): during a peer's
+    turn the Locust harnesses hold no users, so only the peer talks to them.
+    """
+    counter = "closed" if mode == "churn" else "ack"
+    rate = cfg["peer_churn_rate"] if mode == "churn" else users
+    run = peers.PeerRun(name, mode, gws.urls, users, rate, workdir, cfg, duration_s=600)
+    try:
+        start = gws.counter(counter)
+        deadline = time.monotonic() + cfg["peer_start_s"]
+        while gws.counter(counter) == start and time.monotonic() < deadline:
+            if not run.alive():
+                raise RuntimeError(f"{name} exited with {run.proc.returncode}; see {run.log_path}")
+            time.sleep(0.2)
+        if gws.counter(counter) == start:
+            raise RuntimeError(f"{name} did no work in {cfg['peer_start_s']:g} s; see {run.log_path}")
+        time.sleep(cfg["peer_warmup_s"] + (users / rate if mode != "churn" else 0))
+        n0, c0, g0, w0, k0 = gws.counter(counter), run.cpu(), meter.cpu(), time.monotonic(), run.cpu_system()
+        time.sleep(cfg["window_s"])
+        n1, c1, g1, w1, k1 = gws.counter(counter), run.cpu(), meter.cpu(), time.monotonic(), run.cpu_system()
+    finally:
+        run.stop()
+    # the gateways' CPU includes answering the peer's stats calls: a few ms per window
+    return {"count": n1 - n0, "cpu_s": c1 - c0, "wall_s": w1 - w0, "gateway_cpu_s": g1 - g0, "failures": 0,
+            "kernel_cpu_s": k1 - k0}
 
 
 def summarize(rounds: list[dict[str, float]]) -> dict[str, Any]:
@@ -418,6 +509,7 @@ def summarize(rounds: list[dict[str, float]]) -> dict[str, Any]:
         "cpu_us_each": round(cpu / n * 1e6, 1) if n else None,
         "per_cpu_s_rounds": per_round,
         "failures": sum(r["failures"] for r in rounds),
+        "kernel_percent": round(100 * sum(r.get("kernel_cpu_s", 0.0) for r in rounds) / cpu, 1) if cpu > 0 else None,
     }
 
 
@@ -450,8 +542,20 @@ def rate_phase(label: str, mode: str, counter: str, users: int, cfg: dict[str, A
                     last = rounds[kind][-1]
                     log(f"{label} round {r + 1} {kind}: {last['count']} in {last['wall_s']:.1f} s, "
                         f"{last['count'] / max(last['cpu_s'], 1e-9):.0f} per harness CPU-s")
-            for kind in kinds:
-                if kind not in out:
+                for name in PEERS:
+                    if name in out:
+                        continue
+                    try:
+                        rounds.setdefault(name, []).append(peer_measure(name, mode, gws, users, cfg, workdir, meter))
+                    except Exception as exc:
+                        log(f"{label} {name} failed: {exc}")
+                        out[name] = {"error": str(exc)}
+                        continue
+                    last = rounds[name][-1]
+                    log(f"{label} round {r + 1} {name}: {last['count']} in {last['wall_s']:.1f} s, "
+                        f"{last['count'] / max(last['cpu_s'], 1e-9):.0f} per CPU-s (counted by the gateways)")
+            for kind in (*kinds, *PEERS):
+                if kind not in out and rounds.get(kind):
                     out[kind] = summarize(rounds[kind])
         finally:
             for h in harnesses.values():
@@ -527,6 +631,25 @@ def accuracy_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 "cpu_percent": cpu_percent,
             }
             log(f"    {out[kind]}")
+        for name in PEERS:
+            # churning at the rate loadkit's users reached above, for accuracy_s; the peer ends by
+            # itself so that it writes its own figures
+            rate = max(10, int((get(out, "loadkit", "count") or 500) / cfg["accuracy_s"]))
+            log(f"(d) accuracy {name}: {rate} new guests a second for {cfg['accuracy_s']:g} s")
+            run = peers.PeerRun(name, "churn", gws.urls, 0, rate, workdir, cfg, duration_s=cfg["accuracy_s"])
+            try:
+                run.proc.wait(cfg["accuracy_s"] + cfg["peer_start_s"] + 30)
+            except subprocess.TimeoutExpired:
+                log(f"(d) accuracy {name}: did not end by itself")
+            finally:
+                run.stop()
+            got = run.auth_latency()
+            p50, p99, mean = got.get("p50_ms"), got.get("p99_ms"), got.get("mean_ms")
+            out[name] = {"count": got.get("count"), "p50_ms": p50, "p99_ms": p99, "mean_ms": mean,
+                         "p50_error_ms": None if p50 is None else round(p50 - delay, 2),
+                         "p99_error_ms": None if p99 is None else round(p99 - delay, 2),
+                         "mean_error_ms": None if mean is None else round(mean - delay, 2)}
+            log(f"    {out[name]}")
     return out
 
 
@@ -774,11 +897,13 @@ def render(res: dict[str, Any]) -> str:
     idle = res.get("idle")
     if idle:
         rows = []
+        cols = ("loadkit", "threaded", "raw", "bare", *(p for p in peers_order() if p in idle))
 
         def r(label: str, key: str, idx: int | None = None) -> None:
             vals = []
             for c in cols:
-                v = get(idle, c, "points")[idx][key] if idx is not None and get(idle, c, "points") else get(idle, c, key)
+                pts = get(idle, c, "points")
+                v = (pts[idx].get(key) if idx is not None and pts else get(idle, c, key))
                 vals.append(v)
             rows.append((label, vals))
         r("guests at low count", "guests", 0)
@@ -796,18 +921,21 @@ def render(res: dict[str, Any]) -> str:
         table("(a) idle capacity, one harness process", rows, cols)
         lines.append(f"  ratio RSS/guest loadkit:threaded {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'threaded', 'kb_per_guest')))}"
                      f"  loadkit:raw {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'raw', 'kb_per_guest')))}"
-                     f"  loadkit:bare {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'bare', 'kb_per_guest')))}")
+                     f"  loadkit:bare {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'bare', 'kb_per_guest')))}"
+                     + "".join(f"  loadkit:{p} {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, p, 'kb_per_guest')))}"
+                               for p in cols[4:]))
     for key, title, unit in (("churn", "(b) churn: token → connect → auth → close", "sessions"),
                              ("chat", "(c) throughput: message → ack round trips", "round trips")):
         ph = res.get(key)
         if not ph:
             continue
-        c3 = cols[:3]
+        c3 = ("loadkit", "threaded", "raw", *(p for p in peers_order() if p in ph))
         rows = [
             (f"{unit} per harness CPU-s", [get(ph, c, "per_cpu_s") for c in c3]),
             (f"{unit} per s", [get(ph, c, "per_s") for c in c3]),
             ("harness CPU %", [get(ph, c, "cpu_percent") for c in c3]),
             ("harness CPU µs each", [get(ph, c, "cpu_us_each") for c in c3]),
+            ("  of it in the kernel, %", [get(ph, c, "kernel_percent") for c in c3]),
             ("gateways' CPU % meanwhile", [get(ph, c, "gateway_cpu_percent") for c in c3]),
             ("per CPU-s, each round", ["/".join(f"{x:.0f}" for x in (get(ph, c, "per_cpu_s_rounds") or []))
                                        or None for c in c3]),
@@ -816,10 +944,12 @@ def render(res: dict[str, Any]) -> str:
         table(title, rows, c3)
         lines.append(f"  ratio per CPU-s loadkit:threaded {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, 'threaded', 'per_cpu_s')))}"
                      f"  loadkit:raw {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, 'raw', 'per_cpu_s')))}"
-                     f"  (CPU per op loadkit:raw {fmt(ratio(get(ph, 'loadkit', 'cpu_us_each'), get(ph, 'raw', 'cpu_us_each')))})")
+                     f"  (CPU per op loadkit:raw {fmt(ratio(get(ph, 'loadkit', 'cpu_us_each'), get(ph, 'raw', 'cpu_us_each')))})"
+                     + "".join(f"  loadkit:{p} {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, p, 'per_cpu_s')))}"
+                               for p in c3[3:]))
     acc = res.get("accuracy")
     if acc:
-        c3 = cols[:3]
+        c3 = ("loadkit", "threaded", "raw", *(p for p in peers_order() if p in acc))
         rows = [
             ("auth samples", [get(acc, c, "count") for c in c3]),
             ("auth p50, ms", [get(acc, c, "p50_ms") for c in c3]),
@@ -827,6 +957,8 @@ def render(res: dict[str, Any]) -> str:
             ("p50 error, ms", [get(acc, c, "p50_error_ms") for c in c3]),
             ("p99 error, ms", [get(acc, c, "p99_error_ms") for c in c3]),
         ]
+        if "tsung" in c3:
+            rows.append(("mean error, ms (Tsung logs means only)", [get(acc, c, "mean_error_ms") for c in c3]))
         table(f"(d) accuracy: auth latency vs {res['config']['auth_delay_ms']:g} ms injected at the gateway", rows, c3)
     load = res.get("load")
     if load and load.get("steps"):
@@ -861,10 +993,19 @@ def render(res: dict[str, Any]) -> str:
                 lines.append(f"         why: {t['why']}")
     for note in res.get("notes", []):
         lines.append(f"  note: {note}")
+    for name, why in (res.get("peers_missing") or {}).items():
+        lines.append(f"  note: {name} not run: {why}")
     return "\n".join(lines)
 
 
+def peers_order() -> tuple[str, ...]:
+    return ("artillery", "tsung")
+
+
 NOTES = [
+    "Artillery and Tsung (when run) are counted by the gateways (sessions closed, acks sent) over the same "
+    "window as their process tree's CPU; they churn open-loop (new guests at peer_churn_rate a second) where "
+    "the Locust harnesses and raw asyncio loop 50 users; each peer window is a fresh run (startup excluded)",
     "ratios compare harnesses measured minutes apart on a shared 2-core machine: trust them to ~10 %",
     "(b) and (c) interleave the three harnesses round by round; per-CPU-s figures are pooled over the rounds",
     "(c) paces every harness alike (one message per guest every chat_interval s): closed-loop runs "
@@ -876,6 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="loadkit capacity bench (see docs/capacity.md)")
     ap.add_argument("--quick", action="store_true", help="small counts and short windows (under 2 minutes)")
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON here")
+    ap.add_argument("--peers", default="artillery,tsung",
+                    help="contenders to add when they can run: artillery (npm), tsung (Debian); '' for none")
+    ap.add_argument("--no-install", action="store_true", help="do not install missing peers (npm, apt-get)")
     ap.add_argument("--only", default="idle,churn,chat,accuracy,load",
                     help="comma-separated phases to run (idle, churn, chat, accuracy, load)")
     args = ap.parse_args(argv)
@@ -885,6 +1029,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     started = time.monotonic()
+    missing: dict[str, str] = {}
+    for name in [p.strip() for p in args.peers.split(",") if p.strip()]:
+        if name not in peers_order():
+            ap.error(f"--peers: unknown peer {name!r} (artillery, tsung)")
+        why = peers.ensure(name, install=not args.no_install)
+        if why:
+            log(f"{name}: not run: {why}")
+            missing[name] = why
+        else:
+            PEERS.append(name)
     res: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -913,6 +1067,8 @@ def main(argv: list[str] | None = None) -> int:
             keep.mkdir(parents=True, exist_ok=True)
             for p in workdir.iterdir():
                 (keep / p.name).write_bytes(p.read_bytes())
+    res["peers"] = list(PEERS)
+    res["peers_missing"] = missing
     res["targets"] = verdicts(res)
     res["notes"] = NOTES
     res["seconds"] = round(time.monotonic() - started, 1)
