@@ -54,3 +54,17 @@ def _no_gevent_patching_in_the_test_process() -> Iterator[None]:
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None and monkey.is_module_patched("socket"):
         pytest.fail("a test imported Locust (or patched gevent) into the pytest process")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gevent_clock() -> None:
+    """Tests that drive gevent in this process share one hub, idle between them.
+
+    libev caches the loop's "now" and updates it only when the loop runs, so
+    after a minute of other tests a new timer is measured from a stale clock
+    and fires at once: ``gevent.joinall(jobs, timeout=30)`` returned in
+    microseconds with every guest still running. Refresh it before each test.
+    """
+    hub = sys.modules.get("gevent.hub")
+    if hub is not None:
+        hub.get_hub().loop.update_now()
