@@ -85,6 +85,9 @@ def test_a_healthy_lifecycle_is_traced_step_by_step_and_completes(tmp_path, gate
     grant = run.events("grant")[0]
     assert grant["scopes"] == ["guest:chat"] and grant["token"] == "<grant token>" and grant["expires_in_s"] > 3000
     assert run.events("upgrade_response")[0]["status"] == 101
+    steps = [run.events(name)[0] for name in ("connect", "dns", "tcp", "upgrade_request", "upgrade_response")]
+    assert all(0 <= e["duration_ms"] < 5000 for e in steps[1:3] + steps[4:])
+    assert steps[4]["duration_ms"] == pytest.approx((steps[4]["t"] - steps[3]["t"]) * 1000, abs=0.01)
     sent = [e.get("role") for e in run.events("frame_sent")]
     assert sent[:3] == ["auth", "keepalive", "message"] and sent[-1] is None  # then our close frame
     kinds = [e.get("kind") for e in run.events("frame_received", opcode="text")]

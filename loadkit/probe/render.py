@@ -31,7 +31,9 @@ class Renderer:
         lines += [_INDENT + line for line in body]
         return lines
 
-    def _since(self, name: str, t: float) -> str:
+    def _since(self, name: str, t: float, ev: dict[str, Any] | None = None) -> str:
+        if ev is not None and ev.get("duration_ms") is not None:
+            return f" ({float(ev['duration_ms']):.1f} ms)"
         start = self._times.get(name)
         return "" if start is None else f" ({(t - start) * 1000:.1f} ms)"
 
@@ -54,13 +56,13 @@ class Renderer:
         if name == "connect":
             return f"connect → {ev['url']}", []
         if name == "dns":
-            return f"dns       {ev['host']} → {', '.join(ev['addresses'])}{self._since('connect', t)}", []
+            return f"dns       {ev['host']} → {', '.join(ev['addresses'])}{self._since('connect', t, ev)}", []
         if name == "tcp":
-            return f"tcp       connected to {ev['address']}:{ev['port']}{self._since('dns', t)}", []
+            return f"tcp       connected to {ev['address']}:{ev['port']}{self._since('dns', t, ev)}", []
         if name == "tcp_failed":
             return f"tcp     ✗ {ev['address']}:{ev['port']}: {ev['error']}", []
         if name == "tls":
-            return (f"tls       {ev.get('version')} {ev.get('cipher')}{self._since('tcp', t)}",
+            return (f"tls       {ev.get('version')} {ev.get('cipher')}{self._since('tcp', t, ev)}",
                     [f"certificate: {ev.get('subject')} (issuer {ev.get('issuer')}, until {ev.get('not_after')})"])
         if name == "tls_failed":
             return f"tls     ✗ {ev.get('reason')}", _verify(ev)
@@ -68,7 +70,7 @@ class Renderer:
             return f"upgrade → GET {ev['path']}", [f"{h}: {v}" for h, v in ev.get("headers", [])]
         if name == "upgrade_response":
             body = _body(ev.get("body"))
-            return (f"upgrade ← {ev['status']} {ev.get('reason', '')}{self._since('upgrade_request', t)}",
+            return (f"upgrade ← {ev['status']} {ev.get('reason', '')}{self._since('upgrade_request', t, ev)}",
                     [f"{h}: {v}" for h, v in ev.get("headers", [])] + body)
         if name in ("connect_failed", "upgrade_refused"):
             what = ev.get("error") if name == "connect_failed" else f"upgrade refused: HTTP {ev.get('status')}"

@@ -30,6 +30,10 @@ SECRET_KEY = re.compile(r"token|secret|passw|authori[sz]ation|api[-_]?key|jwt|co
 Event = dict[str, Any]
 Sink = Callable[[int, Event], None]
 
+#: A connect step's duration is the time since the step before it.
+STEP_AFTER = {"dns": "connect", "tcp": "dns", "tcp_failed": "dns", "tls": "tcp", "tls_failed": "tcp",
+              "upgrade_response": "upgrade_request"}
+
 
 class Redactor:
     """Replaces known secrets (by label) and values under secret-looking keys (by hash)."""
@@ -132,6 +136,7 @@ class TraceRecorder:
         self._t0 = clock()
         self._wall0 = wall()
         self._role: str | None = None
+        self._last: dict[str, float] = {}
 
     def now(self) -> float:
         return self.clock()
@@ -144,6 +149,10 @@ class TraceRecorder:
         t = (self.clock() if at is None else at) - self._t0
         record: Event = {"t": round(t, 6), "epoch": round(self._wall0 + t, 6), "event": event}
         record.update(fields or {})
+        before = self._last.get(STEP_AFTER.get(event, ""))
+        if before is not None and "duration_ms" not in record:
+            record["duration_ms"] = round((t - before) * 1000, 3)
+        self._last[event] = t
         self.events.append(record)
         index = len(self.events) - 1
         if self.sink is not None:
