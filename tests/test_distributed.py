@@ -303,6 +303,48 @@ def test_a_written_off_worker_that_reports_again_is_taken_back() -> None:
     assert (LOST_OUTCOME, LOST_PHASE) not in rt.total.ended
 
 
+def test_reviving_a_worker_written_off_in_a_closed_window_never_makes_a_row_negative() -> None:
+    rt = FakeRuntime()
+    ledger = Ledger(rt)
+    ledger.new_run(["a", "b"])
+    a, b = Recorder(), Recorder()
+    for _ in range(5):
+        a.session_started()
+    ledger.receive("a", payload(a, 5))
+    ledger.check({"a": node("missing"), "b": node()})
+    rows = [rt.window.outcomes()]  # window 1 closes: the write-off is in its row
+    assert rows[0] == {LOST_OUTCOME: 5}
+    rt.window = Recorder()
+
+    b.session_started()
+    b.session_started()
+    ended(b, Outcome.CLOSED_NORMALLY, 2)
+    ledger.receive("b", payload(b, 0))
+    ended(a, Outcome.CLOSED_NORMALLY, 5)  # window 2: "a" was only slow
+    ledger.receive("a", payload(a, 0))
+    rows.append(rt.window.outcomes())
+    assert rows[1] == {"closed_normally": 7}  # nothing negative, no lost_with_worker taken from it
+    assert all(n >= 0 for row in rows for n in row.values())
+    assert ledger.take_revived() == 5 and ledger.take_revived() == 0  # named in window 2's row
+    assert rt.report()["sessions"]["outcomes"] == {"closed_normally": 7}
+    assert rt.report()["invariant"]["ok"]
+
+
+def test_reviving_a_worker_in_the_window_of_its_write_off_takes_it_back_there() -> None:
+    rt = FakeRuntime()
+    ledger = Ledger(rt)
+    ledger.new_run(["a"])
+    a = Recorder()
+    for _ in range(3):
+        a.session_started()
+    ledger.receive("a", payload(a, 3))
+    ledger.check({"a": node("missing")})
+    ended(a, Outcome.CLOSED_NORMALLY, 3)
+    ledger.receive("a", payload(a, 0))
+    assert rt.window.outcomes() == {"closed_normally": 3}
+    assert ledger.take_revived() == 0
+
+
 def test_a_worker_that_left_after_its_final_numbers_is_not_lost() -> None:
     rt = FakeRuntime()
     ledger = Ledger(rt)

@@ -195,6 +195,8 @@ class Ledger:
         self.info: dict[str, dict[str, Any]] = {}
         #: the end of the run has been awaited: the report may be written
         self.settled = False
+        #: sessions taken back from write-offs in windows already closed
+        self.revived = 0
         #: workers whose reports this master cannot read (another loadkit version), and why
         self.unreadable: dict[str, str] = {}
 
@@ -205,6 +207,7 @@ class Ledger:
         self.running = set(connected)
         self.written_off.clear()
         self.settled = False
+        self.revived = 0
         self.rt.lost_workers.clear()
         self.rt.worker_open.clear()
         self.rt.worker_open.update(dict.fromkeys(connected, 0))
@@ -269,7 +272,7 @@ class Ledger:
     def _revive(self, cid: str) -> None:
         lost = self.written_off.pop(cid)
         self.rt.lost_workers.discard(cid)
-        self._count_lost(-lost)
+        self._uncount_lost(lost)
         logger.warning("loadkit: worker %s%s reported again: its write-off is undone", cid, self._whom(cid))
 
     def _count_lost(self, n: int) -> None:
@@ -278,8 +281,35 @@ class Ledger:
         key = (LOST_OUTCOME, LOST_PHASE)
         for rec in (self.rt.total, self.rt.window):
             rec.ended[key] += n
-            if rec.ended[key] == 0:
-                del rec.ended[key]
+
+    def _uncount_lost(self, n: int) -> None:
+        """Undo a write-off: in the run's total, and in the window it landed in.
+
+        The write-off counted in the window of its own time. When that
+        window is still open it is taken back there; when it is closed (its
+        row written), that row stays as it was and the sessions taken back
+        are named in the current row as ``revived``: no row is rewritten and
+        none gets a negative count.
+        """
+        if not n:
+            return
+        key = (LOST_OUTCOME, LOST_PHASE)
+        total = self.rt.total
+        total.ended[key] -= n
+        if total.ended[key] <= 0:
+            del total.ended[key]
+        window = self.rt.window
+        here = min(n, window.ended.get(key, 0))
+        if here:
+            window.ended[key] -= here
+            if window.ended[key] == 0:
+                del window.ended[key]
+        self.revived += n - here
+
+    def take_revived(self) -> int:
+        """Sessions taken back from write-offs of earlier windows, since the last call (for a series row)."""
+        n, self.revived = self.revived, 0
+        return n
 
     def _whom(self, cid: str) -> str:
         info = self.info.get(cid)

@@ -215,6 +215,10 @@ class Runtime:
             "harness": harness_section(w),
             "cpu_percent": self.cpu_samples[-1] if self.cpu_samples else None,
         }
+        ledger = getattr(self, "ledger", None)
+        revived = ledger.take_revived() if ledger is not None else 0
+        if revived:  # counted lost_with_worker in an earlier row, then the worker spoke again
+            row["revived"] = revived
         self.series_rows.append(row)
         self.window = Recorder(self.settings.survival_marks)
         self.window_started = now
