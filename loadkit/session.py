@@ -218,7 +218,8 @@ class SessionDriver:
         if ending.code is not None:
             close = (ending.code, ending.reason, ending.initiator or "none")
         established = lc.established_s(now)
-        self.recorder.session_ended(result, established, close)
+        detail = ending.detail or (f"close {ending.code}" if ending.code is not None else "")
+        self.recorder.session_ended(result, established, close, detail)
         ok = result.outcome.value in ("closed_normally", "stopped_by_harness")
         if not ok:
             err = ending.detail or (

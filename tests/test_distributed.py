@@ -64,6 +64,7 @@ class FakeRuntime:
         self.window = Recorder()
         self.worker_open: dict[str, int] = {}
         self.lost_workers: set[str] = set()
+        self.left_workers: dict[str, str] = {}
         self.environment = SimpleNamespace(host="http://127.0.0.1:1")
 
     def absorb(self, delta: Recorder) -> None:
@@ -453,7 +454,7 @@ def test_a_master_and_two_workers_report_what_the_gateway_saw(procs: Processes, 
     assert_matches_gateway(report, stats)
     assert report["sessions"]["open"] == 0
     assert report["sessions"]["authenticated"] > 10
-    assert report["run"]["workers"] == {"count": 2, "lost": []}
+    assert report["run"]["workers"] == {"count": 2, "lost": [], "left": []}
     assert report["verdict"] == "pass"
     assert procs.log("master").count("=== loadkit summary") == 1
 
@@ -491,13 +492,37 @@ def test_ctrl_c_on_the_master_still_waits_for_the_workers_numbers(procs: Process
         time.sleep(0.2)
     master.send_signal(signal.SIGINT)
 
-    assert wait(master, procs, "master") == 0, procs.log("master")[-4000:]
+    assert wait(master, procs, "master") == 7, procs.log("master")[-4000:]  # interrupted: inconclusive
     for i, w in enumerate(workers):
         assert wait(w, procs, f"worker{i}", timeout=15) == 0
     report = load_report(procs)
     assert_matches_gateway(report, settled_stats(gateway))
     assert report["sessions"]["outcomes"].get("stopped_by_harness", 0) > 0  # stopped mid-session
-    assert report["run"]["workers"] == {"count": 2, "lost": []}
+    assert report["run"]["workers"] == {"count": 2, "lost": [], "left": []}
+    assert report["verdict"] == "inconclusive" and report["run"]["aborted"]["why"] == "SIGINT (Ctrl-C)"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_worker_that_quits_in_good_order_mid_run_makes_the_run_invalid(procs: Processes,
+                                                                         gateway: GatewayProcess) -> None:
+    """A Kubernetes scale-down: SIGTERM on one worker. Its numbers arrive, but a third of the load is gone."""
+    master, port = start_master(procs, gateway.url, run_time="12s")
+    workers = [start_worker(procs, f"worker{i}", port) for i in range(2)]
+    deadline = time.monotonic() + 30
+    while gateway.stats()["sessions"]["closed"] < 10 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers[0].send_signal(signal.SIGTERM)
+
+    assert wait(master, procs, "master") == 4, procs.log("master")[-4000:]
+    report = load_report(procs)
+    assert_matches_gateway(report, settled_stats(gateway))
+    left = report["run"]["workers"]["left"]
+    assert len(left) == 1 and "quit in good order" in left[0]["why"], report["run"]["workers"]
+    assert report["run"]["workers"]["lost"] == []  # nothing lost: its final numbers came
+    assert report["verdict"] == "invalid"
+    checks = {c["name"]: c for c in report["validity"]["checks"]}
+    assert not checks["workers"]["ok"] and left[0]["worker"] in checks["workers"]["detail"]
 
 
 @pytest.mark.slow
@@ -521,8 +546,8 @@ def test_processes_2_gives_the_report_one_process_gives(procs: Processes) -> Non
             assert codes(report["close_codes"]) == codes(gw["closes"])
         assert report["run"]["embedded_gateway"] is True
         assert report["verdict"] == "pass"
-    assert two["run"]["workers"] == {"count": 2, "lost": []}
-    assert one["run"]["workers"] == {"count": 0, "lost": []}
+    assert two["run"]["workers"] == {"count": 2, "lost": [], "left": []}
+    assert one["run"]["workers"] == {"count": 0, "lost": [], "left": []}
     assert set(two) == set(one)
     assert set(two["latency_ms"]) == set(one["latency_ms"])
     assert two["run"]["settings"] == one["run"]["settings"]
@@ -543,12 +568,13 @@ def test_ctrl_c_in_a_terminal_with_processes_2_still_reports_everything(procs: P
     time.sleep(2.5)
     os.killpg(multi.pid, signal.SIGINT)
 
-    assert wait(multi, procs, "multi") == 0, procs.log("multi")[-4000:]
+    assert wait(multi, procs, "multi") == 7, procs.log("multi")[-4000:]  # interrupted: inconclusive
     report = json.loads((procs.tmp / "multi.json").read_text())
+    assert report["verdict"] == "inconclusive" and report["run"]["aborted"]["by"] == "signal"
     assert_accounting(report)
     assert report["sessions"]["open"] == 0
     assert report["sessions"]["authenticated"] == report["gateway"]["sessions"]["authenticated"] > 0
-    assert report["run"]["workers"] == {"count": 2, "lost": []}
+    assert report["run"]["workers"] == {"count": 2, "lost": [], "left": []}
     assert procs.log("multi").count("=== loadkit summary") == 1
 
 
@@ -584,7 +610,8 @@ def test_a_worker_killed_mid_run_is_named_and_its_open_sessions_are_lost_with_it
     log = procs.log("master")
     named = re.search(rf"lost worker (\S+) \(pid {victim.pid} on ", log)
     assert named, log[-4000:]
-    assert report["run"]["workers"] == {"count": 2, "lost": [named.group(1)]}
+    assert report["run"]["workers"] == {"count": 2, "lost": [named.group(1)], "left": [
+        {"worker": named.group(1), "why": "it stopped sending heartbeats"}]}
     assert_accounting(report)
     assert report["sessions"]["open"] == 0
     # the sessions open on the dead worker are the ones the gateway saw die without a close frame
@@ -611,8 +638,9 @@ def test_sigterm_on_a_master_writes_one_report(procs: Processes) -> None:
         time.sleep(0.2)
     time.sleep(2)
     multi.send_signal(signal.SIGTERM)
-    assert wait(multi, procs, "multi") == 0
+    assert wait(multi, procs, "multi") == 7  # stopped before its -t: inconclusive
     report = json.loads((procs.tmp / "multi.json").read_text())
+    assert report["run"]["aborted"]["why"] == "SIGTERM" and report["verdict"] == "inconclusive"
     assert_accounting(report)
     assert procs.log("multi").count("=== loadkit summary") == 1
     assert "gateway" in report

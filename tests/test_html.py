@@ -63,7 +63,7 @@ def make_report() -> dict[str, Any]:
             {"expr": "auth.p95 < 300", "metric": "auth.p95", "op": "<", "limit": 300.0, "value": 1.9, "passed": True},
             {"expr": "drop_rate < 0.01", "metric": "drop_rate", "op": "<", "limit": 0.01, "value": 0.0254, "passed": False},
             {"expr": "survival.5m > 0.99", "metric": "survival.5m", "op": ">", "limit": 0.99, "value": None,
-             "passed": False, "note": "not measured (no session was eligible for survival.5m)"},
+             "passed": None, "status": "not_measured", "note": "not measured (no session was eligible for survival.5m)"},
         ],
         "verdict": "fail",
     }
@@ -136,7 +136,8 @@ def test_full_report_shows_verdict_thresholds_tables_and_charts() -> None:
     for expr in ("auth.p95 < 300", "drop_rate < 0.01", "survival.5m > 0.99"):
         assert expr in text
     assert "not measured (no session was eligible for survival.5m)" in text
-    assert document.count('<tr class="pass">') == 1 and document.count('<tr class="fail">') == 2
+    assert document.count('<tr class="pass">') == 1 and document.count('<tr class="fail">') == 1
+    assert document.count('<tr class="skip">') == 1
     for title in (
         "Open sessions",
         "Sessions started, authenticated and ended per minute",

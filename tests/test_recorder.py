@@ -49,8 +49,9 @@ def snapshot(rec: Recorder) -> dict[str, Any]:
         "reconnect": (rec.reconnect_attempts, rec.reconnect_successes),
         "missed_pongs": rec.missed_pongs,
         "session_seconds": rec.session_seconds,
-        "survival_reached": +rec.survival_reached,
-        "survival_died": +rec.survival_died,
+        "survived": hist(rec.survived),
+        "dropped_at": hist(rec.dropped_at),
+        "failures": +rec.failures,
     }
 
 
@@ -106,35 +107,41 @@ def test_only_authenticated_sessions_add_session_seconds() -> None:
     assert rec.session_seconds == 40.75
 
 
-def test_a_session_reaches_every_mark_it_lived_to_including_one_exactly_on_the_mark() -> None:
+def test_an_authenticated_session_is_censored_at_its_age_unless_it_dropped() -> None:
     rec = Recorder(marks=(60, 300, 1800))
     rec.session_ended(established(Outcome.CLOSED_NORMALLY), 300.0, None)
-    assert rec.survival_reached == {60: 1, 300: 1}
-    assert not +rec.survival_died
-
-
-def test_a_dropped_session_dies_at_every_mark_it_did_not_reach() -> None:
-    rec = Recorder(marks=(60, 300, 1800))
     rec.session_ended(established(Outcome.DROPPED_BY_SERVER), 299.9, SERVER_CLOSE)
-    assert rec.survival_reached == {60: 1}
-    assert rec.survival_died == {300: 1, 1800: 1}
+    assert (rec.survived.count, rec.survived.max) == (1, 300_000)
+    assert (rec.dropped_at.count, rec.dropped_at.max) == (1, 299_900)
 
 
 @pytest.mark.parametrize("outcome", sorted(set(Outcome) - DROP_OUTCOMES))
-def test_a_session_that_ended_without_a_drop_is_censored_at_marks_it_did_not_reach(outcome: Outcome) -> None:
+def test_a_session_that_ended_without_a_drop_is_censored(outcome: Outcome) -> None:
     rec = Recorder(marks=(60, 300))
     rec.session_ended(established(outcome), 120.0, None)
-    assert rec.survival_reached == {60: 1}
-    assert not +rec.survival_died
+    assert rec.survived.count == 1 and rec.dropped_at.count == 0
 
 
 @pytest.mark.parametrize("outcome", sorted(Outcome))
-def test_a_session_that_never_authenticated_is_not_eligible_for_survival(outcome: Outcome) -> None:
+def test_a_session_that_never_authenticated_is_not_at_risk(outcome: Outcome) -> None:
     rec = Recorder(marks=(60,))
     rec.session_ended(during_auth(outcome), 0.0, None)
     rec.session_ended(during_auth(outcome), 100.0, None)  # even with a nonsense duration
-    assert not +rec.survival_reached and not +rec.survival_died
+    assert not rec.survived and not rec.dropped_at
     assert rec.drops() == 0
+
+
+def test_failures_before_auth_keep_their_detail_bounded_per_outcome() -> None:
+    rec = Recorder()
+    for i in range(40):
+        rec.session_ended(Result(Outcome.TOKEN_REFUSED, Phase.TOKEN, False), 0.0, None, f"HTTP {500 + i % 20}")
+    rec.session_ended(Result(Outcome.STOPPED_BY_HARNESS, Phase.TOKEN, False), 0.0, None, "stopping")
+    assert sum(rec.failures.values()) == 40
+    assert rec.failures[("token_refused", "HTTP 500")] == 2
+    assert len(rec.failures) == 17 and rec.failures[("token_refused", "other")] == 8
+    other = Recorder()
+    other.merge(rec)
+    assert other.failures == rec.failures
 
 
 # -- drops -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from loadkit.report.thresholds import (
+    _METRIC_FORMS as FORMS,
     Threshold,
     ThresholdError,
     evaluate,
@@ -144,8 +145,8 @@ def test_parse_metric_gives_canonical_names() -> None:
         ("auth.p96 < 3", 'threshold "auth.p96 < 3": unknown statistic "p96" (expected one of p50, p90, p95, p99, max, min, mean, count)'),
         ("auht.p95 < 3", 'threshold "auht.p95 < 3": unknown latency phase "auht" (expected one of token, connect, auth, message, ping, reply)'),
         ("auth < 3", 'threshold "auth < 3": "auth" needs a statistic (e.g. auth.p95; expected one of p50, p90, p95, p99, max, min, mean, count)'),
-        ("auth.p95.x < 3", 'threshold "auth.p95.x < 3": unknown metric "auth.p95.x" (expected PHASE.STAT, drop_rate, drops, drops_per_session_hour, session_hours, close.CODE.count|rate, outcome.NAME.count|rate, reconnect.STAT|attempts|successes|success_rate, survival.MARK, drift.PHASE.STAT, sessions.started|authenticated|open, keepalive.missed_pongs|timeouts, bad_frames.count|sessions|KIND.count, messages.sent|answered|agent_messages; see docs/thresholds.md)'),
-        ("droprate < 0.1", 'threshold "droprate < 0.1": unknown metric "droprate" (expected PHASE.STAT, drop_rate, drops, drops_per_session_hour, session_hours, close.CODE.count|rate, outcome.NAME.count|rate, reconnect.STAT|attempts|successes|success_rate, survival.MARK, drift.PHASE.STAT, sessions.started|authenticated|open, keepalive.missed_pongs|timeouts, bad_frames.count|sessions|KIND.count, messages.sent|answered|agent_messages; see docs/thresholds.md)'),
+        ("auth.p95.x < 3", 'threshold "auth.p95.x < 3": unknown metric "auth.p95.x" (expected ' + FORMS + ')'),
+        ("droprate < 0.1", 'threshold "droprate < 0.1": unknown metric "droprate" (expected ' + FORMS + ')'),
         ("close < 1", 'threshold "close < 1": "close" needs a close code and .count or .rate (e.g. close.1011.count == 0)'),
         ("close.abc.count == 0", 'threshold "close.abc.count == 0": close code "abc" is not a number (expected a WebSocket close code 1000-4999, e.g. close.1011.count)'),
         ("close.999.count == 0", 'threshold "close.999.count == 0": close code "999" is out of range (expected 1000-4999, e.g. close.1011.count)'),
@@ -158,12 +159,12 @@ def test_parse_metric_gives_canonical_names() -> None:
         ("outcome.auth_refused.sum < 1", 'threshold "outcome.auth_refused.sum < 1": unknown outcome statistic "sum" (expected count or rate, e.g. outcome.auth_refused.rate)'),
         ("outcome.a-b.count < 1", 'threshold "outcome.a-b.count < 1": outcome name "a-b" is not a valid name (expected letters, digits and _, e.g. outcome.auth_refused.count)'),
         ("outcome.a.b.count < 1", 'threshold "outcome.a.b.count < 1": unknown metric "outcome.a.b.count" (expected outcome.NAME.count or outcome.NAME.rate)'),
-        ("reconnect < 1", 'threshold "reconnect < 1": "reconnect" needs a statistic (e.g. reconnect.p95; expected one of p50, p90, p95, p99, max, min, mean, count, attempts, successes, success_rate)'),
-        ("reconnect.p96 < 1", 'threshold "reconnect.p96 < 1": unknown reconnect metric "p96" (expected one of p50, p90, p95, p99, max, min, mean, count, attempts, successes, success_rate)'),
+        ("reconnect < 1", 'threshold "reconnect < 1": "reconnect" needs a statistic (e.g. reconnect.p95; expected one of p50, p90, p95, p99, max, min, mean, count, attempts, successes, not_resumed, success_rate)'),
+        ("reconnect.p96 < 1", 'threshold "reconnect.p96 < 1": unknown reconnect metric "p96" (expected one of p50, p90, p95, p99, max, min, mean, count, attempts, successes, not_resumed, success_rate)'),
         ("survival > 0.9", 'threshold "survival > 0.9": "survival" needs a mark (e.g. survival.30m > 0.99)'),
         ("survival.30x > 0.9", 'threshold "survival.30x > 0.9": survival mark "30x" is not a duration (expected a number with s, m or h, e.g. 90s, 5m, 1h)'),
         ("survival.0m > 0.9", 'threshold "survival.0m > 0.9": survival mark "0m" must be longer than zero (e.g. survival.30m)'),
-        ("survival.30m.rate > 0.9", 'threshold "survival.30m.rate > 0.9": unknown metric "survival.30m.rate" (expected survival.MARK, e.g. survival.30m)'),
+        ("survival.30m.rate > 0.9", 'threshold "survival.30m.rate > 0.9": unknown metric "survival.30m.rate" (expected survival.MARK or survival.MARK.lower|upper|at_risk, e.g. survival.30m, survival.5m.lower)'),
         ("drift < 1", 'threshold "drift < 1": "drift" needs a phase and a statistic (e.g. drift.auth.p95 < 1.2)'),
         ("drift.auth < 1", 'threshold "drift.auth < 1": "drift.auth" needs a statistic (e.g. drift.auth.p95 < 1.2; expected one of p50, p90, p95, p99, max, min, mean)'),
         ("drift.login.p95 < 1", 'threshold "drift.login.p95 < 1": unknown latency phase "login" (expected one of token, connect, auth, message, ping, reply)'),
@@ -285,8 +286,10 @@ def test_examples_from_the_docs(expr: str, ok: bool) -> None:
 def test_rows_have_the_schema_shape() -> None:
     rows = evaluate(["auth.p95 < 300", parse("drops == 0")], REPORT)
     assert rows == [
-        {"expr": "auth.p95 < 300", "metric": "auth.p95", "op": "<", "limit": 300.0, "value": 4.0, "passed": True},
-        {"expr": "drops == 0", "metric": "drops", "op": "==", "limit": 0.0, "value": 4, "passed": False},
+        {"expr": "auth.p95 < 300", "metric": "auth.p95", "op": "<", "limit": 300.0, "value": 4.0, "passed": True,
+         "status": "pass"},
+        {"expr": "drops == 0", "metric": "drops", "op": "==", "limit": 0.0, "value": 4, "passed": False,
+         "status": "fail"},
     ]
 
 
@@ -326,7 +329,6 @@ def without(path: str) -> dict[str, Any]:
         ("outcome.auth_refused.rate < 1", without("sessions.started")),
         ("outcome.auth_refused.rate < 1", {**REPORT, "sessions": {**REPORT["sessions"], "outcomes": {"auth_refused": None}}}),
         ("reconnect.p95 < 5000", without("reconnect")),
-        ("reconnect.success_rate > 0.9", {**REPORT, "reconnect": {"attempts": 0, "successes": 0}}),
         ("reconnect.success_rate > 0.9", without("reconnect.successes")),
         ("survival.30m > 0.99", REPORT),
         ("survival.5m > 0.5", without("survival")),
@@ -339,11 +341,68 @@ def without(path: str) -> dict[str, Any]:
         ("keepalive.missed_pongs == 0", {}),
     ],
 )
-def test_a_metric_not_measured_fails_with_a_note(expr: str, report: dict[str, Any]) -> None:
+def test_a_metric_not_measured_is_neither_a_pass_nor_a_breach(expr: str, report: dict[str, Any]) -> None:
     (row,) = evaluate([expr], report)
     assert row["value"] is None
-    assert row["passed"] is False
+    assert row["passed"] is None and row["status"] == "not_measured"
     assert row["note"].startswith("not measured")
+
+
+@pytest.mark.parametrize("expr", ["reconnect.success_rate > 0.9", "reconnect.p95 < 5000", "reconnect.max < 1"])
+def test_reconnect_gates_hold_vacuously_when_nothing_needed_a_reconnect(expr: str) -> None:
+    report = {**REPORT, "reconnect": {"attempts": 0, "successes": 0, "recover_ms": {"count": 0, "p95": None}}}
+    (row,) = evaluate([expr], report)
+    assert row["value"] is None and row["passed"] is True and row["status"] == "vacuous"
+    assert "no reconnect attempt" in row["note"]
+
+
+def test_reconnects_that_never_recovered_are_not_vacuous() -> None:
+    report = {**REPORT, "reconnect": {"attempts": 3, "successes": 0, "recover_ms": {"count": 0, "p95": None}}}
+    rate, p95 = evaluate(["reconnect.success_rate > 0.9", "reconnect.p95 < 5000"], report)
+    assert rate["status"] == "fail" and rate["value"] == 0
+    assert p95["status"] == "not_measured"
+
+
+KM = {"5m": {"estimate": 0.97, "lower": 0.93, "upper": 0.99, "at_risk": 40, "events": 3},
+      "30m": {"estimate": None, "lower": None, "upper": None, "at_risk": 0, "events": 0}}
+
+
+@pytest.mark.parametrize("expr, value, status", [
+    ("survival.5m > 0.95", 0.97, "pass"),
+    ("survival.5m.lower > 0.95", 0.93, "fail"),
+    ("survival.5m.upper > 0.95", 0.99, "pass"),
+    ("survival.5m.at_risk >= 50", 40, "fail"),
+    ("survival.30m > 0.5", None, "not_measured"),
+    ("survival.30m.lower > 0.5", None, "not_measured"),
+    ("survival.30m.at_risk >= 0", 0, "pass"),
+])
+def test_survival_reads_the_kaplan_meier_estimate_its_bounds_and_who_was_at_risk(expr: str, value: Any,
+                                                                                  status: str) -> None:
+    (row,) = evaluate([expr], {**REPORT, "survival": KM})
+    assert row["value"] == value and row["status"] == status, row
+
+
+@pytest.mark.parametrize("expr, report, value", [
+    ("bad_frames.count == 0", {"bad_frames": {"count": 3, "by_kind": {"not_json": 2, "unknown_type": 1}}}, 3),
+    ("bad_frames.not_json.count == 0", {"bad_frames": {"count": 3, "by_kind": {"not_json": 2}}}, 2),
+    ("bad_frames.too_big.count == 0", {"bad_frames": {"count": 3, "by_kind": {"not_json": 2}}}, 0),
+    ("bad_frames.count == 0", {"bad_frames": {"not_json": 2, "unknown_type": 1}}, 3),  # older reports
+    ("messages.unanswered == 0", {"messages": {"sent": 9, "answered": 8, "unanswered": 1}}, 1),
+    ("harness.lag.p99 < 50", {"harness": {"lag_ms": {"count": 10, "p99": 12.5}}}, 12.5),
+    ("harness.wait.p95 < 50", {"harness": {"wait_ms": {"count": 10, "p95": 2.0}}}, 2.0),
+    ("errors.4029.count < 1", {"errors": {"4029": 12}}, 12),
+    ("errors.4008.count < 1", {"errors": {"4029": 12}}, 0),
+    ("saturation.share_saturated < 0.2", {"saturation": {"share_saturated": 0.1}}, 0.1),
+])
+def test_metrics_other_sections_carry_are_read_from_the_catalogues_paths(expr: str, report: dict[str, Any],
+                                                                         value: float) -> None:
+    assert value_of(expr, report) == value
+
+
+@pytest.mark.parametrize("expr", ["messages.sent > 0", "harness.lag.p99 < 50", "bad_frames.count == 0"])
+def test_a_section_a_run_did_not_write_is_not_measured(expr: str) -> None:
+    (row,) = evaluate([expr], REPORT)
+    assert row["status"] == "not_measured"
 
 
 def test_not_measured_note_says_what_is_missing() -> None:
@@ -368,6 +427,7 @@ def test_an_unseen_known_outcome_counts_zero_without_a_note() -> None:
         "limit": 0.001,
         "value": 0.0,
         "passed": True,
+        "status": "pass",
     }
 
 

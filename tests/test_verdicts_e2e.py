@@ -49,21 +49,34 @@ def test_a_clean_run_with_thresholds_passes_with_exit_code_0(tmp_path, gateway):
     run = run_locust(tmp_path, "--host", gateway.url, *FAST, "--threshold", "auth.p99 < 500",
                      "--threshold", "drop_rate == 0", "--threshold", "close.1011.count == 0",
                      "--loadkit-html", str(tmp_path / "report.html"), users=4, run_time="3s")
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, (run.report or {}).get("verdict_reason")
     assert run.report["verdict"] == "pass"
     html = (tmp_path / "report.html").read_text()
     assert "<svg" in html and "auth.p99 &lt; 500" in html
 
 
-def test_abort_on_breach_stops_the_run_early(tmp_path, gateway_factory):
+def test_abort_on_breach_stops_at_once_on_a_settled_breach_even_inside_the_grace(tmp_path, gateway_factory):
     gw = gateway_factory(**{"faults.drop_fraction": 1.0, "faults.drop_after_s": "0.1,0.3", "faults.drop_code": 1011})
     started = time.monotonic()
     run = run_locust(tmp_path, "--host", gw.url, *FAST, "--threshold", "close.1011.count == 0",
-                     "--abort-on-breach", "--breach-grace", "1", users=4, run_time="30s")
+                     "--abort-on-breach", "--breach-grace", "60", users=4, run_time="30s")
     assert time.monotonic() - started < 20
     assert run.returncode == 3
-    assert run.report["run"]["aborted"].startswith("close.1011.count == 0")
-    assert run.report["run"]["duration_s"] < 10
+    aborted = run.report["run"]["aborted"]
+    assert aborted["by"] == "breach" and "close.1011.count == 0" in aborted["why"]
+    assert aborted["after_s"] < 10 and aborted["planned_s"] == 30
+    assert run.report["verdict"] == "fail"
+
+
+def test_abort_on_breach_waits_the_grace_for_a_breach_that_may_recover(tmp_path, gateway_factory):
+    """A percentile may come back under its limit: it must stay breached for --breach-grace first."""
+    gw = gateway_factory(**{"faults.auth_latency": "fixed:40"})
+    run = run_locust(tmp_path, "--host", gw.url, *FAST, "--threshold", "auth.p95 < 5",
+                     "--abort-on-breach", "--breach-grace", "4", users=4, run_time="30s")
+    assert run.returncode == 3, run.stderr[-2000:]
+    aborted = run.report["run"]["aborted"]
+    assert aborted["by"] == "breach" and "auth.p95 < 5" in aborted["why"]
+    assert 4 <= aborted["after_s"] < 15, aborted
 
 
 def test_a_saturated_load_generator_makes_the_run_invalid(tmp_path, gateway):
@@ -91,10 +104,20 @@ def _start(tmp_path, gateway_url, *extra):
                             start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
+def _wait_for_windows(path, n, timeout=30.0):
+    """Until the run has written n series windows: it is under way (Locust starts slowly on a busy box)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the run wrote fewer than {n} windows in {timeout} s")
+
+
 def test_the_time_series_survives_a_sigkill_of_the_run(tmp_path, gateway):
     proc = _start(tmp_path, gateway.url)
     try:
-        time.sleep(4.5)
+        _wait_for_windows(tmp_path / "series.jsonl", 3)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -109,11 +132,12 @@ def test_the_time_series_survives_a_sigkill_of_the_run(tmp_path, gateway):
     assert not (tmp_path / "report.json").exists()  # killed: no report, but the windows are kept
 
 
-def test_ctrl_c_still_writes_the_final_report(tmp_path, gateway):
+@pytest.mark.parametrize("sig, name", [(signal.SIGINT, "SIGINT (Ctrl-C)"), (signal.SIGTERM, "SIGTERM")])
+def test_a_run_stopped_before_its_planned_time_writes_its_report_and_is_inconclusive(tmp_path, gateway, sig, name):
     proc = _start(tmp_path, gateway.url)
     try:
-        time.sleep(3.5)
-        proc.send_signal(signal.SIGINT)
+        _wait_for_windows(tmp_path / "series.jsonl", 2)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -125,6 +149,24 @@ def test_ctrl_c_still_writes_the_final_report(tmp_path, gateway):
     assert report["sessions"]["open"] == 0
     assert_matches_gateway(report, settled_stats(gateway))
     assert b"loadkit summary" in out
+    aborted = report["run"]["aborted"]
+    assert aborted["by"] == "signal" and aborted["why"] == name, aborted
+    assert 0 < aborted["after_s"] < 10 and aborted["planned_s"] == 60
+    assert report["verdict"] == "inconclusive" and proc.returncode == 7
+    interrupted = [c for c in report["validity"]["checks"] if c["name"] == "interrupted"]
+    assert interrupted and not interrupted[0]["ok"]
+    assert out.decode().rstrip().endswith("=" * 70)
+
+
+def test_the_loadkit_summary_is_the_last_thing_on_the_terminal(tmp_path, gateway):
+    """After Locust's final tables (which Locust writes to stderr): one terminal, both streams."""
+    cmd = locust_command("--headless", "-u", "2", "-r", "10", "-t", "2s", "--host", gateway.url, *FAST)
+    proc = subprocess.run(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    text = proc.stdout.decode()
+    assert "Response time percentiles" in text and "Aggregated" in text
+    assert text.rindex("=== loadkit summary") > text.rindex("Aggregated")
+    assert text.rstrip().endswith("=" * 70), text[-3000:]
 
 
 def test_drift_compares_the_last_window_with_the_first(tmp_path, gateway_factory):

@@ -85,6 +85,7 @@ def install(environment: Any, rt: Any) -> None:
         raise RuntimeError(f"locust.runners.STATE_MISSING is {runners.STATE_MISSING!r}, not {STATE_MISSING!r}")
     runner = environment.runner
     rt.lost_workers = set()  # read by the plugin's run_info (run.workers.lost)
+    rt.left_workers = {}  # worker -> why it did not stay to the end (run.workers.left)
     MasterRunner, WorkerRunner = runners.MasterRunner, runners.WorkerRunner
     if isinstance(runner, WorkerRunner):
         _install_worker(environment, rt, runner)
@@ -199,6 +200,8 @@ class Ledger:
         self.revived = 0
         #: workers whose reports this master cannot read (another loadkit version), and why
         self.unreadable: dict[str, str] = {}
+        #: the master has begun to end the run (finals after this are expected)
+        self.ending = False
 
     def new_run(self, connected: Iterable[str]) -> None:
         """A run starts: the connected workers will take part (late joiners say so)."""
@@ -208,7 +211,9 @@ class Ledger:
         self.written_off.clear()
         self.settled = False
         self.revived = 0
+        self.ending = False
         self.rt.lost_workers.clear()
+        self.rt.left_workers.clear()
         self.rt.worker_open.clear()
         self.rt.worker_open.update(dict.fromkeys(connected, 0))
 
@@ -236,6 +241,8 @@ class Ledger:
         self.rt.worker_open[cid] = int(payload["open"])
         self.info[cid] = {k: payload.get(k) for k in ("pid", "hostname")}
         if final:
+            if not self.ending and cid in self.running:
+                self._left(cid, "left before the end of the run (quit in good order)")
             self.running.discard(cid)
         elif payload.get("in_run"):
             self.members.add(cid)
@@ -250,6 +257,7 @@ class Ledger:
         self.rt.worker_open[cid] = 0
         self.written_off[cid] = lost
         self.rt.lost_workers.add(cid)
+        self._left(cid, why)
         self._count_lost(lost)
         logger.warning("loadkit: lost worker %s%s: %s; %d session(s) it had open are counted as %s",
                        cid, self._whom(cid), why, lost, LOST_OUTCOME)
@@ -268,6 +276,10 @@ class Ledger:
                 self.write_off(cid, "it left without sending its final numbers")
             elif node.state == STATE_MISSING:
                 self.write_off(cid, "it stopped sending heartbeats")
+
+    def _left(self, cid: str, why: str) -> None:
+        """The worker did not stay to the end: the run did not deliver its load (kept if it comes back)."""
+        self.rt.left_workers.setdefault(cid, why)
 
     def _revive(self, cid: str) -> None:
         lost = self.written_off.pop(cid)
@@ -327,6 +339,10 @@ def _install_master(environment: Any, rt: Any, runner: Any) -> None:
     @events.test_start.add_listener
     def _new_run(**_kw: Any) -> None:
         ledger.new_run(cid for cid, node in runner.clients.items() if node.state != STATE_MISSING)
+
+    @events.test_stopping.add_listener
+    def _ending(**_kw: Any) -> None:
+        ledger.ending = True
 
     @events.worker_report.add_listener
     def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
@@ -390,6 +406,7 @@ def await_final_reports(environment: Any, rt: Any) -> None:
     import gevent
 
     runner = environment.runner
+    ledger.ending = True
     runner.stop()  # waits until the workers report no users (or its own timeout)
     deadline = time.monotonic() + FINAL_WAIT_S
     while ledger.running and time.monotonic() < deadline:

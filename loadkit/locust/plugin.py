@@ -34,7 +34,7 @@ from loadkit.metrics.recorder import HARNESS_SERIES, Recorder
 from loadkit.protocol import get_profile
 from loadkit.protocol.base import auth_styles, check_keepalive
 from loadkit.settings import behaviour
-from loadkit.report.build import build_report, connect_failures, verdict_of
+from loadkit.report.build import build_report, verdict_of, verdict_reason
 from loadkit.report.harness import DEFAULT_LAG_LIMIT_MS, harness_section
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.summary import render_summary
@@ -47,6 +47,9 @@ logger = logging.getLogger("loadkit")
 # Locust samples CPU every 10 s by default; a 30-second run would get two
 # samples, the first always 0. Sample every 2 s for the saturation verdict.
 runners.CPU_MONITOR_INTERVAL = 2.0
+#: A run that ends this close to its planned -t ran as planned: Locust starts its -t timer
+#: before our test_start listener runs, on a busy machine a second or more earlier.
+PLANNED_SLACK_S = 3.0
 
 
 class Runtime:
@@ -69,11 +72,16 @@ class Runtime:
         self.drift_first: dict[str, dict[str, Any]] = {}
         self.drift_last: dict[str, dict[str, Any]] = {}
         self.cpu_samples: list[float] = []
+        #: threshold expression -> when its current unbroken breach began (monotonic)
+        self.breach_since: dict[str, float] = {}
         self.started_wall: float | None = None
         self.started_mono: float | None = None
         self.window_started: float | None = None
         self.ticker: gevent.Greenlet | None = None
-        self.aborted: str | None = None
+        #: why the run stopped before its planned run time, if it did: {"by", "why"}
+        self.aborted: dict[str, Any] | None = None
+        #: the summary, printed once Locust has printed its own final tables
+        self.summary_text: str | None = None
         self.finished = False
         #: web UI: the tests started so far, whether this one's report is claimed, its exit code
         self.test_no = 0
@@ -82,6 +90,9 @@ class Runtime:
         #: the gateway's stats when the test (or a RESET) began: its record is the delta from here
         self.gateway_baseline: dict[str, Any] | None = None
         self.outputs = opts  # the report paths of this test (numbered from the second)
+        #: monotonic time the run began to stop; the signal that stopped it, if one did
+        self.stopped_mono: float | None = None
+        self.signalled: str | None = None
         self._fire = environment.events.request.fire
 
     def configure(self) -> None:
@@ -165,6 +176,9 @@ class Runtime:
         self.series_rows = []
         self.drift_first, self.drift_last = {}, {}
         self.cpu_samples = []
+        self.breach_since = {}
+        self.aborted = None
+        self.stopped_mono = None
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self.window_started = self.started_mono
@@ -258,18 +272,38 @@ class Runtime:
     def check_breach(self) -> None:
         if not (self.opts.abort_on_breach and self.thresholds) or self.aborted:
             return
-        if self.started_mono is None or time.monotonic() - self.started_mono < float(self.opts.breach_grace):
+        if self.started_mono is None:
             return
         from loadkit.report import thresholds
 
         live = self.build(final=False)
         rows = thresholds.evaluate_partial(self.thresholds, live)
-        breached = [r for r in rows if not r["passed"] and r["value"] is not None]
+        for r in rows:  # a breach that came back under its limit starts its grace again
+            if r["passed"] is not False:
+                self.breach_since.pop(r["expr"], None)
+        if time.monotonic() - self.started_mono < float(self.opts.breach_grace):
+            rows = [r for r in rows if r.get("settled")]
+        breached = [r for r in rows if r["passed"] is False and self._breach_counts(r)]
         if breached:
-            self.aborted = "; ".join(f"{r['expr']} (value {r['value']:.4g})" for r in breached)
-            logger.error("loadkit: threshold breached, stopping the run: %s", self.aborted)
+            why = "; ".join(f"{r['expr']} (value {r['value']:.4g})" for r in breached)
+            self.aborted = {"by": "breach", "why": f"--abort-on-breach: {why}",
+                            "at_mono": time.monotonic()}
+            logger.error("loadkit: threshold breached, stopping the run: %s", why)
             runner = self.environment.runner
             gevent.spawn_later(0, runner.quit)
+
+    def _breach_counts(self, row: dict[str, Any]) -> bool:
+        """A settled breach stops the run at once; an unsettled one once it has lasted the grace time.
+
+        docs/thresholds.md: a count that only grows cannot come back under its
+        limit (settled); a rate or a percentile may, so it must be breached
+        in every check for ``--breach-grace`` seconds (sustained) first.
+        """
+        now = time.monotonic()
+        since = self.breach_since.setdefault(row["expr"], now)
+        if row.get("settled"):
+            return True
+        return now - since >= float(self.opts.breach_grace)
 
     def redact(self, text: str) -> str:
         """Secrets from the scenario file never reach a summary or a report."""
@@ -288,11 +322,43 @@ class Runtime:
             "profile": self.profile.name,
             "embedded_gateway": self.gateway is not None,
             "users": getattr(opts, "num_users", None),
-            "workers": {"count": len(self.worker_open), "lost": sorted(getattr(self, "lost_workers", []))},
+            "workers": {"count": len(self.worker_open), "lost": sorted(getattr(self, "lost_workers", [])),
+                        "left": [{"worker": w, "why": why}
+                                 for w, why in sorted(getattr(self, "left_workers", {}).items())]},
             "settings": {**self.settings.as_dict(), "thresholds": list(opts.threshold or [])},
             "seed": getattr(self, "run_seed", None),
-            "aborted": self.aborted,
+            "planned_s": self.planned_s(),
+            "aborted": self.aborted_info(ended),
         }
+
+    def planned_s(self) -> float | None:
+        """The planned run time (``-t``), or None (a web UI run stopped by a person)."""
+        value = getattr(self.opts, "run_time", None)
+        return float(value) if value else None
+
+    def aborted_info(self, ended_wall: float) -> dict[str, Any] | None:
+        """``run.aborted``: when and why a run stopped before its planned time, or None.
+
+        Locust's ``-t`` ends the run at the planned time. A SIGINT (Ctrl-C) or
+        SIGTERM before that interrupted it; so did any other quit well before
+        the planned time (by more than the slack: Locust starts its timer a
+        little before our clock). A run with no ``-t`` has no planned end, so
+        a person stopping it did not interrupt it.
+        """
+        started = self.started_mono
+        planned = self.planned_s()
+        after = None if started is None else round((self.stopped_mono or time.monotonic()) - started, 3)
+        info = dict(self.aborted) if self.aborted else None
+        if info is None and planned and self.signalled:
+            info = {"by": "signal", "why": self.signalled}
+        elif info is None and planned and after is not None and after < planned - max(PLANNED_SLACK_S,
+                                                                                       0.1 * planned):
+            info = {"by": "stop", "why": "stopped well before the planned run time (a quit, not -t)"}
+        if info is None:
+            return None
+        info.pop("at_mono", None)
+        info.update(when=_iso(ended_wall), after_s=after, planned_s=planned)
+        return info
 
     def build(self, final: bool, gateway: dict[str, Any] | None = None) -> dict[str, Any]:
         drift = {"window_s": float(self.opts.series_interval), "first": self.drift_first,
@@ -302,7 +368,7 @@ class Runtime:
                             lag_limit_ms=options.parse_lag_limit(getattr(self.opts, "lag_limit", None)
                                                                  or DEFAULT_LAG_LIMIT_MS))
 
-    def finish(self) -> int:
+    def finish(self, defer_summary: bool = False) -> int:
         """Close the last window, write every report, print the summary; the exit code."""
         from loadkit.report import thresholds
 
@@ -321,17 +387,21 @@ class Runtime:
         report = self.build(final=True, gateway=gateway_stats)
         report["thresholds"] = thresholds.evaluate(self.thresholds, report)
         report["verdict"] = verdict_of(report)
+        report["verdict_reason"] = verdict_reason(report, report["verdict"])
         write_outputs(report, self.series_rows, self.outputs, self.redact)
-        print(self.redact(render_summary(report)), flush=True)
-        if report["verdict"] == "unreachable":
-            failures = ", ".join(f"{k} ×{v}" for k, v in connect_failures(report).items())
-            print(f"loadkit: target {self.environment.host} unreachable: every connection attempt failed "
-                  f"({failures})", file=sys.stderr, flush=True)
-        elif report["verdict"] == "error" and not report["invariant"]["ok"]:
-            inv = report["invariant"]
-            print(f"loadkit: ACCOUNTING VIOLATED: started {inv['started']} != ended {inv['ended']} "
-                  f"+ open {inv['open']} (a loadkit bug; please report it)", file=sys.stderr, flush=True)
+        self.summary_text = self.redact(render_summary(report))
+        if not defer_summary:
+            self.print_summary()
+        if report["verdict"] in ("unreachable", "error"):
+            print(f"loadkit: {report['verdict'].upper()}: {self.redact(report['verdict_reason'])}",
+                  file=sys.stderr, flush=True)
         return int(verdict_exit_code(report["verdict"]))
+
+    def print_summary(self) -> None:
+        """The loadkit summary: the last thing on the terminal, after Locust's final tables."""
+        if self.summary_text is not None:
+            print(self.summary_text, flush=True)
+            self.summary_text = None
 
 
 def _tls_context(opts: Any) -> Any:
@@ -498,6 +568,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         if rt.is_worker or rt.finished:  # SIGTERM on a master fires quitting twice
             return
         rt.finished = True
+        rt.stopped_mono = time.monotonic()
         runner = environment.runner
         if runner is not None:
             runner.stop()  # before the gateway goes: users must not see it vanish
@@ -514,7 +585,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
             environment.process_exit_code = rt.last_code if rt.last_code is not None else 5
             return
         try:
-            code = rt.finish()
+            code = rt.finish(defer_summary=True)  # printed at quit, after Locust's final tables
         except Exception:
             logger.exception("loadkit: could not finish the report")
             code = 5
@@ -522,3 +593,29 @@ def _on_init(environment: Any, **_kw: Any) -> None:
             if rt.gateway is not None:
                 rt.gateway.stop()
         environment.process_exit_code = code
+
+    @events_.quit.add_listener
+    def _on_quit(**_kw: Any) -> None:
+        rt.print_summary()  # Locust has printed its final tables by now
+
+    _note_signals(rt)
+
+
+def _note_signals(rt: Runtime) -> None:
+    """Remember which signal stopped the run (for ``run.aborted.why``), then let Locust handle it."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        rt.signalled = rt.signalled or "SIGINT (Ctrl-C)"
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, on_sigint)
+        gevent.signal_handler(signal.SIGTERM, lambda: setattr(rt, "signalled", rt.signalled or "SIGTERM"))
+    except ValueError:  # not the main thread (a library use): no signals to note
+        pass

@@ -24,7 +24,8 @@ from typing import Any
 from loadkit.lifecycle import DROP_OUTCOMES, Result
 from loadkit.metrics.histogram import WIRE_VERSION, Histogram, WireError
 
-#: Latency series every report has, even when empty.
+#: Latency series every report has, even when empty (the metric catalogue,
+#: loadkit.report.catalogue, reads the phases from here: metrics may not import report).
 LATENCY_PHASES = ("token", "connect", "auth", "message", "ping", "reply")
 #: The harness's own delays, kept beside the phases (same histograms, same
 #: merge and wire format) but reported apart, under ``report["harness"]``:
@@ -34,6 +35,8 @@ LATENCY_PHASES = ("token", "connect", "auth", "message", "ping", "reply")
 HARNESS_WAIT = "harness_wait"
 HARNESS_LAG = "harness_lag"
 HARNESS_SERIES = (HARNESS_WAIT, HARNESS_LAG)
+#: At most this many distinct failure details per outcome ("HTTP 500"); more read "other".
+MAX_FAILURE_DETAILS = 16
 #: Survival marks in seconds (``--survival-marks``).
 DEFAULT_SURVIVAL_MARKS = (60, 300, 1800, 3600)
 
@@ -42,8 +45,8 @@ class Recorder:
     __slots__ = (
         "started", "authenticated", "ended", "close_codes", "latency", "recover",
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
-        "missed_pongs", "silence", "not_resumed", "session_seconds", "survival_reached", "survival_died",
-        "marks", "bad_sessions", "messages_sent", "messages_answered", "agent_messages",
+        "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
+        "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages",
     )
 
     def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
@@ -77,8 +80,13 @@ class Recorder:
         self.silence = Histogram()
         #: authenticated seconds of ended sessions (for drops per session-hour)
         self.session_seconds = 0.0
-        self.survival_reached: Counter[int] = Counter()
-        self.survival_died: Counter[int] = Counter()
+        #: authenticated sessions' ages in ms: censored (did not drop) and at their drop
+        #: (Kaplan-Meier's censorings and events; see loadkit.metrics.survival)
+        self.survived = Histogram()
+        self.dropped_at = Histogram()
+        #: (outcome, detail) -> sessions that ended without ever authenticating,
+        #: e.g. ("token_refused", "HTTP 500"): what the summary names when nothing got through
+        self.failures: Counter[tuple[str, str]] = Counter()
 
     # -- hot path --------------------------------------------------------------
 
@@ -92,8 +100,13 @@ class Recorder:
         self.authenticated += 1
 
     def session_ended(self, result: Result, established_s: float,
-                      close: tuple[int, str, str] | None) -> None:
-        """Count one ended session: its outcome, its close code, its survival."""
+                      close: tuple[int, str, str] | None, detail: str = "") -> None:
+        """Count one ended session: its outcome, its close code, its survival.
+
+        ``detail`` says what the wire said when a session failed before auth
+        ("HTTP 500"); only the first few distinct ones per outcome are kept
+        (per process: a merge adds them up as they are).
+        """
         phase = result.phase.value
         self.ended[(result.outcome.value, phase)] += 1
         if close is not None:
@@ -101,12 +114,15 @@ class Recorder:
             self.close_codes[(phase, code, reason, initiator)] += 1
         if result.authenticated:
             self.session_seconds += established_s
-            drop = result.is_drop
-            for mark in self.marks:
-                if established_s >= mark:
-                    self.survival_reached[mark] += 1
-                elif drop:
-                    self.survival_died[mark] += 1
+            age_ms = int(established_s * 1000.0)
+            (self.dropped_at if result.is_drop else self.survived).record(age_ms)
+        elif result.outcome.value not in ("closed_normally", "stopped_by_harness"):
+            detail = detail[:80]
+            key = (result.outcome.value, detail)
+            if key not in self.failures and sum(
+                    1 for o, _ in self.failures if o == key[0]) >= MAX_FAILURE_DETAILS:
+                key = (key[0], "other")
+            self.failures[key] += 1
 
     # -- derived -----------------------------------------------------------------
 

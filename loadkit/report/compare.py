@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from loadkit.report.exitcodes import ExitCode
-from loadkit.report.thresholds import PHASES, Metric, ThresholdError, parse_metric
+from loadkit.report.catalogue import CATALOGUE, PHASES
+from loadkit.report.thresholds import Metric, ThresholdError, parse_metric
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -289,20 +290,19 @@ def _metric_names(report: Mapping[str, Any]) -> list[str]:
     return names
 
 
+_FAMILY_ORDER = {e.name: i for i, e in enumerate(CATALOGUE)}
+
+
 def _order_key(metric: Metric) -> tuple[Any, ...]:
-    kind_order = {"latency": 0, "scalar": 1, "outcome": 2, "close": 3, "recover": 4,
-                  "reconnect_success_rate": 4, "survival": 5}
-    rank = kind_order.get(metric.kind, 9)
-    if metric.kind == "latency":
-        phase, stat = metric.args
-        return (rank, PHASES.index(phase), _LATENCY_STATS.index(stat) if stat in _LATENCY_STATS else 9)
-    if metric.kind == "scalar":
-        return (9 if metric.name in _CONTEXT_METRICS else rank, metric.name)
-    if metric.kind == "close":
-        return (rank, metric.args[0])
-    if metric.kind == "survival":
-        return (rank, metric.args[0])
-    return (rank, metric.name)
+    """Catalogue order: latencies by phase and statistic, then the catalogue's families."""
+    if metric.family == "PHASE.STAT":
+        _, phase, stat = metric.args
+        return (0, PHASES.index(phase), _LATENCY_STATS.index(stat) if stat in _LATENCY_STATS else 9)
+    if metric.name in _CONTEXT_METRICS:
+        return (9, metric.name)
+    rank = _FAMILY_ORDER.get(metric.family, len(_FAMILY_ORDER))
+    first = metric.args[0] if metric.args and isinstance(metric.args[0], int) else 0
+    return (1, rank, first, metric.name)
 
 
 def _metrics(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[Metric]:

@@ -18,7 +18,11 @@ code  name                   meaning
                              figures describe the harness, not the target
 5     HARNESS_ERROR          the harness failed or its accounting did not add
                              up (sessions started != ended + open)
-6     TARGET_UNREACHABLE     the target refused every connection
+6     TARGET_UNREACHABLE     sessions were tried and not one authenticated:
+                             nothing about the target was measured
+7     INCONCLUSIVE           the run did not measure what a gate needs (a
+                             threshold *not measured*), or it was stopped
+                             before its planned run time: neither pass nor fail
 ====  =====================  ==================================================
 
 Verdict strings in a report (``"verdict"``) map one to one onto these codes;
@@ -41,6 +45,7 @@ class ExitCode(IntEnum):
     INVALID_RUN = 4
     HARNESS_ERROR = 5
     TARGET_UNREACHABLE = 6
+    INCONCLUSIVE = 7
 
 
 EXPLANATIONS: dict[ExitCode, str] = {
@@ -49,7 +54,8 @@ EXPLANATIONS: dict[ExitCode, str] = {
     ExitCode.THRESHOLDS_BREACHED: "thresholds breached",
     ExitCode.INVALID_RUN: "invalid run: the load generator was saturated or lost a worker",
     ExitCode.HARNESS_ERROR: "harness error or broken accounting",
-    ExitCode.TARGET_UNREACHABLE: "the target refused every connection",
+    ExitCode.TARGET_UNREACHABLE: "nothing authenticated: the target was not measured",
+    ExitCode.INCONCLUSIVE: "inconclusive: a gate was not measured, or the run was interrupted",
 }
 
 # The report's ``verdict`` values (docs/report-schema.md) and their codes.
@@ -59,13 +65,14 @@ VERDICTS: dict[str, ExitCode] = {
     "invalid": ExitCode.INVALID_RUN,
     "error": ExitCode.HARNESS_ERROR,
     "unreachable": ExitCode.TARGET_UNREACHABLE,
+    "inconclusive": ExitCode.INCONCLUSIVE,
 }
 
 
 def verdict_exit_code(verdict: str) -> ExitCode:
     """Return the exit code for a report's ``verdict`` string.
 
-    Raises :class:`ValueError` for anything but the five verdicts of the
+    Raises :class:`ValueError` for anything but the verdicts of the
     schema: a misspelt verdict is a harness bug and must not turn into an
     accidental pass.
     """

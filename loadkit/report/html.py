@@ -39,6 +39,7 @@ _VERDICT_TITLES = {
     "invalid": "INVALID RUN",
     "error": "HARNESS ERROR",
     "unreachable": "TARGET UNREACHABLE",
+    "inconclusive": "INCONCLUSIVE",
 }
 
 _CSS = """
@@ -55,6 +56,9 @@ h3 { font-size: 1em; margin: 16px 0 6px; }
 .v-fail { background: #fde4e1; color: #8a1a10; border: 2px solid #c0392b; }
 .v-invalid { background: #fff1d6; color: #7a4b00; border: 2px solid #e69f00; }
 .v-error, .v-unreachable { background: #f1e4f5; color: #5b1f6b; border: 2px solid #8e44ad; }
+.v-inconclusive { background: #e8eef7; color: #1f3b63; border: 2px solid #4a6fa5; }
+tr.skip td { background: #eef2f8; }
+tr.skip td.result { color: #1f3b63; font-weight: 700; }
 .v-unknown { background: #eee; color: #333; border: 2px solid #999; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 0.92em; }
 th, td { border: 1px solid #d4d4d4; padding: 4px 9px; text-align: left; vertical-align: top; }
@@ -209,7 +213,8 @@ def _time_unit(max_seconds: float) -> tuple[float, str]:
     return 3600.0, "h"
 
 
-def _chart(title: str, y_label: str, xs: Sequence[float], lines: Sequence[_Line]) -> str:
+def _chart(title: str, y_label: str, xs: Sequence[float], lines: Sequence[_Line],
+           x_label: str = "elapsed time") -> str:
     """A line chart as inline SVG, with title, axis labels, ticks, grid and legend."""
     width, height, left, right, bottom = 760, 290, 72, 20, 50
     # Legend: as many rows as needed under the title.
@@ -262,7 +267,7 @@ def _chart(title: str, y_label: str, xs: Sequence[float], lines: Sequence[_Line]
     out.append(
         f'<path class="axes" d="M{left},{top} V{top + plot_h} H{left + plot_w}" fill="none" stroke="#333"/>'
         f'<text class="x-label" x="{left + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle" font-size="12">'
-        f"elapsed time ({unit})</text>"
+        f"{_e(x_label)} ({unit})</text>"
         f'<text class="y-label" transform="translate(16 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle" '
         f'font-size="12">{_e(y_label)}</text>'
     )
@@ -408,7 +413,8 @@ def _verdict(report: Mapping[str, Any]) -> str:
         code = VERDICTS[verdict]
         return (
             f'<div class="verdict v-{verdict}" id="verdict">{_VERDICT_TITLES[verdict]}'
-            f"<small>{_e(EXPLANATIONS[code])} &middot; exit code {int(code)}</small></div>"
+            f"<small>{_e(report.get('verdict_reason') or EXPLANATIONS[code])} &middot; exit code {int(code)}"
+            "</small></div>"
         )
     shown = "missing" if verdict is None else f"unknown ({_fmt(verdict)})"
     return f'<div class="verdict v-unknown" id="verdict">NO VERDICT<small>verdict {shown}</small></div>'
@@ -422,7 +428,8 @@ def _thresholds(report: Mapping[str, Any]) -> str:
     for row in rows:
         passed = row.get("passed") is True
         value = row.get("value")
-        result = "pass" if passed else ("not measured" if value is None else "FAIL")
+        status = row.get("status") or ("pass" if passed else "fail" if value is not None else "not_measured")
+        result = {"pass": "pass", "vacuous": "pass (vacuous)", "fail": "FAIL"}.get(status, "not measured")
         cells.append([
             f"<code>{_e(row.get('expr', ''))}</code>",
             _fmt(value) if value is not None else "not measured",
@@ -430,9 +437,21 @@ def _thresholds(report: Mapping[str, Any]) -> str:
             _e(result),
             _e(row.get("note") or ""),
         ])
-        classes.append("pass" if passed else "fail")
-    return _table(("threshold", "value", "limit", "result", "note"), cells, numeric=(1,),
-                  row_classes=classes, cell_classes={2: "nowrap", 3: "result"})
+        classes.append("pass" if passed else "fail" if status == "fail" else "skip")
+    table = _table(("threshold", "value", "limit", "result", "note"), cells, numeric=(1,),
+                   row_classes=classes, cell_classes={2: "nowrap", 3: "result"})
+    return table + _validity(report)
+
+
+def _validity(report: Mapping[str, Any]) -> str:
+    checks = [c for c in _list(_dict(report.get("validity")).get("checks")) if isinstance(c, Mapping)]
+    if not checks:
+        return ""
+    rows = [(_e(c.get("name", "")), "ok" if c.get("ok") else _e(str(c.get("fails_as", "invalid")).upper()),
+             _e(c.get("detail", ""))) for c in checks]
+    classes = ["pass" if c.get("ok") else "fail" for c in checks]
+    return "<h3>Run validity</h3>" + _table(("check", "result", "detail"), rows, row_classes=classes,
+                                           cell_classes={1: "result"})
 
 
 def _figures(report: Mapping[str, Any]) -> str:
@@ -539,8 +558,29 @@ def _reconnect_survival(report: Mapping[str, Any]) -> str:
         rows = []
         for mark in marks:
             entry = _dict(survival[mark])
-            rows.append((_e(mark), _fmt(entry.get("reached")), _fmt(entry.get("eligible")), _pct(entry.get("rate"))))
-        parts.append(_table(("survived at least", "reached", "eligible", "rate"), rows, numeric=(1, 2, 3)))
+            if "estimate" not in entry:  # an older report
+                rows.append((_e(mark), _pct(entry.get("rate")), "", "", _fmt(entry.get("eligible")), ""))
+                continue
+            measured = entry.get("estimate") is not None
+            rows.append((_e(mark), _pct(entry.get("estimate")) if measured else "not measured",
+                         _pct(entry.get("lower")), _pct(entry.get("upper")), _fmt(entry.get("at_risk")),
+                         _fmt(entry.get("events"))))
+        parts.append(_table(("survived at least", "estimate", "95 % CI low", "high", "at risk", "drops"),
+                            rows, numeric=(1, 2, 3, 4, 5)))
+        parts.append('<p class="note">Kaplan-Meier over authenticated sessions: a drop is an event, any '
+                     "other end is censored at its age; nobody at risk at a mark is not measured.</p>")
+        curve = [p for p in _list(report.get("survival_curve")) if isinstance(p, list) and len(p) == 2]
+        if curve:
+            xs: list[float] = []
+            ys: list[float | None] = []
+            for (age, value), nxt in zip(curve, [*curve[1:], None]):
+                xs.append(float(age))
+                ys.append(float(value))
+                if nxt is not None:  # a step: hold the value until the next drop
+                    xs.append(float(nxt[0]))
+                    ys.append(float(value))
+            parts.append(_chart("Survival (Kaplan-Meier)", "share not dropped", xs,
+                                [_Line("S(age)", ys, "#2e6fb5")], x_label="session age"))
     else:
         parts.append(_not_measured("Survival"))
     return "".join(parts)

@@ -71,10 +71,9 @@ def render_summary(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"reconnects: {rc['attempts']} attempts, {rc['successes']} recovered; "
                      f"time to recover p50 {_fmt(rm.get('p50'))} ms, p95 {_fmt(rm.get('p95'))} ms")
-    surv = {k: v for k, v in report.get("survival", {}).items() if v.get("eligible")}
+    surv = report.get("survival", {})
     if surv:
-        lines.append("survival: " + ", ".join(
-            f"{k} {_pct(v['rate'])} ({v['reached']}/{v['eligible']})" for k, v in surv.items()))
+        lines.append("survival (Kaplan-Meier, 95 % CI): " + ", ".join(_survival(k, v) for k, v in surv.items()))
     ka = report.get("keepalive", {})
     if ka.get("missed_pongs"):
         silence = ka.get("silence_ms", {}).get("max")
@@ -101,12 +100,16 @@ def render_summary(report: dict[str, Any]) -> str:
                      + ("the same as the harness" if same else "DIFFERENT from the harness (see the report)"))
     for check in (report.get("validity") or {}).get("checks") or []:
         if not check.get("ok", True):
-            lines.append(f"INVALID RUN: {check.get('name')}: {check.get('detail')}")
+            label = _CHECK_LABEL.get(check.get("fails_as", "invalid"), "INVALID RUN")
+            lines.append(f"{label}: {check.get('name')}: {check.get('detail')}")
     for t in report.get("thresholds", []):
-        mark = "PASS" if t["passed"] else "FAIL"
-        lines.append(f"threshold {mark}: {t['expr']}  (value {_fmt(t['value'])})")
+        status = t.get("status") or ("pass" if t["passed"] else "fail")
+        mark = _STATUS.get(status, status.upper())
+        value = f"value {_fmt(t['value'])}" if t["value"] is not None else t.get("note", "no value")
+        lines.append(f"threshold {mark}: {t['expr']}  ({value})")
     if "verdict" in report:
-        lines.append(f"verdict: {report['verdict'].upper()}")
+        reason = report.get("verdict_reason")
+        lines.append(f"verdict: {report['verdict'].upper()}" + (f"  ({reason})" if reason else ""))
     lines.append("=" * 70)
     return "\n".join(lines)
 
@@ -117,6 +120,20 @@ def _by_code(closes: list[dict[str, Any]]) -> dict[tuple[Any, ...], int]:
         key = (c["code"], c["reason"], c["initiator"])
         out[key] = out.get(key, 0) + c["count"]
     return out
+
+
+_STATUS = {"pass": "PASS", "fail": "FAIL", "not_measured": "NOT MEASURED", "vacuous": "PASS (vacuous)"}
+_CHECK_LABEL = {"invalid": "INVALID RUN", "error": "HARNESS ERROR", "inconclusive": "INCONCLUSIVE RUN",
+                "fail": "STOPPED"}
+
+
+def _survival(mark: str, v: dict[str, Any]) -> str:
+    if "estimate" not in v:  # an older report
+        return f"{mark} {_pct(v.get('rate'))} ({v.get('reached')}/{v.get('eligible')})"
+    if v["estimate"] is None:
+        return f"{mark} not measured (nobody at risk)"
+    return (f"{mark} {_pct(v['estimate'])} [{_pct(v['lower'])}, {_pct(v['upper'])}] "
+            f"at risk {v['at_risk']}, drops {v['events']}")
 
 
 def _pct(v: float | None) -> str:

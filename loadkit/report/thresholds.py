@@ -33,7 +33,8 @@ The metric grammar (see ``docs/thresholds.md``)::
     keepalive.missed_pongs|timeouts
     bad_frames.count|sessions       frames the target should not have sent; sessions that got one
     bad_frames.KIND.count           bad_frames.by_kind[KIND] (KIND as in docs/report-schema.md)
-    messages.sent|answered|agent_messages
+    messages.sent|answered|unanswered|agent_messages
+    ... and the rest of loadkit.report.catalogue, which is the full list
 """
 
 from __future__ import annotations
@@ -45,7 +46,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from loadkit.protocol.base import BAD_FRAME_KINDS
+from loadkit.report import catalogue
+from loadkit.report.catalogue import (
+    BAD_FRAME_KINDS,
+    DRIFT_STATS,
+    NEUTRAL_CLOSE_CODES,
+    OUTCOMES,
+    PHASES,
+    STATS,
+    NoData,
+    outcome_direction,
+)
 
 __all__ = [
     "DRIFT_STATS",
@@ -65,10 +76,6 @@ __all__ = [
     "parse_metric",
 ]
 
-PHASES: tuple[str, ...] = ("token", "connect", "auth", "message", "ping", "reply")
-STATS: tuple[str, ...] = ("p50", "p90", "p95", "p99", "max", "min", "mean", "count")
-DRIFT_STATS: tuple[str, ...] = tuple(s for s in STATS if s != "count")
-
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
@@ -80,54 +87,42 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 # What "300 > auth.p95" means with the metric on the left.
 _MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 
-# Single-valued metrics: name -> (path in the report, direction, monotonic).
-# direction: +1 higher is worse, -1 lower is worse, 0 neither.
-# monotonic: +1 only grows during a run, -1 only shrinks, 0 either way.
+# Everything below about names comes from the catalogue: no private lists.
 _SCALARS: dict[str, tuple[tuple[str, ...], int, int]] = {
-    "drop_rate": (("drop_rate",), +1, 0),
-    "drops": (("drops",), +1, +1),
-    "drops_per_session_hour": (("drops_per_session_hour",), +1, 0),
-    "session_hours": (("session_hours",), 0, +1),
-    "sessions.started": (("sessions", "started"), 0, +1),
-    "sessions.authenticated": (("sessions", "authenticated"), 0, +1),
-    "sessions.open": (("sessions", "open"), 0, 0),
-    "keepalive.missed_pongs": (("keepalive", "missed_pongs"), +1, +1),
-    "keepalive.timeouts": (("keepalive", "timeouts"), +1, +1),
-    "reconnect.attempts": (("reconnect", "attempts"), 0, +1),
-    "reconnect.successes": (("reconnect", "successes"), -1, +1),
-    "bad_frames.count": (("bad_frames", "count"), +1, +1),
-    "bad_frames.sessions": (("bad_frames", "sessions"), +1, +1),
-    "messages.sent": (("messages", "sent"), 0, +1),
-    "messages.answered": (("messages", "answered"), -1, +1),
-    "messages.agent_messages": (("messages", "agent_messages"), 0, +1),
+    e.name: (tuple(e.path.split(".")), e.worse, e.monotonic)
+    for e in catalogue.scalar_entries()
+    if " " not in e.path and "[" not in e.path
 }
-_MESSAGES_METRICS = ("sent", "answered", "agent_messages")
-_SESSION_METRICS = ("started", "authenticated", "open")
-_KEEPALIVE_METRICS = ("missed_pongs", "timeouts")
-_RECONNECT_METRICS = (*STATS, "attempts", "successes", "success_rate")
+_SCALAR_ENTRIES = {e.name: e for e in catalogue.scalar_entries()}
+_RECONNECT_METRICS = (*STATS, *(n.split(".", 1)[1] for n in _SCALAR_ENTRIES if n.startswith("reconnect.")))
+_HARNESS_SERIES = tuple(e.name.split(".")[1] for e in catalogue.CATALOGUE if e.name.startswith("harness."))
+_SURVIVAL_FIELDS = ("lower", "upper", "at_risk")
 
-# Outcomes named in docs/report-schema.md. Any other name is accepted (the
-# harness may add outcomes), but a name that neither this set nor the report
+# Outcomes the harness can report. Any other name is accepted (a custom
+# profile may add outcomes), but a name that neither this set nor the report
 # knows gets a note, so that a misspelt outcome does not read as zero unseen.
-KNOWN_OUTCOMES = frozenset(
-    {"closed_normally", "dropped_by_server", "stopped_by_harness", "auth_refused"}
-)
-# Outcomes where more is better, or that say nothing about the target.
-_GOOD_OUTCOMES = frozenset({"closed_normally"})
-_NEUTRAL_OUTCOMES = frozenset({"stopped_by_harness"})
-_NEUTRAL_CLOSE_CODES = frozenset({1000})
+KNOWN_OUTCOMES = frozenset(OUTCOMES)
+
+
+def _forms() -> str:
+    """The metric forms for an error message, from the catalogue (``sessions.started|open``)."""
+    groups: dict[str, list[str]] = {}
+    for e in catalogue.CATALOGUE:
+        head, _, tail = e.name.rpartition(".")
+        if not head or head.islower():
+            key, part = (head, tail) if head else (e.name, "")
+        else:
+            key, part = e.name, ""
+        groups.setdefault(key, [])
+        if part:
+            groups[key].append(part)
+    return ", ".join(f"{k}.{'|'.join(v)}" if v else k for k, v in groups.items())
+
 
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _MARK_RE = re.compile(r"(\d+)(s|m|h)\Z")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
-_METRIC_FORMS = (
-    "PHASE.STAT, drop_rate, drops, drops_per_session_hour, session_hours, "
-    "close.CODE.count|rate, outcome.NAME.count|rate, "
-    "reconnect.STAT|attempts|successes|success_rate, survival.MARK, "
-    "drift.PHASE.STAT, sessions.started|authenticated|open, "
-    "keepalive.missed_pongs|timeouts, bad_frames.count|sessions|KIND.count, "
-    "messages.sent|answered|agent_messages; see docs/thresholds.md"
-)
+_METRIC_FORMS = _forms() + "; see docs/thresholds.md"
 
 Number = int | float
 Measurement = tuple[Number | None, str | None]
@@ -162,10 +157,29 @@ class Metric:
     args: tuple[Any, ...] = ()
     direction: int = +1  # +1 higher is worse, -1 lower is worse, 0 neither
     monotonic: int = 0  # +1 only grows during a run, -1 only shrinks, 0 neither
+    #: the catalogue entry (name pattern) this metric belongs to
+    family: str = ""
+
+    @property
+    def entry(self) -> catalogue.Entry:
+        return catalogue.entry(self.family)
 
     def measure(self, report: Mapping[str, Any]) -> Measurement:
-        """Return ``(value, note)``; value ``None`` means not measured."""
+        """Return ``(value, note)``; value ``None`` means no data (see :meth:`vacuous`)."""
         return _MEASURES[self.kind](self, report)
+
+    def vacuous(self, report: Mapping[str, Any]) -> str | None:
+        """Why having no data is the good case here, or None (then no data is *not measured*).
+
+        The catalogue says which metrics can hold vacuously; today that is
+        the reconnect family, when nothing needed a reconnect.
+        """
+        if not self.family or self.entry.no_data is not NoData.VACUOUS:
+            return None
+        attempts = _number(_get(report, ("reconnect", "attempts")))
+        if attempts == 0:
+            return "holds vacuously (no reconnect attempt: nothing needed one)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -253,9 +267,11 @@ def _parse_metric(text: str, expr: str) -> Metric:
     def fail(problem: str) -> ThresholdError:
         return ThresholdError(expr, problem)
 
+    if name == "bad_frames.count":
+        return Metric(name, "bad_frames", (None,), +1, +1, "bad_frames.count")
     if name in _SCALARS:
         path, direction, monotonic = _SCALARS[name]
-        return Metric(name, "scalar", path, direction, monotonic)
+        return Metric(name, "scalar", path, direction, monotonic, name)
 
     head = parts[0]
     if head in PHASES:
@@ -263,7 +279,7 @@ def _parse_metric(text: str, expr: str) -> Metric:
             raise fail(f'"{head}" needs a statistic (e.g. {head}.p95; {_one_of(STATS)})')
         if len(parts) == 2:
             stat = _check_stat(parts[1], STATS, "statistic", fail)
-            return Metric(name, "latency", (head, stat), *_stat_traits(stat))
+            return Metric(name, "latency", ("latency_ms", head, stat), *_stat_traits(stat), "PHASE.STAT")
         raise fail(f'unknown metric "{text}" (expected {_METRIC_FORMS})')
 
     if head == "close":
@@ -277,8 +293,27 @@ def _parse_metric(text: str, expr: str) -> Metric:
                 raise fail(f'"reconnect" needs a statistic (e.g. reconnect.p95; {_one_of(_RECONNECT_METRICS)})')
             raise fail(f'unknown reconnect metric "{what}" ({_one_of(_RECONNECT_METRICS)})')
         if parts[1] == "success_rate":
-            return Metric(name, "reconnect_success_rate", (), -1, 0)
-        return Metric(name, "recover", (parts[1],), *_stat_traits(parts[1]))
+            return Metric(name, "reconnect_success_rate", (), -1, 0, "reconnect.success_rate")
+        return Metric(name, "latency", ("reconnect", "recover_ms", parts[1]), *_stat_traits(parts[1]),
+                      "reconnect.STAT")
+    if head == "harness":
+        if len(parts) != 3 or parts[1] not in _HARNESS_SERIES:
+            raise fail(f'unknown metric "{text}" (expected harness.SERIES.STAT with SERIES one of '
+                       f'{", ".join(_HARNESS_SERIES)}, e.g. harness.lag.p99)')
+        stat = _check_stat(parts[2], STATS, "statistic", fail)
+        return Metric(name, "latency", ("harness", f"{parts[1]}_ms", stat), *_stat_traits(stat),
+                      f"harness.{parts[1]}.STAT")
+    if head == "errors":
+        if len(parts) != 3 or parts[2] != "count" or not parts[1]:
+            raise fail(f'unknown metric "{text}" (expected errors.CODE.count, e.g. errors.4029.count)')
+        return Metric(name, "keyed_count", ("errors", parts[1]), +1, +1, "errors.CODE.count")
+    if head == "bad_frames":
+        if len(parts) == 3 and parts[2] == "count" and parts[1] in BAD_FRAME_KINDS:
+            return Metric(name, "bad_frames", (parts[1],), +1, +1, "bad_frames.KIND.count")
+        if len(parts) == 3 and parts[2] == "count":
+            raise fail(f'unknown bad-frame kind "{parts[1]}" ({_one_of(BAD_FRAME_KINDS)})')
+        raise fail(f'unknown metric "{text}" (expected bad_frames.count, bad_frames.sessions '
+                   "or bad_frames.KIND.count, e.g. bad_frames.unmatched_answer.count == 0)")
     if head == "survival":
         return _parse_survival(text, parts, fail)
     if head == "drift":
@@ -290,23 +325,13 @@ def _parse_metric(text: str, expr: str) -> Metric:
         if len(parts) == 2:
             raise fail(f'"drift.{phase}" needs a statistic (e.g. drift.{phase}.p95 < 1.2; {_one_of(DRIFT_STATS)})')
         stat = _check_stat(parts[2], DRIFT_STATS, "drift statistic", fail)
-        return Metric(name, "drift", (phase, stat), +1, 0)
-    if head == "bad_frames":
-        if len(parts) == 3 and parts[2] == "count" and parts[1] in BAD_FRAME_KINDS:
-            return Metric(name, "bad_frame_kind", (parts[1],), +1, +1)
-        if len(parts) == 3 and parts[2] == "count":
-            raise fail(f'unknown bad-frame kind "{parts[1]}" ({_one_of(BAD_FRAME_KINDS)})')
-        raise fail(f'unknown metric "{text}" (expected bad_frames.count, bad_frames.sessions '
-                   "or bad_frames.KIND.count, e.g. bad_frames.unmatched_answer.count == 0)")
-    if head == "messages":
-        what = ".".join(parts[1:])
-        raise fail(f'unknown messages metric "{what}" ({_one_of(_MESSAGES_METRICS)})')
-    if head in ("sessions", "keepalive"):
-        known = _SESSION_METRICS if head == "sessions" else _KEEPALIVE_METRICS
+        return Metric(name, "drift", (phase, stat), +1, 0, "drift.PHASE.STAT")
+    family = [n.split(".", 1)[1] for n in _SCALAR_ENTRIES if n.startswith(head + ".")]
+    if family:
         what = ".".join(parts[1:])
         if not what:
-            raise fail(f'"{head}" needs a metric (e.g. {head}.{known[0]}; {_one_of(known)})')
-        raise fail(f'unknown {head} metric "{what}" ({_one_of(known)})')
+            raise fail(f'"{head}" needs a metric (e.g. {head}.{family[0]}; {_one_of(family)})')
+        raise fail(f'unknown {head} metric "{what}" ({_one_of(family)})')
     if len(parts) == 2 and parts[1] in STATS:
         raise fail(f'unknown latency phase "{head}" ({_one_of(PHASES)})')
     raise fail(f'unknown metric "{text}" (expected {_METRIC_FORMS})')
@@ -355,8 +380,9 @@ def _parse_close(text: str, parts: list[str], fail: Callable[[str], ThresholdErr
     if phase is not None and not _NAME_RE.match(phase):
         raise fail(f'close phase "{phase}" is not a valid name (expected e.g. close.{code}.during_auth.count)')
     canonical = ".".join(["close", str(code), *([phase] if phase else []), stat])
-    direction = 0 if code in _NEUTRAL_CLOSE_CODES else +1
-    return Metric(canonical, "close", (code, phase, stat), direction, +1 if stat == "count" else 0)
+    direction = 0 if code in NEUTRAL_CLOSE_CODES else +1
+    family = "close.CODE.PHASE.count" if phase else f"close.CODE.{stat}"
+    return Metric(canonical, "close", (code, phase, stat), direction, +1 if stat == "count" else 0, family)
 
 
 def _parse_outcome(text: str, parts: list[str], fail: Callable[[str], ThresholdError]) -> Metric:
@@ -372,26 +398,28 @@ def _parse_outcome(text: str, parts: list[str], fail: Callable[[str], ThresholdE
     stat = parts[2]
     if stat not in ("count", "rate"):
         raise fail(f'unknown outcome statistic "{stat}" (expected count or rate, e.g. outcome.{outcome}.rate)')
-    if outcome in _GOOD_OUTCOMES:
-        direction = -1
-    elif outcome in _NEUTRAL_OUTCOMES:
-        direction = 0
-    else:
-        direction = +1
-    return Metric(f"outcome.{outcome}.{stat}", "outcome", (outcome, stat), direction, +1 if stat == "count" else 0)
+    return Metric(f"outcome.{outcome}.{stat}", "outcome", (outcome, stat), outcome_direction(outcome),
+                  +1 if stat == "count" else 0, f"outcome.NAME.{stat}")
 
 
 def _parse_survival(text: str, parts: list[str], fail: Callable[[str], ThresholdError]) -> Metric:
     if len(parts) < 2 or not parts[1]:
         raise fail('"survival" needs a mark (e.g. survival.30m > 0.99)')
-    if len(parts) > 2:
-        raise fail(f'unknown metric "{text}" (expected survival.MARK, e.g. survival.30m)')
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] not in _SURVIVAL_FIELDS):
+        raise fail(f'unknown metric "{text}" (expected survival.MARK or survival.MARK.lower|upper|at_risk, '
+                   "e.g. survival.30m, survival.5m.lower)")
     seconds = mark_seconds(parts[1])
     if seconds is None:
         raise fail(f'survival mark "{parts[1]}" is not a duration (expected a number with s, m or h, e.g. 90s, 5m, 1h)')
     if seconds <= 0:
         raise fail(f'survival mark "{parts[1]}" must be longer than zero (e.g. survival.30m)')
-    return Metric(f"survival.{format_mark(seconds)}", "survival", (seconds,), -1, 0)
+    field = parts[2] if len(parts) == 3 else "estimate"
+    suffix = "" if field == "estimate" else f".{field}"
+    family = "survival.MARK" if field == "estimate" else (
+        "survival.MARK.at_risk" if field == "at_risk" else "survival.MARK.lower")
+    direction = -1 if field != "upper" else 0
+    return Metric(f"survival.{format_mark(seconds)}{suffix}", "survival", (seconds, field), direction,
+                  -1 if field == "at_risk" else 0, family)
 
 
 def mark_seconds(mark: str) -> int | None:
@@ -444,19 +472,34 @@ def _measure_scalar(metric: Metric, report: Mapping[str, Any]) -> Measurement:
 
 
 def _measure_latency(metric: Metric, report: Mapping[str, Any]) -> Measurement:
-    phase, stat = metric.args
-    return _measure_path(report, ("latency_ms", phase, stat))
+    return _measure_path(report, metric.args)
 
 
-def _measure_bad_frame_kind(metric: Metric, report: Mapping[str, Any]) -> Measurement:
-    by_kind = _get(report, ("bad_frames", "by_kind"))
+def _measure_keyed_count(metric: Metric, report: Mapping[str, Any]) -> Measurement:
+    section, key = metric.args
+    table = report.get(section)
+    if not isinstance(table, Mapping):
+        return _not_measured(f"{section} is missing")
+    value = _number(table.get(key, 0))
+    return (value, None) if value is not None else _not_measured(f"{section}.{key} is not a number")
+
+
+def _measure_bad_frames(metric: Metric, report: Mapping[str, Any]) -> Measurement:
+    """``bad_frames.count`` or ``bad_frames.KIND.count``; reads ``{count, by_kind}`` or a bare {kind: n}."""
+    (kind,) = metric.args
+    section = report.get("bad_frames")
+    if not isinstance(section, Mapping):
+        return _not_measured("bad_frames is missing")
+    by_kind = section.get("by_kind", section if "count" not in section else {})
     if not isinstance(by_kind, Mapping):
         return _not_measured("bad_frames.by_kind is missing")
-    return _number(by_kind.get(metric.args[0], 0)), None
-
-
-def _measure_recover(metric: Metric, report: Mapping[str, Any]) -> Measurement:
-    return _measure_path(report, ("reconnect", "recover_ms", metric.args[0]))
+    if kind is None:
+        total = _number(section.get("count"))
+        if total is None:
+            total = sum(_number(v) or 0 for v in by_kind.values())
+        return total, None
+    value = _number(by_kind.get(kind, 0))
+    return (value, None) if value is not None else _not_measured(f"bad_frames.by_kind.{kind} is not a number")
 
 
 def _per_started(count: Number | None, note: str | None, stat: str, report: Mapping[str, Any]) -> Measurement:
@@ -515,20 +558,34 @@ def _measure_reconnect_success_rate(metric: Metric, report: Mapping[str, Any]) -
 
 
 def _measure_survival(metric: Metric, report: Mapping[str, Any]) -> Measurement:
-    (seconds,) = metric.args
+    """A Kaplan-Meier figure at a mark: the estimate, a CI bound, or the number at risk.
+
+    Nobody at risk at the mark means nothing was observed there: not measured
+    (a 0 % read off an empty risk set would be a fiction). Older reports with
+    ``reached``/``eligible`` only are read as their naive share.
+    """
+    seconds, field = metric.args
     survival = report.get("survival")
     if not isinstance(survival, Mapping):
         return _not_measured("survival is missing")
     for key, entry in survival.items():
         if mark_seconds(key) != seconds or not isinstance(entry, Mapping):
             continue
-        rate = _number(entry.get("rate"))
-        if rate is not None:
-            return rate, None
+        at_risk = _number(entry.get("at_risk"))
+        if field == "at_risk":
+            return (at_risk, None) if at_risk is not None else _not_measured(f"survival.{key}.at_risk is missing")
+        if at_risk == 0:
+            return _not_measured(f"no session was still at risk at {key}")
+        name = "estimate" if field == "estimate" else field
+        value = _number(entry.get(name))
+        if value is None and field == "estimate":
+            value = _number(entry.get("rate"))
+        if value is not None:
+            return value, None
         reached, eligible = _number(entry.get("reached")), _number(entry.get("eligible"))
-        if reached is not None and eligible:
+        if field == "estimate" and reached is not None and eligible:
             return reached / eligible, None
-        return _not_measured(f"no session was eligible for survival.{key}")
+        return _not_measured(f"no session was at risk at {key}")
     return _not_measured(f"no survival mark {format_mark(seconds)} in this report")
 
 
@@ -546,8 +603,8 @@ def _measure_drift(metric: Metric, report: Mapping[str, Any]) -> Measurement:
 _MEASURES: dict[str, Callable[[Metric, Mapping[str, Any]], Measurement]] = {
     "scalar": _measure_scalar,
     "latency": _measure_latency,
-    "recover": _measure_recover,
-    "bad_frame_kind": _measure_bad_frame_kind,
+    "keyed_count": _measure_keyed_count,
+    "bad_frames": _measure_bad_frames,
     "close": _measure_close,
     "outcome": _measure_outcome,
     "reconnect_success_rate": _measure_reconnect_success_rate,
@@ -564,7 +621,12 @@ def _prepared(thresholds: Iterable[Threshold | str]) -> list[Threshold]:
     return [t if isinstance(t, Threshold) else parse(t) for t in thresholds]
 
 
-def _row(threshold: Threshold, value: Number | None, passed: bool | None, note: str | None) -> dict[str, Any]:
+#: A threshold row's ``status``: the four things a gate can be at the end of a run.
+STATUSES = ("pass", "fail", "not_measured", "vacuous")
+
+
+def _row(threshold: Threshold, value: Number | None, passed: bool | None, note: str | None,
+         status: str) -> dict[str, Any]:
     row: dict[str, Any] = {
         "expr": threshold.expr,
         "metric": threshold.metric.name,
@@ -572,6 +634,7 @@ def _row(threshold: Threshold, value: Number | None, passed: bool | None, note: 
         "limit": threshold.limit,
         "value": value,
         "passed": passed,
+        "status": status,
     }
     if note:
         row["note"] = note
@@ -582,16 +645,27 @@ def evaluate(thresholds: Iterable[Threshold | str], report: Mapping[str, Any]) -
     """Evaluate thresholds on a finished report.
 
     Returns one row per threshold, in order:
-    ``{"expr", "metric", "op", "limit", "value", "passed"}`` plus ``"note"``
-    when there is something to say. A metric that was not measured gives
-    ``value: None, passed: False`` and a note starting with "not measured".
-    Strings are parsed first (and may raise :class:`ThresholdError`).
+    ``{"expr", "metric", "op", "limit", "value", "passed", "status"}`` plus
+    ``"note"`` when there is something to say. ``status`` is ``pass`` or
+    ``fail`` for a measured value; with no data it is what the catalogue says
+    no data means for the metric: ``vacuous`` (the gate holds, ``passed:
+    true``, e.g. a reconnect gate when nothing dropped) or ``not_measured``
+    (``passed: null``, a note starting "not measured"; the verdict becomes
+    ``inconclusive``: neither a pass nor a breach). Strings are parsed first
+    (and may raise :class:`ThresholdError`).
     """
     rows = []
     for threshold in _prepared(thresholds):
         value, note = threshold.metric.measure(report)
-        passed = value is not None and threshold.check(value)
-        rows.append(_row(threshold, value, passed, note))
+        if value is not None:
+            ok = threshold.check(value)
+            rows.append(_row(threshold, value, ok, note, "pass" if ok else "fail"))
+            continue
+        why = threshold.metric.vacuous(report)
+        if why is not None:
+            rows.append(_row(threshold, None, True, why, "vacuous"))
+        else:
+            rows.append(_row(threshold, None, None, note, "not_measured"))
     return rows
 
 
@@ -624,10 +698,11 @@ def evaluate_partial(thresholds: Iterable[Threshold | str], report: Mapping[str,
     for threshold in _prepared(thresholds):
         value, note = threshold.metric.measure(report)
         if value is None:
-            row = _row(threshold, None, None, note)
+            row = _row(threshold, None, None, note, "not_measured")
             row["settled"] = False
         else:
-            row = _row(threshold, value, threshold.check(value), note)
+            ok = threshold.check(value)
+            row = _row(threshold, value, ok, note, "pass" if ok else "fail")
             row["settled"] = _settled(threshold, value)
         rows.append(row)
     return rows
