@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ def gateway_factory() -> Iterator:
 
     def start(**settings: object) -> GatewayProcess:
         seed = settings.pop("seed", None)
+        # LOADKIT_TEST_GATEWAY_PROCESSES=N runs every ground-truth test against an N-process gateway.
+        settings.setdefault("processes", int(os.environ.get("LOADKIT_TEST_GATEWAY_PROCESSES", "1")))
         gw = GatewayProcess(settings=settings, seed=seed)  # type: ignore[arg-type]
         started.append(gw)
         gw.start()

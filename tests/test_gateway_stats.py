@@ -73,3 +73,45 @@ def test_snapshot_has_the_documented_keys_with_zeros() -> None:
     assert snap["faults"]["drop"] == {"1011": 0, "reset": 0}
     assert snap["faults"]["upgrade_refused"] == {"429": 0, "503": 0}
     assert snap["closes"] == []
+
+
+def _snapshot_of(records: list[CloseRecord], tokens: int = 0, drops: int = 0) -> dict[str, object]:
+    stats = GatewayStats()
+    stats.tokens_issued = tokens
+    stats.drops["1011"] = drops
+    stats.faults["restarts"] = 1
+    for record in records:
+        stats.session_opened()
+        stats.session_closed(record)
+    stats.session_opened()  # one still open
+    return stats.snapshot({"seed": 1, "processes": 2})
+
+
+def test_merged_snapshots_are_the_exact_sum_of_each_process_record() -> None:
+    from loadkit.gateway.stats import merge_snapshots
+
+    client = CloseRecord(1000, "", "client", "authenticated")
+    dropped = CloseRecord(1011, "internal error", "server", "authenticated")
+    early = CloseRecord(1000, "", "client", "pre_auth")
+    a = _snapshot_of([client, client, dropped], tokens=4, drops=1)
+    b = _snapshot_of([client, early, dropped, dropped], tokens=5, drops=2)
+    merged = merge_snapshots([a, b])
+    whole = _snapshot_of([client, client, dropped, client, early, dropped, dropped], tokens=9, drops=3)
+    whole["sessions"]["opened"] += 1  # two processes: two sessions still open  # type: ignore[index]
+    whole["sessions"]["open"] += 1  # type: ignore[index]
+    whole["faults"]["restarts"] = 2  # type: ignore[index]
+    assert merged == whole
+    assert list(merged) == list(a)  # the same document, key for key
+    assert merged["closes"][0] == {"code": 1000, "reason": "", "initiator": "client", "phase": "authenticated",
+                                   "count": 3}
+    assert merged["settings"] == {"seed": 1, "processes": 2}
+
+
+def test_a_key_only_one_process_has_is_kept_and_one_process_is_itself() -> None:
+    from loadkit.gateway.stats import merge_snapshots
+
+    a = {"faults": {"drop": {"1011": 1}}, "sessions": {"active": 2}}
+    b = {"faults": {"drop": {"1011": 2, "4000": 5}}, "sessions": {"active": 1}}
+    assert merge_snapshots([a, b]) == {"faults": {"drop": {"1011": 3, "4000": 5}}, "sessions": {"active": 3}}
+    single = _snapshot_of([CloseRecord(1006, "", "none", "pre_auth")])
+    assert merge_snapshots([single]) == single

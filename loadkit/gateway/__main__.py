@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import dataclasses
+import errno
 import ipaddress
 import logging
 import os
@@ -24,8 +24,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
+from . import cluster
+from .cluster import Peers, resolve_processes
 from .settings import GatewaySettings, SettingsError, load_settings
+from .shared import Shared
 
 PROG = "loadkit gateway"
 
@@ -49,6 +53,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _processes(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = one per available core), got {count}")
+    return count
+
+
 def loopback_host(host: str) -> str:
     """The address to bind for ``host``, which must be loopback: traffic never leaves the machine."""
     if host.lower() == "localhost":
@@ -69,13 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                         help="override one setting, e.g. idle_timeout_s=5 or faults.drop_fraction=0.1")
     parser.add_argument("--seed", type=int, help="seed of the fault plan (default: random, shown in stats)")
+    parser.add_argument("--processes", type=_processes, metavar="N",
+                        help="gateway processes on the one port (SO_REUSEPORT), answering as one gateway; "
+                             "0 = one per available core (default: the processes setting, 1)")
     parser.add_argument("--watch-stdin", action="store_true",
                         help="exit like on SIGTERM when stdin reaches EOF (dies with the harness)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-v info, -vv debug)")
     return parser
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: Callable[[], None]) -> None:
+def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: Callable[[], None], fd: int = 0) -> None:
     """Call ``on_eof`` in the loop when stdin ends, e.g. when the parent dies even by kill -9.
 
     A thread doing raw ``os.read`` works for pipes, files and terminals alike
@@ -84,7 +101,7 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: Callable[[], None]) ->
 
     def run() -> None:
         try:
-            while os.read(0, 4096):
+            while os.read(fd, 4096):
                 pass
         except OSError:
             pass
@@ -94,6 +111,37 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: Callable[[], None]) ->
             pass
 
     threading.Thread(target=run, name="loadkit-gateway-stdin", daemon=True).start()
+
+
+def _start_failure(settings: GatewaySettings, host: str, port: int, exc: OSError) -> tuple[int, str]:
+    """(exit status, message) for a gateway that cannot start listening."""
+    if settings.tls_cert and not isinstance(exc, (PermissionError, IsADirectoryError)) \
+            and exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):  # ssl.SSLError is an OSError
+        return 2, f"cannot use tls_cert {settings.tls_cert!r}: {exc.strerror or exc}"
+    return 1, f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+async def serve_worker(settings: GatewaySettings, host: str, port: int, shared: Shared, peers: Peers,
+                       started_at: float, ready: Any, lifeline: int) -> int:
+    """One process of a multi-process gateway (``cluster.run`` forks it): serve until told to stop."""
+    from .server import Gateway
+
+    gateway = Gateway(settings, shared=shared, peers=peers, started_at=started_at)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, gateway.request_stop)
+    try:
+        await gateway.start(host, port, reuse_port=True)
+        await peers.listen()
+    except OSError as exc:
+        ready.send(_start_failure(settings, host, port, exc))
+        return 1
+    ready.send((0, ""))
+    ready.close()
+    _watch_stdin(loop, gateway.request_stop, lifeline)
+    await gateway.stopping.wait()
+    await gateway.shutdown()
+    await peers.close()
+    return 0
 
 
 async def _serve(settings: GatewaySettings, host: str, port: int, watch_stdin: bool) -> int:
@@ -106,14 +154,10 @@ async def _serve(settings: GatewaySettings, host: str, port: int, watch_stdin: b
         loop.add_signal_handler(sig, gateway.request_stop)
     try:
         bound = await gateway.start(host, port)
-    except OSError as exc:  # ssl.SSLError is an OSError too
-        if settings.tls_cert and not isinstance(exc, (PermissionError, IsADirectoryError)) \
-                and exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-            print(f"{PROG}: error: cannot use tls_cert {settings.tls_cert!r}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return 2
-        print(f"{PROG}: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except OSError as exc:
+        code, message = _start_failure(settings, host, port, exc)
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return code
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if settings.tls_cert else "http"
     print(f"loadkit gateway listening on {scheme}://{shown}:{bound}", flush=True)
@@ -139,11 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if settings.seed is None:
         settings = dataclasses.replace(settings, seed=secrets.randbelow(2**31))
+    processes = resolve_processes(args.processes if args.processes is not None else settings.processes)
+    settings = dataclasses.replace(settings, processes=processes)  # stats show the effective count
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("loadkit.gateway").setLevel(
         logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose else logging.WARNING)
     try:
+        if processes > 1:
+            return cluster.run(settings, host, args.port, processes, args.watch_stdin, PROG, serve_worker)
         return asyncio.run(_serve(settings, host, args.port, args.watch_stdin))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130

@@ -13,8 +13,10 @@ a request and returns quietly, so plain HTTP leaves no tasks or log lines.
 
 from __future__ import annotations
 
+import asyncio
 import http
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from .sessions import Session
 
 __all__ = ["Answer", "GatewayConnection", "GatewayProtocol", "HttpRequest", "Owner", "REASONS", "error", "refuse"]
+
+log = logging.getLogger("loadkit.gateway")
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
@@ -85,7 +89,7 @@ class Owner(Protocol):
 
     settings: GatewaySettings
 
-    def handle_http(self, request: HttpRequest) -> Answer: ...
+    def handle_http(self, request: HttpRequest) -> Answer | Awaitable[Answer]: ...
 
     def release(self, conn: GatewayConnection) -> None: ...
 
@@ -116,6 +120,7 @@ class GatewayConnection(ServerConnection):
         self._websocket = False
         self._request: tuple[str, str] | None = None
         self._body = bytearray()
+        self._pending: asyncio.Future[Answer] | None = None
         #: Set by admission: this connection's fault plan, and how to open its session.
         self.plan: SessionPlan | None = None
         self.opener: Callable[[SessionPlan], Session] | None = None
@@ -153,7 +158,12 @@ class GatewayConnection(ServerConnection):
             elif isinstance(event, h11.EndOfMessage):
                 assert self._request is not None
                 method, target = self._request
-                self._answer(self.owner.handle_http(HttpRequest(method, target, bytes(self._body))))
+                answer = self.owner.handle_http(HttpRequest(method, target, bytes(self._body)))
+                if isinstance(answer, Answer):
+                    self._answer(answer)
+                else:  # a handler that asks the gateway's other processes first
+                    self._pending = asyncio.ensure_future(answer)
+                    self._pending.add_done_callback(self._answer_later)
                 return
             else:  # NEED_DATA, PAUSED or the client's EOF: wait (or let asyncio close)
                 return
@@ -179,9 +189,19 @@ class GatewayConnection(ServerConnection):
         self._request = (method, request.target.decode("latin-1"))
         return False
 
+    def _answer_later(self, task: asyncio.Future[Answer]) -> None:
+        self._pending = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("plain HTTP handler failed: %r", exc)
+        self._answer(task.result() if exc is None else error(500, "internal", "the gateway failed to answer"))
+
     def _answer(self, answer: Answer) -> None:
         parser, self._http = self._http, None
-        assert parser is not None
+        if parser is None or self.transport.is_closing():
+            return
         payload = orjson.dumps(answer.body) if answer.body is not None else b""
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
                    ("Connection", "close"), *answer.headers]

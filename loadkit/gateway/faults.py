@@ -17,8 +17,8 @@ import math
 import random
 import re
 import statistics
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = ["Delay", "FaultSettings", "FaultPlan", "SessionPlan", "MessagePlan", "DROP_CODES"]

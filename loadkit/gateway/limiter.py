@@ -8,26 +8,56 @@ let twice the limit through across a boundary), refusals not counted against
 the window, and a ``Retry-After`` in whole seconds until the oldest event
 leaves it.
 
-Pure: the caller passes ``now`` (its loop's clock), so tests need no sleeps.
+The window is a ring of the last ``ceil(limit)`` admitted times: an event is
+admitted when the oldest of them has left the window. Same answers as a queue
+of timestamps, but of fixed size, so a multi-process gateway can keep its
+gateway-wide token window in shared memory (``shared.py`` passes the ring
+and a lock).
+
+Pure: the caller passes ``now`` (``time.monotonic()``, which asyncio's loop
+clock is, and which all processes of a machine share), so tests need no sleeps.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import math
+from collections.abc import MutableSequence
+from typing import ContextManager
 
-__all__ = ["SlidingWindow"]
+__all__ = ["SlidingWindow", "ring_size"]
+
+
+def ring_size(limit: float) -> int:
+    """Slots a ring for ``limit`` needs: the head index, then ``ceil(limit)`` times."""
+    return 1 + math.ceil(limit) if limit else 1
 
 
 class SlidingWindow:
     """At most ``limit`` admitted events in any ``window_s`` seconds; ``limit`` 0 = unlimited."""
 
-    __slots__ = ("limit", "window_s", "_times")
+    __slots__ = ("_lock", "_ring", "limit", "window_s")
 
-    def __init__(self, limit: float, window_s: float = 1.0) -> None:
+    def __init__(self, limit: float, window_s: float = 1.0, ring: MutableSequence[float] | None = None,
+                 lock: ContextManager[object] | None = None) -> None:
         self.limit = limit
         self.window_s = window_s
-        self._times: collections.deque[float] = collections.deque()
+        size = ring_size(limit)
+        if ring is None:
+            ring = [-math.inf] * size
+            ring[0] = 1.0
+        elif len(ring) != size:
+            raise ValueError(f"a ring for limit {limit} needs {size} slots, got {len(ring)}")
+        #: ring[0] is the index (1..) of the oldest admitted time; -inf marks a free slot.
+        self._ring = ring
+        self._lock: ContextManager[object] = lock if lock is not None else contextlib.nullcontext()
+
+    @staticmethod
+    def fresh_ring(ring: MutableSequence[float]) -> None:
+        """Prepare a shared ring (all zeros when allocated) for use."""
+        ring[0] = 1.0
+        for i in range(1, len(ring)):
+            ring[i] = -math.inf
 
     def admit(self, now: float) -> int | None:
         """Admit (and record) one event at ``now``: None; or refuse it: whole seconds to retry after.
@@ -37,11 +67,12 @@ class SlidingWindow:
         """
         if not self.limit:
             return None
-        times = self._times
-        horizon = now - self.window_s
-        while times and times[0] <= horizon:
-            times.popleft()
-        if len(times) >= self.limit:
-            return max(1, math.ceil(times[0] + self.window_s - now))
-        times.append(now)
-        return None
+        with self._lock:
+            ring = self._ring
+            head = int(ring[0])
+            oldest = ring[head]
+            if oldest > now - self.window_s:
+                return max(1, math.ceil(oldest + self.window_s - now))
+            ring[head] = now
+            ring[0] = float(head + 1 if head + 1 < len(ring) else 1)
+            return None

@@ -165,21 +165,28 @@ class GatewayProcess:
             return None
         if self.proc.poll() is None:
             try:
-                self.proc.send_signal(signal.SIGTERM)
+                self.proc.send_signal(signal.SIGTERM)  # a multi-process gateway forwards it to its workers
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self._kill_group()
         self._close_pipes()
         return self.proc.returncode
+
+    def _kill_group(self) -> None:
+        """SIGKILL the gateway and its worker processes (its own process group, from start_new_session)."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            self.proc.kill()
+        self.proc.wait()
 
     def kill(self) -> int | None:
         """SIGKILL now: clients see their connections end with no close frame (1006)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self._kill_group()
         self._close_pipes()
         return self.proc.returncode
 

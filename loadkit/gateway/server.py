@@ -25,10 +25,11 @@ import asyncio
 import http
 import logging
 import math
+import os
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,12 +38,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from . import guest, webmessaging
+from .cluster import Peers, PeerUnavailable
 from .connection import Answer, GatewayConnection, HttpRequest, error, refuse
 from .faults import FaultPlan
-from .limiter import SlidingWindow
 from .sessions import CLOSES, Admit, Context, Session
 from .settings import GatewaySettings
-from .stats import GatewayStats
+from .shared import Local, Shared
+from .stats import GatewayStats, merge_snapshots
 from .tokens import TokenSigner
 from .webmessaging_hub import Hub
 
@@ -56,29 +58,32 @@ STATS_PATH = "/_gateway/stats"
 HEALTH_PATH = "/_gateway/health"
 RESTART_PATH = "/_gateway/restart"
 
-Handler = Callable[[HttpRequest], Answer]
+Handler = Callable[[HttpRequest], "Answer | Awaitable[Answer]"]
 
 
 class Gateway:
     """Owns settings, tokens, fault plan and stats; serves its endpoint table on one port."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, shared: Shared | None = None, peers: Peers | None = None,
+                 started_at: float | None = None) -> None:
+        """One gateway process; ``shared``, ``peers`` and ``started_at`` make it one of several (``cluster``)."""
         assert settings.seed is not None, "resolve the seed before building a Gateway"
         self.settings = settings
         self.plan = FaultPlan(settings.faults, settings.seed, settings.agent_think_s)
         self.signer = TokenSigner(settings.secret or None)
         self.stats = GatewayStats()
         self.sessions: set[Session] = set()
-        self.active = 0  # reserved upgrades + open sessions, against max_connections
-        self.seq = 0
+        #: session numbers, reserved upgrades + open sessions (max_connections), the token window
+        self.shared = shared if shared is not None else Local(settings.token_rate_limit_per_s)
+        self.peers = peers
         self.draining = False
         self.paused_until = 0.0  # loop time; upgrades get 503 before it (rolling restart)
         self.stopping = asyncio.Event()
-        self.token_window = SlidingWindow(settings.token_rate_limit_per_s)
+        self.token_window = self.shared.token_window()
         self.background: set[asyncio.Task[Any]] = set()
         self.server: Server | None = None
         self.loop = asyncio.get_running_loop()
-        self.started_at = self.loop.time()
+        self.started_at = self.loop.time() if started_at is None else started_at
         self.ctx = Context(settings, self.stats, self.plan, self.signer, self.degraded)
         self.webmessaging = Hub(settings.webmessaging)
         #: WebSocket endpoints: path → the endpoint's admission (which opens its session).
@@ -89,15 +94,17 @@ class Gateway:
         #: Plain HTTP endpoints: (path, method) → handler.
         self.routes: dict[tuple[str, str], Handler] = {
             (TOKEN_PATH, "POST"): self.issue_token,
-            (STATS_PATH, "GET"): lambda request: Answer(200, self.stats.snapshot(self.settings.public_dict())),
+            (STATS_PATH, "GET"): self.stats_answer,
             (HEALTH_PATH, "GET"): lambda request: Answer(200, {"status": "draining" if self.draining else "ok"}),
             (RESTART_PATH, "POST"): self.trigger_restart,
-            (webmessaging.STATS_PATH, "GET"): lambda request: Answer(200, self.webmessaging.snapshot()),
+            (webmessaging.STATS_PATH, "GET"): self.webmessaging_answer,
         }
+        if peers is not None:
+            peers.ops.update(stats=self._local_stats, restart=self._local_restart)
 
     # --- lifecycle -------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
         """Listen on ``host:port`` (0 = any free port) and return the bound port."""
         connection_class = type("BoundGatewayConnection", (GatewayConnection,), {"owner": self})
         self.server = await serve(
@@ -111,8 +118,9 @@ class Gateway:
             open_timeout=self.settings.open_timeout_s,
             close_timeout=self.settings.close_timeout_s,
             server_header=None,
+            reuse_port=reuse_port or None,
         )
-        if self.settings.faults.restart_at_s > 0:
+        if self.settings.faults.restart_at_s > 0 and (self.peers is None or self.peers.leader):
             self._background(self._restart_later(self.settings.faults.restart_at_s))
         return int(self.server.sockets[0].getsockname()[1])
 
@@ -150,12 +158,17 @@ class Gateway:
         task.add_done_callback(self.background.discard)
 
     async def _restart_later(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self.restart(self.settings.faults.restart_pause_s)
+        await asyncio.sleep(max(0.0, self.started_at + delay - self.loop.time()))
+        if self.peers is None:
+            await self.restart(self.settings.faults.restart_pause_s)
+        else:
+            self.stats.faults["restarts"] += 1  # once for the gateway; every process restarts
+            await self.peers.ask_all("restart", pause_s=self.settings.faults.restart_pause_s)
 
-    async def restart(self, pause_s: float) -> None:
+    async def restart(self, pause_s: float, counted: bool = True) -> None:
         """Rolling restart: close every session with 1012, refuse upgrades (503) for ``pause_s``."""
-        self.stats.faults["restarts"] += 1
+        if counted:
+            self.stats.faults["restarts"] += 1
         self.paused_until = self.loop.time() + pause_s
         log.info("rolling restart: closing %d sessions, pausing upgrades %.1f s", len(self.sessions), pause_s)
         # Shielded: a close abandoned half-way (by shutdown cancelling this task)
@@ -167,12 +180,12 @@ class Gateway:
 
     def release(self, conn: GatewayConnection) -> None:
         """A connection that held one of max_connections is gone."""
-        self.active -= 1
+        self.shared.release()
 
     def _unavailable(self) -> Response | None:
         """503 while draining, during a restart pause, or at max_connections."""
         cap = self.settings.max_connections
-        if self.draining or self.loop.time() < self.paused_until or (cap and self.active >= cap):
+        if self.draining or self.loop.time() < self.paused_until or (cap and self.shared.active() >= cap):
             return refuse(self.stats, 503, "unavailable", "gateway unavailable, retry later")
         return None
 
@@ -196,8 +209,7 @@ class Gateway:
         if isinstance(admitted, Response):
             return admitted
         conn.opener = admitted
-        plan = conn.plan = self.plan.session(self.seq)
-        self.seq += 1
+        plan = conn.plan = self.plan.session(self.shared.next_seq())
         if refused := self._unavailable():
             return refused
         # Fault decisions of the upgrade: refuse, stall, slow handshake.
@@ -213,8 +225,9 @@ class Gateway:
             await self._wait_unless_stopping(conn, plan.handshake_delay_s)
             if refused := self._unavailable():
                 return refused
+        if not self.shared.reserve(self.settings.max_connections):  # another process took the last one
+            return refuse(self.stats, 503, "unavailable", "gateway unavailable, retry later")
         conn.reserved = True
-        self.active += 1
         return None
 
     async def _handler(self, conn: ServerConnection) -> None:
@@ -232,7 +245,7 @@ class Gateway:
 
     # --- plain HTTP ----------------------------------------------------------
 
-    def handle_http(self, request: HttpRequest) -> Answer:
+    def handle_http(self, request: HttpRequest) -> Answer | Awaitable[Answer]:
         """Route one plain HTTP request."""
         path = urlsplit(request.target).path
         route = self.routes.get((path, request.method))
@@ -268,7 +281,7 @@ class Gateway:
         return Answer(201, {"guestId": guest_id, "token": token, "expiresAt": int(expires_at),
                             "scopes": list(self.settings.token_scopes)})
 
-    def trigger_restart(self, request: HttpRequest) -> Answer:
+    def trigger_restart(self, request: HttpRequest) -> Answer | Awaitable[Answer]:
         """``POST /_gateway/restart?pause_s=S``: a rolling restart now."""
         values = parse_qs(urlsplit(request.target).query).get("pause_s", [str(self.settings.faults.restart_pause_s)])
         try:
@@ -277,6 +290,52 @@ class Gateway:
                 raise ValueError
         except ValueError:
             return error(400, "bad_request", "pause_s must be a number of seconds >= 0")
+        if self.peers is not None:
+            return self._restart_all(pause)
         closing = len(self.sessions)
         self._background(self.restart(pause))
         return Answer(202, {"restarting": closing, "pause_s": pause})
+
+    # --- as one of several processes (cluster.py) ------------------------------------
+
+    def stats_answer(self, request: HttpRequest) -> Answer | Awaitable[Answer]:
+        """``GET /_gateway/stats``: this process's record, or the exact sum of every process's."""
+        if self.peers is None:
+            return Answer(200, self.stats.snapshot(self.settings.public_dict()))
+        return self._merged("stats")
+
+    def webmessaging_answer(self, request: HttpRequest) -> Answer | Awaitable[Answer]:
+        if self.peers is None:
+            return Answer(200, self.webmessaging.snapshot())
+        return self._merged("webmessaging")
+
+    async def _merged(self, key: str) -> Answer:
+        assert self.peers is not None
+        try:
+            docs = await self.peers.ask_all("stats")
+        except PeerUnavailable as exc:
+            return error(503, "incomplete", f"{exc}; no partial record is given")
+        merged = merge_snapshots([doc[key] for doc in docs])
+        if key == "stats":
+            merged["settings"] = self.settings.public_dict()
+            merged["processes"] = [doc["process"] for doc in docs]
+        return Answer(200, merged)
+
+    async def _local_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        s = self.stats
+        return {"stats": s.snapshot({}), "webmessaging": self.webmessaging.snapshot(),
+                "process": {"pid": os.getpid(), "opened": s.opened, "open": s.open, "tokens_issued": s.tokens_issued}}
+
+    async def _local_restart(self, args: dict[str, Any]) -> dict[str, Any]:
+        closing = len(self.sessions)
+        self._background(self.restart(float(args["pause_s"]), counted=False))
+        return {"restarting": closing}
+
+    async def _restart_all(self, pause: float) -> Answer:
+        assert self.peers is not None
+        self.stats.faults["restarts"] += 1  # once for the gateway; every process restarts
+        try:
+            answers = await self.peers.ask_all("restart", pause_s=pause)
+        except PeerUnavailable as exc:
+            return error(503, "incomplete", f"{exc}; the other processes did restart")
+        return Answer(202, {"restarting": sum(a["restarting"] for a in answers), "pause_s": pause})

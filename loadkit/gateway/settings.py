@@ -72,6 +72,9 @@ class GatewaySettings:
     """PEM certificate (chain) file: serve HTTPS and WSS instead of HTTP and WS ("" = plain)."""
     tls_key: str = ""
     """PEM private key for tls_cert ("" = the key is in tls_cert)."""
+    processes: int = 1
+    """Gateway processes serving the one port (SO_REUSEPORT), as one gateway; 0 = one per
+    available core. See docs/gateway.md, "Several processes"."""
     seed: int | None = None
     """Seed of the fault plan; None = random, shown in stats so a run can be repeated."""
     auth_frame: Literal["type", "command"] = "type"
@@ -87,6 +90,8 @@ class GatewaySettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.processes < 0:
+            raise SettingsError(f"processes must be >= 0, 0 meaning one per available core (got {self.processes})")
         for name in ("rate_limit_per_s", "rate_limit_strikes", "token_rate_limit_per_s", "max_connections"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must be >= 0, 0 meaning no limit (got {getattr(self, name)})")

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["CloseRecord", "GatewayStats", "close_record"]
+__all__ = ["CloseRecord", "GatewayStats", "close_record", "merge_snapshots"]
 
 Initiator = Literal["server", "client", "none"]
 Phase = Literal["pre_auth", "authenticated"]
@@ -133,3 +133,39 @@ class GatewayStats:
             },
             "settings": settings,
         }
+
+
+def merge_snapshots(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One document from the snapshots of several gateway processes, exactly.
+
+    Every number is summed, key by key, at any depth (a key one process
+    lacks counts as 0); ``closes`` rows are summed by (code, reason,
+    initiator, phase) and sorted as ``GatewayStats.snapshot`` sorts them;
+    text and ``settings`` are taken from the first document (the processes of
+    one gateway share their settings). Works for ``/_gateway/stats`` and
+    ``/_gateway/webmessaging`` alike.
+    """
+    merged: dict[str, Any] = {}
+    closes: Counter[tuple[int, str, str, str]] = Counter()
+    for doc in docs:
+        for row in doc.get("closes", ()):
+            closes[(row["code"], row["reason"], row["initiator"], row["phase"])] += row["count"]
+        _add(merged, {k: v for k, v in doc.items() if k not in ("closes", "settings")})
+    if any("closes" in doc for doc in docs):
+        merged["closes"] = [
+            {"code": code, "reason": reason, "initiator": initiator, "phase": phase, "count": n}
+            for (code, reason, initiator, phase), n in sorted(closes.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if docs and "settings" in docs[0]:
+        merged["settings"] = docs[0]["settings"]
+    order = list(docs[0]) if docs else []
+    return {key: merged[key] for key in sorted(merged, key=lambda k: order.index(k) if k in order else len(order))}
+
+
+def _add(into: dict[str, Any], doc: dict[str, Any]) -> None:
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            _add(into.setdefault(key, {}), value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            into[key] = into.get(key, 0) + value
+        else:
+            into.setdefault(key, value)
