@@ -336,6 +336,9 @@ def run_guests(url: str, profile: Any, names: list[str]) -> tuple[Recorder, list
         driver = SessionDriver(transport, profile, rec, SETTINGS, url, live, rng=random.Random(number))
         outcomes.append((number, driver.run_guest(number, behaviour(name)).outcome.value))
 
+    # libev caches the loop's clock: after other tests ran for a while without
+    # this process's hub, a 30 s timer measured from that stale "now" expires at once.
+    gevent.get_hub().loop.update_now()
     jobs = [gevent.spawn(guest, i, name) for i, name in enumerate(names)]
     gevent.joinall(jobs, timeout=30, raise_error=True)
     transport.close()

@@ -24,12 +24,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import cluster
-from .cluster import Peers, resolve_processes
 from .settings import GatewaySettings, SettingsError, load_settings
-from .shared import Shared
+
+if TYPE_CHECKING:
+    from .cluster import Peers
+    from .shared import Shared
 
 PROG = "loadkit gateway"
 
@@ -183,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if settings.seed is None:
         settings = dataclasses.replace(settings, seed=secrets.randbelow(2**31))
-    processes = resolve_processes(args.processes if args.processes is not None else settings.processes)
+    from . import cluster  # multiprocessing only where a gateway runs, not where this module is imported
+
+    processes = cluster.resolve_processes(args.processes if args.processes is not None else settings.processes)
     settings = dataclasses.replace(settings, processes=processes)  # stats show the effective count
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
