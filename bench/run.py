@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -370,7 +371,8 @@ def peer_idle(name: str, cfg: dict[str, Any], workdir: Path, settings: dict[str,
             finally:
                 run.stop()
     lo, hi = points
-    dn = (hi["guests"] - lo["guests"]) / 1000.0
+    # per guest actually held (a peer may fall short of its count): the gateways' open sessions
+    dn = (hi["gateway_open"] - lo["gateway_open"]) / 1000.0
     return {"points": points, "held": hi["gateway_open"], "all_authenticated": hi["reached"],
             "kb_per_guest": round((hi["rss_mb"] - lo["rss_mb"]) / dn, 2),
             "cpu_percent_per_1000": round((hi["cpu_percent"] - lo["cpu_percent"]) / dn, 3),
@@ -1065,8 +1067,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BENCH_KEEP_LOGS"):
             keep = Path(os.environ["BENCH_KEEP_LOGS"])
             keep.mkdir(parents=True, exist_ok=True)
-            for p in workdir.iterdir():
-                (keep / p.name).write_bytes(p.read_bytes())
+            try:  # the peers' runs are directories
+                shutil.copytree(workdir, keep, dirs_exist_ok=True)
+            except OSError as exc:  # the figures matter more than the logs
+                log(f"could not keep the logs in {keep}: {exc}")
     res["peers"] = list(PEERS)
     res["peers_missing"] = missing
     res["targets"] = verdicts(res)
