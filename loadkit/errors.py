@@ -46,9 +46,13 @@ class ConnectRefused(TargetError):
 
 
 class ConnectFailed(TargetError):
-    def __init__(self, reason: str) -> None:
+    """``reason`` is from a bounded vocabulary (it names rows of Locust's failure
+    table); ``detail`` holds what the target said, for the report only."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
 
     def __str__(self) -> str:
         return f"connect failed: {self.reason}"
@@ -94,7 +98,19 @@ class ConnectionEnded(TargetError):
 
 
 class TargetProtocolError(ConnectionEnded):
-    """The target broke RFC 6455 (bad framing, oversized frame): we failed the connection."""
+    """The target broke RFC 6455 (bad framing, invalid UTF-8, oversized frame): we failed the connection.
+
+    ``code`` and ``reason`` are those of the close frame that was really on the
+    wire (ours; if our own close was already out, that one, e.g. ``1000``
+    with no reason); ``kind`` names the violation (``bad_framing``,
+    ``invalid_utf8``, ``too_big``) and ``violation`` says what it was.
+    """
+
+    def __init__(self, code: int, reason: str, initiator: str, kind: str = "bad_framing",
+                 violation: str = "") -> None:
+        super().__init__(code, reason, initiator)
+        self.kind = kind
+        self.violation = violation or reason
 
     def __str__(self) -> str:
-        return f"protocol error, closed {self.code}: {self.reason}"
+        return f"protocol error ({self.kind}), closed {self.code}: {self.violation}"

@@ -27,10 +27,12 @@ from loadkit.errors import (
     TargetProtocolError,
     UpgradeRefused,
 )
+from loadkit.failures import Failure, detail_text, ended_label, label
 from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
 from loadkit.metrics.recorder import HARNESS_LAG, HARNESS_WAIT, Recorder
 from loadkit.protocol.base import (
     BINARY_FRAME,
+    INVALID_UTF8,
     UNMATCHED_ANSWER,
     BinaryFrame,
     EventKind,
@@ -38,6 +40,7 @@ from loadkit.protocol.base import (
     ServerEvent,
     TokenGrant,
     expects,
+    is_utf8,
     reply_refs,
 )
 from loadkit.settings import Behaviour, HarnessSettings, backoff
@@ -90,7 +93,7 @@ class SessionDriver:
         self.settings = settings
         self.base_url = base_url
         self.live = live
-        self.report = report
+        self._sink = report
         self.rng: Rng = rng or random.Random()
         self._dropped_at: float | None = None
         self._refused = False
@@ -183,7 +186,10 @@ class SessionDriver:
             except ConnectFailed as exc:
                 ending = Ending(Cause.CONNECT_FAILED, detail=exc.reason)
             except TargetProtocolError as exc:
-                ending = Ending(Cause.PROTOCOL_ERROR, exc.code, exc.reason, exc.initiator, str(exc))
+                # An RFC 6455 violation is a bad frame too, in the phase it came in.
+                self._bad(exc.kind, _frame_phase(lc, t.now(), self.settings.just_after_auth_s))
+                ending = Ending(Cause.PROTOCOL_ERROR, exc.code, exc.reason, exc.initiator,
+                                f"{exc.kind}: {exc.violation}")
             except ConnectionEnded as exc:
                 ending = Ending(Cause.CLOSED, exc.code, exc.reason, exc.initiator,
                                 refused=self._refused, expired=self._expired)
@@ -222,15 +228,30 @@ class SessionDriver:
         self.recorder.session_ended(result, established, close, detail)
         ok = result.outcome.value in ("closed_normally", "stopped_by_harness")
         if not ok:
-            err = ending.detail or (
-                str(ConnectionEnded(ending.code, ending.reason, ending.initiator or "none"))
-                if ending.code is not None else ending.cause.value
-            )
-            self.report("session", (now - lc.started_at) * 1000.0,
-                        SessionEnded(f"{result.outcome.value} in {result.phase.value}: {err}"), 0)
+            # Locust's row names only what loadkit names; what the target said is a detail.
+            where = f"{result.outcome.value} in {result.phase.value}"
+            how = ended_label(ending.code, ending.initiator) if ending.code is not None else ending.cause.value
+            said = ending.detail or ending.reason
+            if said:
+                rec.note_detail(detail_text(where, said))
+            self.report("session", (now - lc.started_at) * 1000.0, SessionEnded(f"{where}: {how}"), 0)
         else:
             self.report("session", (now - lc.started_at) * 1000.0, None, 0)
         return result
+
+    def report(self, name: str, ms: float, error: BaseException | None, length: int) -> None:
+        """A phase timing for Locust; a failure's text drawn from a bounded vocabulary.
+
+        What the target said (a close reason, a header value) would make a
+        row of Locust's failure table per value; it goes to the report's
+        ``failure_details`` (capped) instead.
+        """
+        if error is not None and not isinstance(error, Failure):
+            text, detail = label(error)
+            if detail:
+                self.recorder.note_detail(detail_text(f"{name}: {text}", detail))
+            error = Failure(text)
+        self._sink(name, ms, error, length)
 
     # -- phases ----------------------------------------------------------------
 
@@ -516,12 +537,23 @@ class SessionDriver:
         """Close from our side and say how it really ended (the server may have been first)."""
         if ws is None:
             return Ending(cause, detail=detail)
+        already = bool(getattr(ws, "closed", False))
         try:
             ended = ws.close(code, reason, wait=wait)
         except Exception:  # a broken socket while stopping: the decision stands
             ended = ConnectionEnded(code, reason, "client")
         for data in ws.leftover:  # what the server sent before our close reached it
-            self._note(self._event(data))
+            if type(data) is not BinaryFrame and not data.isascii() and not is_utf8(data):
+                self._bad(INVALID_UTF8, "closing")
+            else:
+                self._note(self._event(data))
+        if isinstance(ended, TargetProtocolError) and not already and cause is not Cause.HARNESS_ERROR:
+            # The target broke the protocol while we were closing: whatever we
+            # were closing for, that is how it ended. The close code is the one
+            # on the wire (ours), not the violation's.
+            self._bad(ended.kind, "closing")
+            return Ending(Cause.PROTOCOL_ERROR, ended.code, ended.reason, ended.initiator,
+                          f"{ended.kind}: {ended.violation}")
         if ended.initiator != "client":
             # The server's close (or a lost connection) came first: that is
             # what happened, whatever we meant to do.
@@ -540,5 +572,15 @@ def _forget(gone: dict[Any, None], ref: Any) -> None:
         del gone[next(iter(gone))]
 
 
-class SessionEnded(Exception):
+def _frame_phase(lc: Lifecycle, now: float, just_after_auth_s: float) -> str:
+    """The phase a frame arrived in, as ``Recorder.bad_frames`` names it."""
+    state = lc.state.value
+    if state in ("closing", "ended"):
+        return "closing"
+    if lc.auth_at is None:
+        return "during_auth"
+    return "just_after_auth" if now - lc.auth_at <= just_after_auth_s else "established"
+
+
+class SessionEnded(Failure):
     """Failure text for Locust's table when a session did not end normally."""

@@ -36,7 +36,7 @@ from gevent import socket as gsocket
 from gevent.lock import Semaphore
 from gevent.hub import Waiter, get_hub
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, ProtocolError
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI, PayloadTooBig, ProtocolError
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import Protocol, Side
@@ -51,7 +51,7 @@ from loadkit.errors import (
     TargetProtocolError,
     UpgradeRefused,
 )
-from loadkit.protocol.base import BinaryFrame, TokenRequest
+from loadkit.protocol.base import BAD_FRAMING, INVALID_UTF8, TOO_BIG, BinaryFrame, TokenRequest, is_utf8
 
 _TEXT, _BINARY, _CONT, _CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.CLOSE
 _OPEN, _CLOSED = WsState.OPEN, WsState.CLOSED
@@ -360,7 +360,7 @@ class _HttpEndpoint:
         except h11.RemoteProtocolError as exc:
             if not heard:
                 raise _Unanswered("token: connection closed before the answer") from None
-            raise ConnectFailed(f"token: malformed HTTP answer ({exc})") from None
+            raise ConnectFailed("token: malformed HTTP answer", str(exc)[:200]) from None
         except OSError as exc:
             if not heard:
                 raise _Unanswered(f"token: {_os_reason(exc)}") from None
@@ -392,7 +392,7 @@ class WebSocket:
     """
 
     __slots__ = ("_sock", "_proto", "_events", "_parts", "_ended", "close_timeout", "send_timeout",
-                 "leftover", "_rw", "_reset", "arrived_at", "_binary")
+                 "leftover", "_rw", "_reset", "arrived_at", "_binary", "_violation")
 
     def __init__(self, sock: Any, proto: ClientProtocol, pending: list[Any], close_timeout: float,
                  send_timeout: float = 10.0, read_watcher: Any = None) -> None:
@@ -417,6 +417,8 @@ class WebSocket:
         self.arrived_at: float | None = None
         #: the fragmented message being assembled is binary
         self._binary = False
+        #: (kind, what) of a violation found above websockets' parser (invalid UTF-8)
+        self._violation: tuple[str, str] | None = None
 
     # -- the socket ------------------------------------------------------------
 
@@ -519,6 +521,11 @@ class WebSocket:
             while events:
                 msg = self._on_event(events.pop(0))
                 if msg is not None:
+                    if type(msg) is not BinaryFrame and not msg.isascii() and not is_utf8(msg):
+                        # RFC 6455 §8.1: text that is not UTF-8 fails the connection, 1007.
+                        self._violation = (INVALID_UTF8, "invalid UTF-8 in a text message")
+                        proto.fail(1007, "invalid UTF-8")
+                        raise self._finish()
                     return msg
             if proto.close_rcvd is not None or proto.parser_exc is not None or proto.state is _CLOSED:
                 raise self._finish()
@@ -597,15 +604,20 @@ class WebSocket:
         if self._ended is not None:
             return self._ended
         proto = self._proto
-        if proto.parser_exc is not None and proto.close_rcvd is None \
-                and not isinstance(proto.parser_exc, EOFError):
-            # We failed the connection (bad framing, frame too big): the
-            # protocol queued our close frame; send it and stop.
+        exc = proto.parser_exc
+        violation = self._violation
+        if violation is None and exc is not None and proto.close_rcvd is None and not isinstance(exc, EOFError):
+            kind = TOO_BIG if isinstance(exc, PayloadTooBig) else (
+                INVALID_UTF8 if isinstance(exc, UnicodeDecodeError) else BAD_FRAMING)
+            violation = (kind, str(exc))
+        if violation is not None:
+            # We failed the connection: the protocol queued our close frame
+            # (unless ours was out already: then that one is what the wire
+            # had); send it and stop.
             self._flush_quietly()
             sent = proto.close_sent
-            code = sent.code if sent is not None else 1002
-            reason = str(proto.parser_exc) if sent is None else sent.reason or str(proto.parser_exc)
-            self._ended = TargetProtocolError(code, reason, "client")
+            code, reason = (sent.code, sent.reason) if sent is not None else (1006, "")
+            self._ended = TargetProtocolError(code, reason, "client", violation[0], violation[1])
             self._close_socket()
             return self._ended
         if proto.close_rcvd is not None and proto.state is not _CLOSED:
@@ -941,7 +953,7 @@ class GeventTransport:
                 exc = proto.handshake_exc
                 if isinstance(exc, InvalidStatus):
                     raise UpgradeRefused(exc.response.status_code)
-                raise ConnectFailed(f"upgrade failed: {_handshake_reason(exc)}")
+                raise ConnectFailed(f"upgrade failed: {exc.__class__.__name__}", _handshake_reason(exc))
             if not data and proto.state is WsState.CONNECTING:
                 raise ConnectFailed("connection closed during the upgrade")
 

@@ -123,6 +123,8 @@ class RawServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        for t in self.threads[1:]:  # let scripts finish what the client already sent them
+            t.join(2)
         self._stop = True
         self.listener.close()
         for s in list(self.socks):

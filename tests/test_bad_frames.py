@@ -9,11 +9,14 @@ against it, and the counts must be exactly what the script sent.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
+from gevent import get_hub
 
 from loadkit.lifecycle import Result
 from loadkit.metrics.recorder import Recorder
@@ -23,7 +26,8 @@ from loadkit.report.build import build_report
 from loadkit.session import LiveSessions, SessionDriver
 from loadkit.settings import Behaviour, HarnessSettings
 from loadkit.transport import GeventTransport
-from tests.rawserver import Conn, RawServer, binary, close, text
+from tests.rawserver import Conn, RawServer, binary, close, ping, text
+from tests.rawserver import frame as rawframe
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -77,15 +81,30 @@ def gateway(after_auth: Callable[[Conn], bool | None] | None = None, auth: tuple
 def one_session(script: Callable[[Conn], None], behaviour: Behaviour = Behaviour(),
                 profile: Any = None, settings: HarnessSettings = SETTINGS,
                 ) -> tuple[Recorder, Result, list[tuple[str, Any]]]:
-    with RawServer(script) as srv:
+    """One session against ``script``; the driver runs in a thread of its own (its own gevent hub),
+    so the event loop of the test process is never touched by these sockets."""
+    out: list[Any] = []
+
+    def run() -> None:
         transport = GeventTransport(open_timeout=3, close_timeout=settings.close_timeout_s)
         rec, live, reports = Recorder(settings.survival_marks), LiveSessions(), []
         driver = SessionDriver(transport, profile or get_profile("guest"), rec, settings, srv.url, live,
                                lambda name, ms, err, n: reports.append((name, err)), random.Random(1))
-        result, _grant, _end = driver.run_session(1, behaviour, TokenGrant("g-1", "t-1"), 0.6, None)
-        transport.close()
+        try:
+            result, _grant, _end = driver.run_session(1, behaviour, TokenGrant("g-1", "t-1"), 0.6, None)
+            out.append((rec, result, reports, live.open))
+        finally:
+            transport.close()
+            get_hub().destroy(destroy_loop=True)
+
+    with RawServer(script) as srv:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(20)
     assert not srv.errors, srv.errors
-    assert live.open == 0 and rec.started == rec.ended_total == 1
+    assert out, "the session did not end"
+    rec, result, reports, still_open = out[0]
+    assert still_open == 0 and rec.started == rec.ended_total == 1
     return rec, result, reports
 
 
@@ -187,3 +206,113 @@ def test_the_report_carries_count_by_kind_and_by_phase() -> None:
                                     "by_phase": {"during_auth": 1, "just_after_auth": 1}, "sessions": 1}
     assert report["messages"]["sent"] == rec.messages_sent > 0
     assert report["messages"]["answered"] == rec.messages_answered == rec.messages_sent
+
+
+# -- RFC 6455, as the transport enforces it --------------------------------------------------
+
+
+def _fail_then_echo(raw: bytes, closes: list[Any]) -> Callable[[Conn], bool]:
+    def after(c: Conn) -> bool:
+        c.send(raw)
+        closes.append(c.wait_close())
+        if closes[0] is not None:
+            c.send(close(int.from_bytes(closes[0].data[:2], "big")))
+        return True
+    return after
+
+
+@pytest.mark.parametrize(("raw", "kind", "code"), [
+    (text(b'{"type":"pong","id":"\xff\xfe"}'), "invalid_utf8", 1007),
+    (text('{"type":"ack","id":"\ud800"}'.encode("utf-8", "surrogatepass")), "invalid_utf8", 1007),
+    (rawframe(0x1, b'{"type":"typing"}', rsv=0b100), "bad_framing", 1002),
+    (rawframe(0x3, b"?"), "bad_framing", 1002),
+])
+def test_an_rfc_6455_violation_fails_the_connection_with_its_code_and_is_a_bad_frame(
+        raw: bytes, kind: str, code: int) -> None:
+    closes: list[Any] = []
+    rec, result, reports = one_session(gateway(_fail_then_echo(raw, closes)))
+    assert (result.outcome.value, result.phase.value) == ("protocol_error", "just_after_auth")
+    assert int.from_bytes(closes[0].data[:2], "big") == code  # §8.1: invalid UTF-8 is 1007, not "not JSON"
+    assert bad(rec) == {(kind, "just_after_auth"): 1}
+    assert [(c, i) for (_p, c, _r, i) in rec.close_codes] == [(code, "client")]
+    # the wire's close reason is in the close table; the violation's text only in the details
+    assert [r for (_p, _c, r, _i) in rec.close_codes] == [closes[0].data[2:].decode()]
+
+
+def test_a_violation_that_races_our_own_close_is_a_protocol_error_with_the_close_that_was_on_the_wire() -> None:
+    """The guest closes 1000 at its planned end; the server's answer breaks RFC 6455.
+
+    The close table must show the frame that was really sent (1000, no
+    reason), not the violation's text, and the session is a protocol error,
+    not closed_normally.
+    """
+    seen: list[Any] = []
+
+    def script(c: Conn) -> None:
+        c.next_text()
+        c.send(AUTH_OK)
+        seen.append(c.wait_close())
+        c.send(rawframe(0x1, b"{}", rsv=0b010), close(1000))
+
+    rec, result, reports = one_session(script, Behaviour(keepalive=False, messages=False))
+    assert seen[0].data == b"\x03\xe8"  # our 1000, empty reason
+    assert result.outcome.value == "protocol_error"
+    assert [(c, r, i) for (_p, c, r, i) in rec.close_codes] == [(1000, "", "client")]
+    assert bad(rec) == {("bad_framing", "closing"): 1}
+
+
+def test_invalid_utf8_after_our_close_is_counted_as_such() -> None:
+    def script(c: Conn) -> None:
+        c.next_text()
+        c.send(AUTH_OK)
+        got = c.wait_close()
+        c.send(text(b'{"type":"x\xc3"}'), close(int.from_bytes(got.data[:2], "big")))
+
+    rec, result, _ = one_session(script, Behaviour(keepalive=False, messages=False))
+    assert result.outcome.value == "closed_normally"
+    assert bad(rec) == {("invalid_utf8", "closing"): 1}
+
+
+def test_failure_texts_name_no_value_the_server_chose() -> None:
+    """Close reasons and parser messages go to failure_details; Locust's rows stay few."""
+    reasons = [f"reason {i} {'x' * i}" for i in range(30)]
+    texts: set[str] = set()
+    rec = Recorder((1,))
+    for reason in reasons:
+        def script(c: Conn, reason: str = reason) -> None:
+            c.next_text()
+            c.send(close(4000, reason))
+            c.wait_close()
+        r, _result, reports = one_session(script)
+        texts |= {str(err) for _name, err in reports if err is not None}
+        rec.merge(r)
+    assert texts == {"closed 4000 by server", "dropped_by_server in during_auth: closed 4000 by server"}, texts
+    assert len(rec.failure_details) == 2 * len(reasons)  # the auth step's and the session's, per reason
+    assert all(len(k) <= 260 for k in rec.failure_details)
+
+
+def test_an_answer_is_timed_when_it_was_read_not_after_the_pings_read_with_it() -> None:
+    """A burst of RFC 6455 pings in the same read as auth_ok: answering them is the
+    harness's work, and must not count as the target's auth latency."""
+    burst = 5000
+    span: list[float] = []
+
+    def script(c: Conn) -> None:
+        c.next_text()
+        t0 = time.perf_counter()
+        c.send(*[ping() for _ in range(burst)], AUTH_OK)
+        pongs = 0
+        while pongs < burst:
+            got = c.next_frame()
+            assert got is not None
+            pongs += got.opcode.name == "PONG"
+        span.append(time.perf_counter() - t0)  # until the client had answered every ping
+        while (got := c.next_frame()) is not None and got.opcode.name != "CLOSE":
+            pass
+        c.send(close(1000))
+
+    rec, result, _ = one_session(script, Behaviour(keepalive=False, messages=False))
+    assert result.outcome.value == "closed_normally"
+    auth_s = rec.latency["auth"].max / 1e6
+    # Timed after the burst, auth would take at least the burst's whole answering time.
+    assert auth_s < span[0] / 2, (auth_s, span[0])

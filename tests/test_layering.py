@@ -20,6 +20,7 @@ PURE_MODULES = [
     "loadkit.protocol",
     "loadkit.protocol.guest",
     "loadkit.lifecycle",
+    "loadkit.failures",
     "loadkit.metrics.histogram",
     "loadkit.metrics.recorder",
     "loadkit.settings",

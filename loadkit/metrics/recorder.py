@@ -37,6 +37,9 @@ HARNESS_LAG = "harness_lag"
 HARNESS_SERIES = (HARNESS_WAIT, HARNESS_LAG)
 #: At most this many distinct failure details per outcome ("HTTP 500"); more read "other".
 MAX_FAILURE_DETAILS = 16
+#: Distinct failure-detail texts kept (a soak against a broken target must not grow without end).
+MAX_DETAILS = 100
+OTHER_DETAILS = "(other details)"
 #: Survival marks in seconds (``--survival-marks``).
 DEFAULT_SURVIVAL_MARKS = (60, 300, 1800, 3600)
 
@@ -46,7 +49,7 @@ class Recorder:
         "started", "authenticated", "ended", "close_codes", "latency", "recover",
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
-        "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages",
+        "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages", "failure_details",
     )
 
     def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
@@ -71,6 +74,9 @@ class Recorder:
         self.messages_sent = 0
         self.messages_answered = 0
         self.agent_messages = 0
+        #: what the target said when something failed (close reasons, parser
+        #: messages): text -> times, at most MAX_DETAILS texts (the rest in OTHER_DETAILS)
+        self.failure_details: Counter[str] = Counter()
         self.reconnect_attempts = 0
         self.reconnect_successes = 0
         self.missed_pongs = 0
@@ -136,6 +142,13 @@ class Recorder:
             out[outcome] += n
         return dict(sorted(out.items()))
 
+    def note_detail(self, text: str, n: int = 1) -> None:
+        """Count one failure detail; past MAX_DETAILS distinct texts they share one row."""
+        details = self.failure_details
+        if text not in details and len(details) >= MAX_DETAILS:
+            text = OTHER_DETAILS
+        details[text] += n
+
     def bad_frame_count(self) -> int:
         return sum(self.bad_frames.values())
 
@@ -184,6 +197,10 @@ class Recorder:
                 mine.extend(theirs)
             else:
                 setattr(self, name, mine + theirs)
+        if len(self.failure_details) > MAX_DETAILS:  # the cap holds across merges too
+            capped, self.failure_details = self.failure_details, Counter()
+            for text, n in capped.most_common():
+                self.note_detail(text, n)
 
     def is_empty(self) -> bool:
         """Nothing counted in any field (a window with no activity at all)."""

@@ -81,6 +81,15 @@ BAD_FRAME_KINDS = (BINARY_FRAME, NOT_JSON, NOT_OBJECT, TOO_DEEP, UNKNOWN_TYPE, M
 DEFAULT_FATAL = frozenset({BINARY_FRAME, NOT_JSON, NOT_OBJECT, TOO_DEEP})
 
 
+def is_utf8(data: bytes | bytearray) -> bool:
+    """Whether ``data`` is valid UTF-8 (RFC 3629: no surrogates, no overlongs)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class BinaryFrame(bytes):
     """The payload of a binary frame: the transport hands these out as is, so a
     profile that expects text can tell them apart at no cost for text frames."""

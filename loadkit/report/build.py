@@ -95,6 +95,7 @@ def build_model(total: Recorder, *, open_sessions: int, run: dict[str, Any],
         validity=Validity(),
         messages=Messages(total.messages_sent, total.messages_answered, total.agent_messages),
         harness=harness_section(total, lag_limit_ms),
+        failure_details=dict(sorted(total.failure_details.items(), key=lambda kv: (-kv[1], kv[0]))),
         drift=drift, saturation=saturation, gateway=gateway,
     )
     extra = list(checks or [])

@@ -117,6 +117,8 @@ class Report:
     validity: Validity
     messages: Messages | None = None
     harness: dict[str, Any] | None = None
+    #: what the target said when things failed, "where: what" -> times (capped; Locust's table has labels only)
+    failure_details: dict[str, int] | None = None
     drift: dict[str, Any] | None = None
     saturation: dict[str, Any] | None = None
     gateway: dict[str, Any] | None = None
