@@ -687,3 +687,36 @@ def test_the_kubernetes_pods_agree_on_names_ports_and_files() -> None:
     replicas = re.search(r"replicas: (\d+)", worker)
     assert replicas and f"--expect-workers={replicas.group(1)}" in job
     assert "docs/capacity.md" in worker
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_workers_that_lose_their_master_close_their_sessions_within_the_bound_and_exit_non_zero(
+        procs: Processes, gateway: GatewayProcess) -> None:
+    users = 6
+    master, port = start_master(procs, gateway.url, "--session-seconds", "60-70", run_time="60s",
+                                workers=2, users=users)
+    workers = [start_worker(procs, f"worker{i}", port) for i in range(2)]
+    deadline = time.monotonic() + 40
+    while gateway.stats()["sessions"]["authenticated"] < users and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gateway.stats()["sessions"]["open"] == users, procs.log("master")[-3000:]
+    os.kill(master.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    master.wait()
+
+    bound = distributed.MASTER_LOST_S + distributed.WATCH_INTERVAL_S + 2.0  # --close-timeout 2 (default)
+    while gateway.stats()["sessions"]["open"] and time.monotonic() - killed < bound + 10:
+        time.sleep(0.1)
+    closed_after = time.monotonic() - killed
+    stats = settled_stats(gateway)
+    assert stats["sessions"]["open"] == 0
+    assert closed_after <= bound + 1.5, closed_after  # not Locust's 60 s; 1.5 s for a busy machine
+    assert closed_after >= distributed.MASTER_LOST_S - 1.5  # and not before the master was given up
+    # every session ended as a client leaving: 1001, not a lost link
+    assert codes(stats["closes"]) == {(1001, "harness stopping", "client"): users}
+    for i, w in enumerate(workers):
+        assert wait(w, procs, f"worker{i}", timeout=15) == distributed.MASTER_LOST_EXIT_CODE
+        log = procs.log(f"worker{i}")
+        assert log.count("loadkit: lost the master at 127.0.0.1:") == 1, log[-3000:]
+        assert "Traceback" not in log

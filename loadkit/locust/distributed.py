@@ -66,8 +66,15 @@ FINAL_MESSAGE = "loadkit_final"
 FINAL_WAIT_S = 15.0
 #: How long a worker waits for its sessions to end before it sends its final numbers anyway.
 FINAL_SETTLE_S = 5.0
-#: How often the master looks for workers that went missing or left.
+#: How often the master looks for workers that went missing or left (and a worker for its master).
 WATCH_INTERVAL_S = 0.5
+#: A worker in a run that hears no heartbeat from its master for this long
+#: (the master answers every worker heartbeat, once a second) stops its users
+#: and exits with ``MASTER_LOST_EXIT_CODE``. Its sessions are closed within
+#: MASTER_LOST_S + WATCH_INTERVAL_S + --close-timeout of the master's last sign of life.
+MASTER_LOST_S = 5.0
+#: The run lost its master: its results are incomplete (``invalid``).
+MASTER_LOST_EXIT_CODE = 4
 #: The outcome (and phase) of sessions that were open on a worker when it died.
 LOST_OUTCOME = "lost_with_worker"
 LOST_PHASE = "unknown"
@@ -137,6 +144,29 @@ def _install_worker(environment: Any, rt: Any, runner: Any) -> None:
             logger.warning("loadkit: %d session(s) still open %g s after the users stopped",
                            rt.live.open, FINAL_SETTLE_S)
         runner.send_message(FINAL_MESSAGE, payload())
+
+    def _watch_master() -> None:
+        # Locust's own rule is 60 s without the master's heartbeat, and then
+        # exit 0: a minute of load on the target that nobody will report.
+        while True:
+            gevent.sleep(WATCH_INTERVAL_S)
+            last = runner.last_heartbeat_timestamp
+            if not state["in_run"] or last is None:
+                continue
+            silent = time.time() - last
+            if silent < MASTER_LOST_S:
+                continue
+            users = runner.user_count
+            logger.error("loadkit: lost the master at %s:%s (no heartbeat for %.0f s): stopping %d user(s), "
+                         "closing their sessions with 1001, and exiting with code %d",
+                         runner.master_host, runner.master_port, silent, users, MASTER_LOST_EXIT_CODE)
+            environment.process_exit_code = MASTER_LOST_EXIT_CODE
+            state["in_run"] = False
+            runner.stop()  # users end their sessions (close 1001); test_stop sends the final numbers
+            runner.quit()  # ends the runner's greenlets: Locust shuts down with the code above
+            return
+
+    gevent.spawn(_watch_master)  # not in the runner's group: quit() kills that group
 
     @events.quitting.add_listener
     def _stop_before_leaving(**_kw: Any) -> None:
