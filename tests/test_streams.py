@@ -112,7 +112,7 @@ def run_drawing(tmp: Path, name: str, *args: str) -> tuple[list[dict[str, Any]],
     port = str(free_port())
     env = dict(os.environ, PYTHONPATH=str(ROOT), DRAWS_FILE=str(out))
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "6", "-r", "20",
-           "-t", "2s", "--processes", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+           "-t", "4s", "--processes", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
            "--master-port", port, "--session-seconds", "0.5-1", "--only-summary",
            "--loadkit-report", str(report), *args]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
