@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -25,19 +26,71 @@ def run_config(tmp_path: Path, config: Path, *extra: str, env: dict[str, str] | 
     return proc, (json.loads(report.read_text()) if report.exists() else None)
 
 
-@pytest.mark.parametrize("name", ["smoke.toml", "guest.toml", "webmessaging.toml", "custom-seed-variant.toml",
-                                  "load.toml", "soak.toml"])
-def test_each_shipped_scenario_runs_against_the_embedded_gateway(tmp_path, name):
-    proc, report = run_config(tmp_path, ROOT / "config" / name)
-    assert report is not None, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    assert report["run"]["embedded_gateway"]
-    assert report["sessions"]["authenticated"] > 0
-    # The embedded gateway's own record is in the report: the harness agrees with it.
-    assert_matches_gateway(report, report["gateway"])
-    assert "embedded gateway's own record" in proc.stdout and "the same as the harness" in proc.stdout
-    assert report["verdict"] in ("pass", "fail", "inconclusive")
-    assert {"pass": 0, "fail": 3, "inconclusive": 7}[report["verdict"]] == proc.returncode
+SCENARIOS = ["smoke.toml", "guest.toml", "webmessaging.toml", "custom-seed-variant.toml", "load.toml", "soak.toml"]
+#: Shortened runs share two cores: at most this many users each, so the load generator is not the bottleneck.
+MAX_USERS = 60
+
+
+def _users_of(config: Path) -> int:
+    import tomllib
+
+    return int(tomllib.loads(config.read_text())["tool"]["locust"]["users"])
+
+
+def test_every_shipped_scenario_shortened_to_30_s_passes_or_is_inconclusive_and_smoke_passes_unchanged(tmp_path):
+    """A healthy embedded gateway never fails a shipped scenario (issue 10, point 5).
+
+    Each scenario runs at its own settings for 30 s (users capped so that six
+    runs share the machine), all at once to keep CI short; gates a short run
+    cannot measure (survival at 30 minutes, drift) must read not measured,
+    never fail. config/smoke.toml also runs exactly as shipped and must pass.
+    """
+    import json
+
+    runs = {}
+    for name in SCENARIOS:
+        config = ROOT / "config" / name
+        out = tmp_path / name
+        out.mkdir()
+        users = min(_users_of(config), MAX_USERS)
+        runs[name] = (out, ["-t", "30s", "-u", str(users), "-r", str(max(1, users // 5))])
+    runs["smoke.toml unchanged"] = (tmp_path / "smoke-unchanged", [])
+    runs["smoke.toml unchanged"][0].mkdir()
+    procs = {}
+    try:
+        for name, (out, extra) in runs.items():
+            config = ROOT / "config" / name.split()[0]
+            cmd = locust_command("--config", str(config), *extra, "--loadkit-report", str(out / "report.json"),
+                                 "--loadkit-html", str(out / "report.html"), "--loadkit-series",
+                                 str(out / "series.jsonl"))
+            procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, start_new_session=True,
+                                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        results = {name: proc.communicate(timeout=240) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    problems = []
+    for name, (out, _extra) in runs.items():
+        stdout, stderr = results[name]
+        path = out / "report.json"
+        if not path.exists():
+            problems.append(f"{name}: no report; {stderr[-1500:]}")
+            continue
+        report = json.loads(path.read_text())
+        allowed = ("pass",) if name == "smoke.toml unchanged" else ("pass", "inconclusive")
+        code = {"pass": 0, "inconclusive": 7}.get(report["verdict"])
+        if report["verdict"] not in allowed or procs[name].returncode != code:
+            problems.append(f"{name}: {report['verdict']} (exit {procs[name].returncode}): "
+                            f"{report.get('verdict_reason')}")
+        assert "Traceback" not in stderr, stderr[-2000:]
+        assert report["sessions"]["authenticated"] > 0
+        assert_matches_gateway(report, report["gateway"])
+        for row in report["thresholds"]:  # nothing a short run cannot see is a breach
+            assert row["status"] != "fail", (name, row)
+    assert not problems, "\n".join(problems)
 
 
 def test_the_command_line_wins_over_the_scenario_file(tmp_path):

@@ -525,3 +525,11 @@ def test_the_report_readers_load_no_sockets_locust_or_gevent() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_drift_on_a_run_of_a_few_windows_is_not_measured() -> None:
+    short = {**REPORT, "drift": {**REPORT["drift"], "windows": 3}}
+    (row,) = evaluate(["drift.auth.p95 < 1.2"], short)
+    assert row["status"] == "not_measured" and "at least 6 series windows" in row["note"]
+    (row,) = evaluate(["drift.auth.p95 < 1.2"], {**REPORT, "drift": {**REPORT["drift"], "windows": 60}})
+    assert row["status"] == "fail"

@@ -174,7 +174,7 @@ def test_drift_compares_the_last_window_with_the_first(tmp_path, gateway_factory
     gw = gateway_factory(**{"faults.degrade_at_s": 3, "faults.degraded_auth_latency": "fixed:100"})
     run = run_locust(tmp_path, "--host", gw.url, "--session-seconds", "0.1-0.2", "--guest-pause", "0-0.05",
                      "--threshold", "drift.auth.p95 < 1.2", "--threshold", "drift.connect.p95 < 50",
-                     users=4, run_time="5s")
+                     users=4, run_time="8s")
     report = run.report
     assert_matches_gateway(report, settled_stats(gw))
     first, last = report["drift"]["first"]["auth"]["p95"], report["drift"]["last"]["auth"]["p95"]

@@ -361,8 +361,8 @@ class Runtime:
         return info
 
     def build(self, final: bool, gateway: dict[str, Any] | None = None) -> dict[str, Any]:
-        drift = {"window_s": float(self.opts.series_interval), "first": self.drift_first,
-                 "last": self.drift_last}
+        drift = {"window_s": float(self.opts.series_interval), "windows": len(self.series_rows),
+                 "first": self.drift_first, "last": self.drift_last}
         return build_report(self.total, open_sessions=self.open_sessions(), run=self.run_info(),
                             drift=drift, saturation=self.saturation(), gateway=gateway,
                             lag_limit_ms=options.parse_lag_limit(getattr(self.opts, "lag_limit", None)

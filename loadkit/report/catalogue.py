@@ -192,7 +192,7 @@ CATALOGUE: tuple[Entry, ...] = (
           "sessions still under observation at MARK", "survival.5m.at_risk >= 50"),
     Entry("drift.PHASE.STAT", "ratio", "drift.last.PHASE.STAT / drift.first.PHASE.STAT", Kind.GAUGE, +1,
           NoData.NOT_MEASURED, "that statistic in the last window ÷ the first (`count` not allowed); "
-          "a run of one window: not measured", "drift.auth.p95 < 1.2"),
+          "a run of fewer than 6 series windows: not measured", "drift.auth.p95 < 1.2"),
     _count("keepalive.missed_pongs", "keepalive.missed_pongs", "pings the server never answered",
            "keepalive.missed_pongs == 0"),
     _count("keepalive.timeouts", "keepalive.timeouts", "sessions ended by the pong timeout",

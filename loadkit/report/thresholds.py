@@ -97,6 +97,9 @@ _SCALAR_ENTRIES = {e.name: e for e in catalogue.scalar_entries()}
 _RECONNECT_METRICS = (*STATS, *(n.split(".", 1)[1] for n in _SCALAR_ENTRIES if n.startswith("reconnect.")))
 _HARNESS_SERIES = tuple(e.name.split(".")[1] for e in catalogue.CATALOGUE if e.name.startswith("harness."))
 _SURVIVAL_FIELDS = ("lower", "upper", "at_risk")
+#: A drift ratio compares the last series window with the first: on a run of
+#: a few windows that is the spawn against the stop, not a trend.
+DRIFT_MIN_WINDOWS = 6
 
 # Outcomes the harness can report. Any other name is accepted (a custom
 # profile may add outcomes), but a name that neither this set nor the report
@@ -591,6 +594,10 @@ def _measure_survival(metric: Metric, report: Mapping[str, Any]) -> Measurement:
 
 def _measure_drift(metric: Metric, report: Mapping[str, Any]) -> Measurement:
     phase, stat = metric.args
+    windows = _number(_get(report, ("drift", "windows")))
+    if windows is not None and windows < DRIFT_MIN_WINDOWS:
+        return _not_measured(f"drift needs a run of at least {DRIFT_MIN_WINDOWS} series windows, "
+                             f"this one had {windows:g}")
     first = _number(_get(report, ("drift", "first", phase, stat)))
     last = _number(_get(report, ("drift", "last", phase, stat)))
     if first is None or last is None:
