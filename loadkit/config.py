@@ -89,6 +89,7 @@ REPORT: dict[str, tuple[str, str]] = {
     "report": ("loadkit_report", "path"),
     "series": ("loadkit_series", "path"),
     "html": ("loadkit_html", "path"),
+    "junit": ("loadkit_junit", "path"),
     "series_interval": ("series_interval", "seconds"),
 }
 

@@ -32,8 +32,13 @@ def test_thresholds_pass_and_fail_on_a_run_with_faults_chosen_to_breach_them(tmp
                "outcome.dropped_by_server.rate < 0.001", "survival.1s > 0.99", "reconnect.p95 < 1"]
     args = [a for expr in passing + failing for a in ("--threshold", expr)]
     run = run_locust(tmp_path, "--host", gw.url, *FAST, "--survival-marks", "1s", "--reconnect-backoff", "0.1-0.3",
-                     *args, users=8, run_time="5s")
+                     *args, "--loadkit-junit", str(tmp_path / "junit.xml"), users=8, run_time="5s")
     assert run.returncode == 3, run.stderr[-2000:]
+    import xml.etree.ElementTree as ET
+
+    junit = ET.parse(tmp_path / "junit.xml").getroot()
+    failed = {c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None}
+    assert set(failing) | {"verdict"} == failed
     report = run.report
     assert_matches_gateway(report, settled_stats(gw))
     rows = rows_by_expr(report)

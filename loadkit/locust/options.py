@@ -112,12 +112,15 @@ def register(parser: Any) -> None:
     add("--series-interval", type=_seconds("--series-interval"), default="10",
         help="loadkit: seconds per time-series window")
     add("--loadkit-html", default="", help="loadkit: write a self-contained HTML report here")
+    add("--loadkit-junit", default="",
+        help="loadkit: write JUnit XML here (one test case per threshold and per validity check)")
     add("--threshold", action="append", default=[], is_multiple=True,
         help="loadkit: pass/fail gate, e.g. 'auth.p95 < 300' (repeatable)")
     add("--abort-on-breach", action="store_true", default=False,
-        help="loadkit: stop the run early when a threshold is breached (after --breach-grace)")
+        help="loadkit: stop the run early on a breach: a settled one at once, any other once sustained "
+             "for --breach-grace")
     add("--breach-grace", type=_seconds("--breach-grace", positive=False), default="30",
-        help="loadkit: seconds before --abort-on-breach may act")
+        help="loadkit: seconds an unsettled breach must last before --abort-on-breach stops the run")
     add("--saturation-limit", type=_seconds("--saturation-limit", positive=False), default="0.2",
         help="loadkit: share of the run a harness process may spend above 90%% CPU before the run is invalid")
     add("--saturation-cpu", type=_seconds("--saturation-cpu"), default="90",

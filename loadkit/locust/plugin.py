@@ -427,6 +427,10 @@ def write_outputs(report: dict[str, Any], rows: list[dict[str, Any]], opts: Any,
         from loadkit.report import html
 
         _write(Path(opts.loadkit_html), redact(html.render(report, rows)))
+    if getattr(opts, "loadkit_junit", ""):
+        from loadkit.report import junit
+
+        _write(Path(opts.loadkit_junit), redact(junit.render_junit(report)))
 
 
 def _write(path: Path, text: str) -> None:

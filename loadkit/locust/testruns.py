@@ -71,7 +71,7 @@ def numbered(path: str, test_no: int) -> str:
 def outputs_of(opts: Any, test_no: int) -> Any:
     """``opts`` with the report paths of test number ``test_no``."""
     out = argparse.Namespace(**vars(opts))
-    for name in ("loadkit_report", "loadkit_html", "loadkit_series"):
+    for name in ("loadkit_report", "loadkit_html", "loadkit_series", "loadkit_junit"):
         setattr(out, name, numbered(getattr(opts, name, "") or "", test_no))
     return out
 
