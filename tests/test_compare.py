@@ -14,7 +14,7 @@ from loadkit.report.compare import (
     Comparison,
     Limit,
     LimitError,
-    compare,
+    compare as _compare,
     main,
     parse_limit,
     parse_limits,
@@ -45,6 +45,12 @@ def make_report() -> dict[str, Any]:
         "survival": {"1m": {"reached": 990, "eligible": 1000, "rate": 0.99}, "5m": {"reached": 95, "eligible": 100, "rate": 0.95}},
         "verdict": "pass",
     }
+
+
+def compare(baseline: Any, candidate: Any, limits: Any = None, **kw: Any) -> Comparison:
+    """The limit semantics alone (noise is tested below, with real histogram intervals)."""
+    kw.setdefault("noise", False)
+    return _compare(baseline, candidate, limits, **kw)
 
 
 def by_metric(comparison: Comparison) -> dict[str, Any]:
@@ -154,12 +160,14 @@ def test_defaults_can_be_left_out() -> None:
     assert [c.metric for c in compare(baseline, candidate).regressions] == ["auth.p95"]
 
 
-def test_a_limited_metric_missing_from_the_candidate_is_a_regression() -> None:
+def test_a_metric_the_candidate_did_not_measure_is_shown_missing_not_a_regression() -> None:
+    """A survival mark nobody reached, a phase with no sample: nothing to compare (thresholds gate those)."""
     baseline, candidate = make_report(), make_report()
     candidate["latency_ms"]["auth"] = {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    candidate["survival"]["5m"] = {"estimate": None, "at_risk": 0}
     change = by_metric(compare(baseline, candidate))
-    assert change["auth.p95"].status == "missing" and change["auth.p95"].regression
-    assert change["auth.p50"].status == "missing" and not change["auth.p50"].regression
+    assert change["auth.p95"].status == "missing" and not change["auth.p95"].regression
+    assert change["survival.5m"].status == "missing" and not change["survival.5m"].regression
 
 
 def test_a_metric_new_in_the_candidate_is_not_a_regression() -> None:
@@ -375,3 +383,60 @@ def test_main_exits_2_with_one_line_on_bad_input(
 def test_main_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "METRIC=VALUE" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- noise (real histograms)
+
+
+def run_report(shift_us: int = 0, seed: int = 1, n: int = 2000) -> dict[str, Any]:
+    """A report built the harness's way from samples: a lognormal auth latency around 20 ms, plus a shift."""
+    import random
+
+    from loadkit.lifecycle import Outcome, Phase, Result
+    from loadkit.metrics.recorder import Recorder
+    from loadkit.report.build import build_report
+
+    rng = random.Random(seed)
+    rec = Recorder(marks=(60,))
+    for _ in range(n):
+        rec.session_started()
+        rec.session_authenticated()
+        rec.observe("auth", int(rng.lognormvariate(9.9, 0.5)) + shift_us)
+        rec.observe("connect", int(rng.lognormvariate(7.0, 0.3)))
+        rec.session_ended(Result(Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED, True), 30.0, (1000, "", "client"))
+    return build_report(rec, open_sessions=0, run={})
+
+
+def test_two_runs_of_the_same_target_compare_clean() -> None:
+    for seed in range(2, 7):
+        comparison = _compare(run_report(seed=1), run_report(seed=seed))
+        assert comparison.regressions == [], comparison.format_table()
+
+
+def test_auth_slower_by_50_ms_is_flagged_on_auth_p50_and_p95() -> None:
+    comparison = _compare(run_report(seed=1), run_report(shift_us=50_000, seed=2))
+    assert {"auth.p50", "auth.p95"} <= {c.metric for c in comparison.regressions}, comparison.format_table()
+    assert not any(c.metric.startswith("connect.") for c in comparison.regressions)
+
+
+def test_a_small_absolute_change_in_a_small_latency_is_below_the_floor() -> None:
+    base, cand = make_report(), make_report()
+    cand["latency_ms"]["auth"]["p99"] = 21.5  # +7.5 %: 1.5 ms
+    change = by_metric(_compare(base, cand, {"auth.p99": "5%"}))["auth.p99"]
+    assert not change.regression and change.status == "below floor"
+
+
+def test_too_few_samples_are_shown_not_counted() -> None:
+    base, cand = run_report(seed=1, n=200), run_report(shift_us=80_000, seed=2, n=200)
+    change = by_metric(_compare(base, cand))["auth.p99"]  # 200 * 1 % = 2 samples beyond p99
+    assert change.status == "too few samples" and not change.regression
+    assert by_metric(_compare(base, cand))["auth.p95"].regression  # 10 beyond p95: enough
+
+
+def test_a_file_that_is_not_a_loadkit_report_is_bad_input(tmp_path: Any, capsys: Any) -> None:
+    import json
+
+    (tmp_path / "empty.json").write_text("{}")
+    (tmp_path / "run.json").write_text(json.dumps(run_report()))
+    assert main([str(tmp_path / "empty.json"), str(tmp_path / "run.json")]) == 2
+    assert "is not a loadkit report" in capsys.readouterr().err

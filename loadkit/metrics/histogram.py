@@ -190,6 +190,40 @@ class Histogram:
                 return upper
         return self.max  # unreachable unless counts are inconsistent
 
+    def value_at_rank(self, rank: int, upper: bool) -> int | None:
+        """The sample of a given rank (1-based), as its bucket's lower or upper bound (clamped)."""
+        if not self.count:
+            return None
+        rank = min(max(rank, 1), self.count)
+        seen = 0
+        counts = self.counts
+        for key in sorted(counts):
+            seen += counts[key]
+            if seen >= rank:
+                value = bucket_upper(key) if upper else key
+                lo = self.min if self.min is not None else value
+                hi = self.max if self.max is not None else value
+                return min(max(value, lo), hi)
+        return self.max
+
+    def percentile_interval(self, p: float, z: float = 1.959963984540054) -> tuple[int, int] | None:
+        """A distribution-free ~95 % interval for the ``p``-th percentile (order statistics).
+
+        The rank of the true percentile among n samples is binomial(n, p/100);
+        its normal approximation gives ranks ``np ± z·sqrt(np(1-p))``, and the
+        interval runs from the lower bound of the low rank's bucket to the upper
+        bound of the high rank's (so bucketing only widens it). ``loadkit
+        compare`` calls a change noise when the two runs' intervals overlap.
+        """
+        if not self.count:
+            return None
+        n, q = self.count, min(max(p / 100.0, 0.0), 1.0)
+        half = z * (n * q * (1 - q)) ** 0.5
+        lo = self.value_at_rank(int(n * q - half), upper=False)
+        hi = self.value_at_rank(int(ceil(n * q + half)) + 1, upper=True)
+        assert lo is not None and hi is not None
+        return lo, hi
+
     def mean(self) -> float | None:
         return self.total / self.count if self.count else None
 
@@ -202,6 +236,15 @@ class Histogram:
         for p in percentiles:
             out[f"p{p:g}"] = _ms(self.percentile(p))
         out["max"] = _ms(self.max)
+        return out
+
+    def intervals_ms(self, percentiles: Iterable[float] = (50, 90, 95, 99)) -> dict[str, list[float | None]]:
+        """``{"p95": [low, high]}``: each percentile's ~95 % interval in ms (see :meth:`percentile_interval`)."""
+        out: dict[str, list[float | None]] = {}
+        for p in percentiles:
+            ci = self.percentile_interval(p)
+            if ci is not None:
+                out[f"p{p:g}"] = [_ms(ci[0]), _ms(ci[1])]
         return out
 
     # -- transport between processes (Locust workers → master) -------------

@@ -80,7 +80,7 @@ def build_model(total: Recorder, *, open_sessions: int, run: dict[str, Any],
         drop_rate=(drops / total.authenticated) if total.authenticated else None,
         session_hours=round(hours, 6),
         drops_per_session_hour=(drops / hours) if hours > 0 else None,
-        latency_ms={p: total.latency[p].summary_ms() if p in total.latency else {"count": 0} for p in phases},
+        latency_ms={p: _latency(total, p) for p in phases},
         reconnect=Reconnect(total.reconnect_attempts, total.reconnect_successes,
                             (total.reconnect_successes / total.reconnect_attempts)
                             if total.reconnect_attempts else None,
@@ -104,6 +104,14 @@ def build_model(total: Recorder, *, open_sessions: int, run: dict[str, Any],
         extra.append(Check(lag["name"], lag["ok"], lag["detail"], lag["fails_as"]))
     report.validity = validity(invariant, run, saturation, extra)
     return report
+
+
+def _latency(total: Recorder, phase: str) -> dict[str, Any]:
+    """A phase's summary, with each percentile's ~95 % interval (``ci``) for ``loadkit compare``."""
+    hist = total.latency.get(phase)
+    if not hist:
+        return hist.summary_ms() if hist is not None else {"count": 0}
+    return {**hist.summary_ms(), "ci": hist.intervals_ms()}
 
 
 def bad_frames(total: Recorder) -> BadFrames:

@@ -90,7 +90,7 @@ class Limit:
 
 # Applied unless a user limit (or METRIC=off) says otherwise.
 DEFAULT_LIMITS: dict[str, Limit] = {
-    **{f"{phase}.{stat}": Limit(0.20, True) for phase in PHASES for stat in ("p95", "p99")},
+    **{f"{phase}.{stat}": Limit(0.20, True) for phase in PHASES for stat in ("p50", "p95", "p99")},
     "drop_rate": Limit(0.005, False),
     "drops_per_session_hour": Limit(0.5, False),
     "survival.*": Limit(0.01, False),
@@ -316,7 +316,82 @@ def _metrics(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[
     return sorted(seen.values(), key=_order_key)
 
 
-def _change(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str, Any], limit: Limit | None) -> Change | None:
+#: Latency changes smaller than this (ms) are never regressions by default (--latency-floor).
+DEFAULT_LATENCY_FLOOR_MS = 5.0
+#: A percentile needs this many samples beyond it (n·(1-q)) in each run to be compared.
+MIN_TAIL_SAMPLES = 5
+#: A rate needs this many sessions under it in each run.
+MIN_SESSIONS = 20
+_Z95 = 1.959963984540054
+
+
+def _get(report: Mapping[str, Any], *path: str) -> Any:
+    node: Any = report
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _within_noise(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str, Any],
+                  worsening: float, floor_ms: float) -> str | None:
+    """Why a change beyond its limit is still not a regression ("noise", "too few samples"), or None.
+
+    Latency percentiles: each run's distribution-free interval
+    (``latency_ms.PHASE.ci``, order statistics) must not overlap, the change
+    must exceed the absolute floor, and both runs need enough samples in the
+    tail. Rates of sessions: a two-proportion (binomial) bound. Drops per
+    session-hour: a Poisson bound. Survival: the Kaplan-Meier intervals.
+    """
+    family = metric.family
+    if family in ("PHASE.STAT", "reconnect.STAT"):
+        if worsening <= floor_ms:
+            return "below floor"
+        stat = metric.args[-1]
+        if family == "PHASE.STAT" and stat.startswith("p"):
+            q = float(stat[1:]) / 100.0
+            phase = metric.args[1]
+            for report in (baseline, candidate):
+                n = _get(report, "latency_ms", phase, "count") or 0
+                if n * (1 - q) < MIN_TAIL_SAMPLES:
+                    return "too few samples"
+            b = _get(baseline, "latency_ms", phase, "ci", stat)
+            c = _get(candidate, "latency_ms", phase, "ci", stat)
+            if isinstance(b, list) and isinstance(c, list) and None not in (*b, *c):
+                overlap = c[0] <= b[1] if metric.direction > 0 else c[1] >= b[0]
+                if overlap:
+                    return "noise"
+        return None
+    if family.endswith(".rate") or metric.name == "drop_rate":
+        base = ("sessions", "authenticated") if metric.name == "drop_rate" else ("sessions", "started")
+        n1, n2 = _get(baseline, *base) or 0, _get(candidate, *base) or 0
+        if min(n1, n2) < MIN_SESSIONS:
+            return "too few samples"
+        p1, _ = metric.measure(baseline)
+        p2, _ = metric.measure(candidate)
+        if p1 is None or p2 is None:
+            return None
+        pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+        sd = (pooled * (1 - pooled) * (1 / n1 + 1 / n2)) ** 0.5
+        return "noise" if abs(worsening) <= _Z95 * sd else None
+    if metric.name == "drops_per_session_hour":
+        d1, d2 = _get(baseline, "drops") or 0, _get(candidate, "drops") or 0
+        h1, h2 = _get(baseline, "session_hours") or 0, _get(candidate, "session_hours") or 0
+        if not h1 or not h2:
+            return "too few samples"
+        sd = ((d1 + 1) / h1 ** 2 + (d2 + 1) / h2 ** 2) ** 0.5
+        return "noise" if worsening <= _Z95 * sd else None
+    if metric.family == "survival.MARK":
+        mark = metric.name.split(".")[1]
+        b, c = _get(baseline, "survival", mark) or {}, _get(candidate, "survival", mark) or {}
+        if None not in (b.get("lower"), c.get("upper")) and c["upper"] >= b["lower"]:
+            return "noise"
+    return None
+
+
+def _change(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str, Any], limit: Limit | None,
+            floor_ms: float = DEFAULT_LATENCY_FLOOR_MS, noise: bool = True) -> Change | None:
     before, _ = metric.measure(baseline)
     after, _ = metric.measure(candidate)
     direction = _DIRECTIONS[metric.direction]
@@ -326,7 +401,7 @@ def _change(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str,
         missing = after is None
         return Change(
             metric.name, before, after, None, None, direction, limit,
-            regression=missing and limit is not None,
+            regression=False,  # a metric one run did not measure is shown, never a regression
             status="missing" if missing else "new",
         )
     absolute = after - before
@@ -336,8 +411,13 @@ def _change(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str,
     else:
         worsening = absolute * metric.direction
     regression = limit is not None and limit.exceeded(worsening, before)
+    why = _within_noise(metric, baseline, candidate, worsening, floor_ms) if regression and noise else None
+    if why is not None:
+        regression = False
     if regression:
         status = "regression"
+    elif why is not None:
+        status = why
     elif absolute == 0:
         status = "same"
     elif metric.direction == 0:
@@ -353,6 +433,8 @@ def compare(
     limits: Mapping[str, Limit | str | float | None] | None = None,
     *,
     defaults: bool = True,
+    floor_ms: float = DEFAULT_LATENCY_FLOOR_MS,
+    noise: bool = True,
 ) -> Comparison:
     """Compare two reports metric by metric.
 
@@ -369,7 +451,7 @@ def compare(
         found, limit = _lookup(metric.name, user)
         if not found and defaults:
             _, limit = _lookup(metric.name, DEFAULT_LIMITS)
-        change = _change(metric, baseline, candidate, limit)
+        change = _change(metric, baseline, candidate, limit, floor_ms, noise)
         if change is not None:
             changes.append(change)
     return Comparison(tuple(changes))
@@ -449,6 +531,10 @@ def _build_parser() -> _Parser:
     )
     parser.add_argument("--json", metavar="OUT", help="also write the comparison as JSON to OUT")
     parser.add_argument("--no-default-limits", action="store_true", help="apply only the --limit options")
+    parser.add_argument("--no-noise", action="store_true",
+                        help="judge changes by their limits alone (no noise bounds, floor or sample minimum)")
+    parser.add_argument("--latency-floor", type=float, default=DEFAULT_LATENCY_FLOOR_MS, metavar="MS",
+                        help="latency changes up to MS milliseconds are never regressions (default %(default)g)")
     return parser
 
 
@@ -464,6 +550,10 @@ def _load(path: str, role: str) -> dict[str, Any]:
         raise _BadInput(f"{role} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(data, dict):
         raise _BadInput(f"{role} {path} is not a loadkit report (expected a JSON object)")
+    missing = [k for k in ("sessions", "latency_ms") if not isinstance(data.get(k), dict)]
+    if missing:
+        raise _BadInput(f"{role} {path} is not a loadkit report (no {', '.join(missing)}; "
+                        "write one with --loadkit-report)")
     return data
 
 
@@ -481,7 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _BadInput(str(exc)) from None
         baseline = _load(args.baseline, "baseline")
         candidate = _load(args.candidate, "candidate")
-        comparison = compare(baseline, candidate, limits, defaults=not args.no_default_limits)
+        comparison = compare(baseline, candidate, limits, defaults=not args.no_default_limits,
+                             floor_ms=args.latency_floor, noise=not args.no_noise)
         if args.json:
             try:
                 with open(args.json, "w", encoding="utf-8") as handle:
