@@ -85,8 +85,8 @@ def test_the_smoke_file_becomes_exactly_these_option_values() -> None:
         "message_chars": "40", "guest_pause": "0-1", "connect_timeout": "5", "auth_timeout": "5",
         "reconnect_backoff": "0.5-5", "reconnect_max_attempts": "3",
         "guest_mix": "normal=100",
-        "threshold": ["auth.p95 < 250", "message.p95 < 250", "drops == 0", "outcome.closed_normally.rate > 0.9",
-                      "keepalive.missed_pongs == 0"],
+        "threshold": ["auth.p95 < 250", "message.p95 < 250", "drops == 0", "outcome.auth_refused.count == 0",
+                      "outcome.auth_timeout.count == 0", "keepalive.missed_pongs == 0"],
         "gateway_set": ["agent_think_s=0.2,0.5"],
         "loadkit_report": "reports/smoke.json", "loadkit_html": "reports/smoke.html",
     }
