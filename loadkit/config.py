@@ -23,11 +23,14 @@ validated by the same parsers the command-line options use
 (``loadkit.settings``, ``loadkit.report.thresholds``, the gateway's
 settings, the profile's own constructor).
 
-The result is a ``Scenario``. ``option_values()`` are the loadkit options
-as the command line would have spelt them, keyed by their argparse ``dest``
-names (taken from ``loadkit.locust.options.register`` itself, so they cannot
-drift), ready to fill in whatever the command line did not set:
-**command line > scenario file > defaults**. ``profile_options`` are the
+The keys of ``lifecycle``, ``report`` and ``target.profile`` are those of
+the option table (``loadkit.options.OPTIONS``, an entry's ``key``), each
+TOML value parsed by its option's own parser. The result is a
+``Scenario``. ``option_values()`` are the loadkit options as the command
+line would have spelt them (``OptionText``: the text, with its parsed
+value), keyed by their argparse ``dest``, ready to fill in whatever the
+command line did not set: **command line > scenario file > defaults**
+(``apply_to``, given what argparse recorded as given). ``profile_options`` are the
 keyword arguments for ``get_profile``, with ``{env = "NAME"}`` values
 resolved; those values are ``secrets``, which ``redact`` removes from any
 text before it is printed or written.
@@ -37,7 +40,6 @@ Pure: reads one file and the environment, imports neither Locust nor gevent.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 import re
@@ -47,92 +49,37 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from loadkit.errors import ConfigError
-from loadkit.protocol.base import MISSING, Profile, ProfileOptionError, auth_styles, check_keepalive, show_value
+from loadkit import options as option_table
+from loadkit.errors import MISSING, ConfigError, Problem, ScenarioError
+from loadkit.gateway.settings import SettingsError, load_settings
+from loadkit.protocol import get_profile, registry
+from loadkit.protocol.base import (
+    Profile,
+    ProfileOptionError,
+    auth_styles,
+    check_keepalive,
+)
+from loadkit.report import thresholds
+from loadkit.settings import BEHAVIOURS
 
 __all__ = [
+    "SECTIONS",
     "Problem",
     "Scenario",
     "ScenarioError",
-    "SECTIONS",
-    "LIFECYCLE",
-    "REPORT",
-    "given_on_command_line",
     "load_scenario",
-    "loadkit_options",
     "redact",
 ]
 
 #: The sections of ``[tool.loadkit]`` (``thresholds`` is a list, the rest tables).
 SECTIONS = ("target", "lifecycle", "mix", "thresholds", "gateway", "profile", "report")
 
-#: ``[tool.loadkit.lifecycle]`` key → (option dest, kind of value).
-LIFECYCLE: dict[str, tuple[str, str]] = {
-    "session_seconds": ("session_seconds", "range"),
-    "keepalive_interval": ("keepalive_interval", "seconds"),
-    "pong_timeout": ("pong_timeout", "seconds"),
-    "message_interval": ("message_interval", "range"),
-    "message_chars": ("message_chars", "count"),
-    "guest_pause": ("guest_pause", "range"),
-    "connect_timeout": ("connect_timeout", "seconds"),
-    "auth_timeout": ("auth_timeout", "seconds"),
-    "close_timeout": ("close_timeout", "seconds"),
-    "just_after_auth": ("just_after_auth", "seconds0"),
-    "reconnect_backoff": ("reconnect_backoff", "backoff"),
-    "reconnect_max_attempts": ("reconnect_max_attempts", "count"),
-    "survival_marks": ("survival_marks", "marks"),
-    "seed": ("loadkit_seed", "count"),
-}
+#: ``[tool.loadkit.SECTION]`` → its keys, from the option table
+def _keys(section: str) -> tuple[str, ...]:
+    return tuple(k.split(".", 1)[1] for k in option_table.BY_KEY if k.startswith(section + "."))
 
-#: ``[tool.loadkit.report]`` key → (option dest, kind of value).
-REPORT: dict[str, tuple[str, str]] = {
-    "report": ("loadkit_report", "path"),
-    "series": ("loadkit_series", "path"),
-    "html": ("loadkit_html", "path"),
-    "junit": ("loadkit_junit", "path"),
-    "series_interval": ("series_interval", "seconds"),
-}
 
 _TARGET_KEYS = ("host", "profile")
-
-_EXPECTED = {
-    "range": 'MIN-MAX seconds with 0 <= MIN <= MAX, written "10-30", [10, 30] or one number',
-    "backoff": 'BASE-CAP seconds with 0 < BASE <= CAP, written "0.5-15" or [0.5, 15]',
-    "seconds": "a number of seconds greater than 0",
-    "seconds0": "a number of seconds, 0 or more",
-    "count": "a whole number, 0 or more",
-    "marks": 'session ages like "1m,5m,30m,60m" or ["90s", "1h"] (bare numbers are seconds)',
-    "path": "a file path (a non-empty string)",
-}
-
-
-# -- problems ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in a scenario file: where, what was found, and what would do."""
-
-    file: str
-    key: str
-    value: Any
-    message: str  # "expected …", "unknown key; …" or "missing; expected …"
-
-    def __str__(self) -> str:
-        if self.value is MISSING:
-            return f"{self.file}: {self.key}: {self.message}"
-        return f"{self.file}: {self.key} = {show_value(self.value)}: {self.message}"
-
-
-class ScenarioError(ConfigError):
-    """A scenario file that cannot be used: every problem, one per line."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return "\n".join(str(p) for p in self.problems)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -159,7 +106,7 @@ class Scenario:
     profile: str | None = None
     #: ``[tool.loadkit.target] host``, or None (Locust's ``--host``, or the embedded gateway)
     host: str | None = None
-    values: Mapping[str, str | list[str]] = field(default_factory=dict)
+    values: Mapping[str, str | list[option_table.OptionText]] = field(default_factory=dict)
     #: keyword arguments for ``get_profile(profile, **profile_options)``, env values resolved
     profile_options: Mapping[str, Any] = field(default_factory=dict)
     #: values never to print: every value taken from the environment, the gateway's secret
@@ -167,7 +114,7 @@ class Scenario:
     #: the file's ``[tool.locust]`` table, as Locust reads it
     locust: Mapping[str, Any] = field(default_factory=dict)
 
-    def option_values(self) -> dict[str, str | list[str]]:
+    def option_values(self) -> dict[str, str | list[option_table.OptionText]]:
         """loadkit's options as the command line spells them, by argparse dest.
 
         Text for single values ("10-30", "20", "normal=95,no_keepalive=5"), lists
@@ -183,7 +130,7 @@ class Scenario:
         """Set each file value on ``namespace`` unless its dest is in ``given``; the dests set.
 
         ``given`` are the dests the command line (or the environment) set:
-        they win over the file. See ``given_on_command_line``.
+        they win over the file (``loadkit.locust.options.given``).
         """
         skip = set(given)
         applied = []
@@ -195,8 +142,6 @@ class Scenario:
 
     def make_profile(self, name: str | None = None) -> Profile:
         """The profile ``name`` (default: the file's), with the file's options if it is the file's."""
-        from loadkit.protocol import get_profile
-
         chosen = name or self.profile or "guest"
         options = dict(self.profile_options) if chosen == (self.profile or "guest") else {}
         return get_profile(chosen, **options)
@@ -205,49 +150,6 @@ class Scenario:
         return (f"Scenario(path={self.path!r}, profile={self.profile!r}, host={self.host!r}, "
                 f"options={sorted(self.values)}, profile_options={sorted(self.profile_options)}, "
                 f"secrets={len(self.secrets)})")
-
-
-# -- loadkit's options, from the plugin's own registration --------------------------------------------
-
-
-class _Recorder:
-    """Stands in for Locust's parser: records what ``options.register`` adds."""
-
-    def __init__(self) -> None:
-        self.actions: dict[str, argparse.Action] = {}
-        self._parser = argparse.ArgumentParser(add_help=False)
-
-    def add_argument(self, *flags: str, **kwargs: Any) -> None:
-        for extra in ("include_in_web_ui", "is_secret", "is_required", "is_multiple", "env_var"):
-            kwargs.pop(extra, None)
-        action = self._parser.add_argument(*flags, **kwargs)
-        self.actions[action.dest] = action
-
-
-def loadkit_options() -> dict[str, argparse.Action]:
-    """loadkit's command-line options by dest (flags in ``option_strings``, ``default``)."""
-    from loadkit.locust import options
-
-    rec = _Recorder()
-    options.register(rec)
-    return rec.actions
-
-
-def given_on_command_line(argv: Sequence[str], actions: Mapping[str, argparse.Action] | None = None) -> set[str]:
-    """The dests of the options that appear in ``argv`` (``--x v`` or ``--x=v``).
-
-    For ``Scenario.apply_to``: what the command line set wins over the file.
-    ``actions`` default to loadkit's options; pass Locust's parser actions
-    (by dest) to include ``host`` (``-H``/``--host``) and the like.
-    """
-    actions = loadkit_options() if actions is None else actions
-    flags = {flag: dest for dest, action in actions.items() for flag in action.option_strings}
-    given = set()
-    for token in argv:
-        flag = token.split("=", 1)[0] if token.startswith("--") else token
-        if flag in flags:
-            given.add(flags[flag])
-    return given
 
 
 # -- loading ---------------------------------------------------------------------------------------------
@@ -279,11 +181,11 @@ class _Loader:
         self.data = data
         self.environ = environ
         self.problems: list[Problem] = []
-        self.values: dict[str, str | list[str]] = {}
+        self.values: dict[str, str | list[option_table.OptionText]] = {}
         self.keys: dict[str, str] = {}  # dest -> the file's key that set it
         self.secrets: set[str] = set()
 
-    def set(self, dest: str, value: str | list[str], key: str) -> None:
+    def set(self, dest: str, value: str | list[option_table.OptionText], key: str) -> None:
         self.values[dest] = value
         self.keys[dest] = key
 
@@ -300,11 +202,11 @@ class _Loader:
             raise ScenarioError([Problem(self.path, "tool.loadkit", table, "expected a table: [tool.loadkit]")])
         self.unknown(table, SECTIONS, "tool.loadkit")
         profile, host = self.target(table.get("target", {}))
-        self.lifecycle(table.get("lifecycle", {}))
+        self.section(table.get("lifecycle", {}), "lifecycle")
         self.mix(table.get("mix", MISSING))
         self.thresholds(table.get("thresholds", MISSING))
         self.gateway(table.get("gateway", MISSING), host)
-        self.report(table.get("report", {}))
+        self.section(table.get("report", {}), "report")
         options = self.profile(table.get("profile", {}), profile or "guest")
         self.conflicts(locust)
         if not self.problems:
@@ -355,25 +257,18 @@ class _Loader:
     # -- sections ------------------------------------------------------------------------------------
 
     def target(self, raw: Any) -> tuple[str | None, str | None]:
-        from loadkit.locust.options import validate_host
-        from loadkit.protocol import registry
-
         t = self.table(raw, "tool.loadkit.target")
         self.unknown(t, _TARGET_KEYS, "tool.loadkit.target")
         profile = t.get("profile")
         if profile is not None:
-            if not isinstance(profile, str) or profile not in registry.names():
-                self.problem("tool.loadkit.target.profile", profile,
-                             "expected one of " + ", ".join(registry.names()))
-                profile = None
-            else:
-                self.set("protocol", profile, "tool.loadkit.target.profile")
+            self.option("target", "profile", profile)
+            profile = profile if "protocol" in self.values else None
         host = t.get("host")
         if host is not None:
             try:
                 if not isinstance(host, str):
                     raise ConfigError("")
-                host = validate_host(host)
+                host = option_table.validate_host(host)
                 self.set("host", host, "tool.loadkit.target.host")
             except ConfigError:
                 self.problem("tool.loadkit.target.host", host,
@@ -381,37 +276,25 @@ class _Loader:
                 host = None
         return profile, host
 
-    def lifecycle(self, raw: Any) -> None:
-        t = self.table(raw, "tool.loadkit.lifecycle")
-        registered = loadkit_options()  # a key whose option this version lacks is unknown
-        known = tuple(k for k, (dest, _kind) in LIFECYCLE.items() if dest in registered)
-        self.unknown(t, known, "tool.loadkit.lifecycle")
-        section = "lifecycle"
+    def option(self, section: str, key: str, value: Any) -> None:
+        """``[tool.loadkit.SECTION] KEY = value`` for the table's option of that key."""
+        option = option_table.BY_KEY[f"{section}.{key}"]
+        parsed = option_table.from_toml(option, value)
+        if parsed is None:
+            self.problem(f"tool.loadkit.{section}.{key}", value, "expected " + option.kind.expected)
+        else:
+            self.set(option.dest, parsed, f"tool.loadkit.{section}.{key}")
+
+    def section(self, raw: Any, section: str) -> None:
+        """A section whose keys are all options of the table (lifecycle, report)."""
+        t = self.table(raw, f"tool.loadkit.{section}")
+        known = _keys(section)
+        self.unknown(t, known, f"tool.loadkit.{section}")
         for key, value in t.items():
             if key in known:
-                dest, kind = LIFECYCLE[key]
-                text = _convert(value, kind)
-                if text is None:
-                    self.problem(f"tool.loadkit.lifecycle.{key}", value, "expected " + _EXPECTED[kind])
-                else:
-                    self.set(dest, text, f"tool.loadkit.{section}.{key}")
-
-    def report(self, raw: Any) -> None:
-        t = self.table(raw, "tool.loadkit.report")
-        self.unknown(t, tuple(REPORT), "tool.loadkit.report")
-        section = "report"
-        for key, value in t.items():
-            if key in REPORT:
-                dest, kind = REPORT[key]
-                text = _convert(value, kind)
-                if text is None:
-                    self.problem(f"tool.loadkit.report.{key}", value, "expected " + _EXPECTED[kind])
-                else:
-                    self.set(dest, text, f"tool.loadkit.{section}.{key}")
+                self.option(section, key, value)
 
     def mix(self, raw: Any) -> None:
-        from loadkit.settings import BEHAVIOURS
-
         if raw is MISSING:
             return
         t = self.table(raw, "tool.loadkit.mix")
@@ -420,21 +303,22 @@ class _Loader:
         for name, weight in t.items():
             if name not in BEHAVIOURS:
                 continue
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0 or weight != weight:
+            if not option_table.is_number(weight) or weight < 0:
                 self.problem(f"tool.loadkit.mix.{name}", weight, "expected a weight: a number, 0 or more")
                 continue
             parts.append((name, weight))
         if t and not self.problems_under("tool.loadkit.mix") and not any(w > 0 for _n, w in parts):
             self.problem("tool.loadkit.mix", t, "expected at least one behaviour with a weight above 0")
         if parts:
-            self.set("guest_mix", ",".join(f"{n}={_number(w)}" for n, w in parts), "tool.loadkit.mix")
+            text = ",".join(f"{n}={option_table.number_text(w)}" for n, w in parts)
+            mix = option_table.from_toml(option_table.BY_DEST["guest_mix"], text)
+            if mix is not None:
+                self.set("guest_mix", mix, "tool.loadkit.mix")
 
     def problems_under(self, prefix: str) -> bool:
         return any(p.key == prefix or p.key.startswith(prefix + ".") for p in self.problems)
 
     def thresholds(self, raw: Any) -> None:
-        from loadkit.report import thresholds
-
         if raw is MISSING:
             return
         if not isinstance(raw, list):
@@ -452,11 +336,11 @@ class _Loader:
                 self.problem(key, expr, exc.problem)
                 continue
             good.append(expr)
-        self.set("threshold", good, "tool.loadkit.thresholds")
+        option = option_table.BY_DEST["threshold"]
+        self.set("threshold", [option_table.OptionText(expr, expr) for expr in good], "tool.loadkit.thresholds")
+        del option
 
     def gateway(self, raw: Any, host: str | None) -> None:
-        from loadkit.gateway.settings import SettingsError, load_settings
-
         if raw is MISSING:
             return
         t = self.table(raw, "tool.loadkit.gateway")
@@ -481,7 +365,7 @@ class _Loader:
             except SettingsError as exc:
                 self.problem(full, value, _settings_message(str(exc), key))
                 continue
-            assignments.append(assignment)
+            assignments.append(option_table.OptionText(assignment, assignment))
         if assignments and not self.problems_under("tool.loadkit.gateway"):
             try:
                 load_settings(None, assignments)
@@ -504,16 +388,8 @@ class _Loader:
 
     def whole(self, options: dict[str, Any], name: str) -> None:
         """Checks across sections, once each section is valid on its own."""
-        from loadkit.locust.options import settings_from
-        from loadkit.protocol import registry
-        from loadkit.settings import BEHAVIOURS
-
-        actions = loadkit_options()
-        ns = argparse.Namespace(**{dest: a.default for dest, a in actions.items()})
-        for dest, value in self.values.items():
-            setattr(ns, dest, value)
         try:
-            settings = settings_from(ns)
+            settings = option_table.resolve(self.values).settings
         except ConfigError as exc:
             self.problem("tool.loadkit.lifecycle", MISSING, str(exc))
             return
@@ -554,66 +430,6 @@ class _Loader:
 # -- value conversion: TOML values to the text the command line takes ----------------------------------
 
 
-def _number(value: int | float) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _convert(value: Any, kind: str) -> str | None:
-    """The command-line text for a TOML value of ``kind``, or None if it is not one."""
-    from loadkit.settings import parse_count, parse_marks, parse_range, parse_seconds
-
-    try:
-        if kind in ("range", "backoff"):
-            if isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value):
-                text = f"{_number(value[0])}-{_number(value[1])}"
-            elif _is_number(value):
-                text = _number(value)
-            elif isinstance(value, str):
-                text = value.strip()
-            else:
-                return None
-            lo, _hi = parse_range(text)
-            if kind == "backoff" and lo <= 0:
-                return None
-            return text
-        if kind in ("seconds", "seconds0"):
-            if _is_number(value):
-                text = _number(value)
-            elif isinstance(value, str):
-                text = value.strip()
-            else:
-                return None
-            parse_seconds(text, positive=kind == "seconds")
-            return text
-        if kind == "count":
-            if isinstance(value, bool) or not isinstance(value, (int, str)):
-                return None
-            text = str(value).strip()
-            parse_count(text)
-            return text
-        if kind == "marks":
-            if isinstance(value, list) and value and all(isinstance(v, (str, int)) and not isinstance(v, bool)
-                                                         for v in value):
-                text = ",".join(str(v) for v in value)
-            elif isinstance(value, str):
-                text = value
-            else:
-                return None
-            parse_marks(text)
-            return text
-        if kind == "path":
-            return value if isinstance(value, str) and value.strip() else None
-    except ConfigError:
-        return None
-    raise AssertionError(kind)
-
-
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """``{faults = {drop_fraction = 0.1}}`` → [("faults.drop_fraction", 0.1)]; env tables stay whole."""
     out: list[tuple[str, Any]] = []
@@ -631,12 +447,12 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]
 def _gateway_text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if _is_number(value):
-        return _number(value)
+    if option_table.is_number(value):
+        return option_table.number_text(value)
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
-        return ",".join(_number(v) if _is_number(v) else str(v) for v in value)
+        return ",".join(option_table.number_text(v) if option_table.is_number(v) else str(v) for v in value)
     return None
 
 

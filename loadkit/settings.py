@@ -1,10 +1,10 @@
-"""Harness settings: parsing and validation of every loadkit option, pure.
+"""Harness settings and the text grammars of loadkit's option values, pure.
 
-Each option value has a parser here that raises ``ConfigError`` with one
-line saying what is wrong and what is expected; the Locust glue wraps them
-as argparse ``type=`` callables (so a bad value stops Locust before any
-fork, for the command line, environment and config files alike) and
-validates the whole set again at ``test_start`` (the web UI skips ``type=``).
+Each ``parse_*`` reads one option value's text (``10-30``, ``normal=95,…``,
+``1m,5m``) and raises ``ConfigError`` with one line saying what is wrong and
+what is expected. The option table (``loadkit.options``) names, for each
+option, which parser reads it and which ``HarnessSettings`` field it sets;
+nothing else calls these with an option's value.
 """
 
 from __future__ import annotations

@@ -11,16 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
 import pytest
 
-from loadkit.config import (
-    Scenario,
-    ScenarioError,
-    given_on_command_line,
-    load_scenario,
-    loadkit_options,
-    redact,
-)
+from loadkit.config import Scenario, ScenarioError, load_scenario, redact
+from loadkit.locust.options import given, register
+from loadkit.options import BY_DEST, OptionText, parse_text
 from loadkit.errors import ConfigError
 from loadkit.protocol.custom import CustomProfile
 from loadkit.protocol.webmessaging import WebMessagingProfile
@@ -49,14 +46,14 @@ def problems(path: str) -> list[str]:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_scenario_loads_and_speaks_the_options_language(name: str) -> None:
     scenario = load_scenario(ROOT / "config" / f"{name}.toml")
-    actions = loadkit_options()
     values = scenario.option_values()
-    assert values and set(values) <= set(actions) | {"host"}
-    for dest, value in values.items():  # every value passes the option's own type= check
-        action = actions.get(dest)
-        if action is not None and action.type is not None:
+    assert values and set(values) <= set(BY_DEST) | {"host"}
+    for dest, value in values.items():  # every value is parsed, and its text passes the option's own parser
+        option = BY_DEST.get(dest)
+        if option is not None:
             for item in value if isinstance(value, list) else [value]:
-                action.type(item)
+                assert isinstance(item, OptionText) and item.value is not None
+                assert parse_text(option, str(item)) == item
     assert scenario.locust["locustfile"] == "locustfile.py"
     assert scenario.make_profile().name == scenario.profile
 
@@ -377,25 +374,54 @@ def test_redact_also_catches_the_url_quoted_form_and_the_longest_first() -> None
 # --- precedence: command line > scenario file > defaults ------------------------------------------------------
 
 
+class LocustLikeParser(argparse.ArgumentParser):
+    """argparse with the keyword Locust's parser adds (Locust itself must not load in this process)."""
+
+    def add_argument(self, *args: Any, is_multiple: bool = False, include_in_web_ui: bool = True,
+                     **kwargs: Any) -> argparse.Action:
+        return super().add_argument(*args, **kwargs)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """``argv`` through an argparse parser with loadkit's options, as Locust parses a command line."""
+    parser = LocustLikeParser()
+    parser.add_argument("-u", "--users", type=int, dest="num_users")
+    register(parser)
+    return parser.parse_args(argv)
+
+
 def test_the_command_line_wins_over_the_file_and_the_file_over_the_defaults(tmp_path: Path) -> None:
     scenario = load_scenario(ROOT / "config" / "smoke.toml")
-    actions = loadkit_options()
-    opts = argparse.Namespace(**{dest: a.default for dest, a in actions.items()})
-    argv = ["-f", "locustfile.py", "--session-seconds", "1-2", "--threshold=auth.p99 < 1", "-u", "3"]
-    opts.session_seconds, opts.threshold = "1-2", ["auth.p99 < 1"]
-    applied = scenario.apply_to(opts, given_on_command_line(argv))
+    opts = parse(["--session-seconds", "1-2", "--threshold=auth.p99 < 1", "-u", "3"])
+    applied = scenario.apply_to(opts, given(opts))
     assert opts.session_seconds == "1-2" and opts.threshold == ["auth.p99 < 1"]  # command line
     assert opts.keepalive_interval == "10" and opts.protocol == "guest"           # file
-    assert opts.saturation_limit == actions["saturation_limit"].default           # default
+    assert opts.saturation_limit == BY_DEST["saturation_limit"].default          # default
     assert "session_seconds" not in applied and "keepalive_interval" in applied
 
 
-def test_option_dests_come_from_the_plugins_own_registration() -> None:
-    actions = loadkit_options()
-    assert actions["session_seconds"].option_strings == ["--session-seconds"]
-    assert actions["protocol"].default == "guest"
-    assert given_on_command_line(["--guest-mix=normal=1", "--protocol", "guest", "--users", "3"]) == {
-        "guest_mix", "protocol"}
+def test_what_was_given_is_argparses_own_record_abbreviations_included() -> None:
+    assert given(parse(["--guest-mix=normal=1", "--protocol", "guest", "--users", "3"])) == {"guest_mix", "protocol"}
+    assert given(parse(["--keepalive-int", "30", "--abort-on"])) == {"keepalive_interval", "abort_on_breach"}
+    assert given(parse([])) == frozenset()
+
+
+def test_a_given_value_beats_a_file_that_does_not_set_it_and_one_that_does(tmp_path: Path) -> None:
+    path = write(tmp_path, "[tool.loadkit.lifecycle]\nsession_seconds = \"1-2\"\nkeepalive_interval = 10\n")
+    for argv in (["--keepalive-interval", "30"], ["--keepalive-i=30"]):
+        opts = parse(argv)
+        load_scenario(path).apply_to(opts, given(opts))
+        assert opts.keepalive_interval == "30" and opts.session_seconds == "1-2"
+    smoke = load_scenario(ROOT / "config" / "smoke.toml")
+    opts = parse(["--keepalive-interval", "30"])
+    smoke.apply_to(opts, given(opts))
+    assert opts.keepalive_interval == "30"
+
+
+def test_each_value_is_parsed_once_into_its_type() -> None:
+    opts = parse(["--session-seconds", "1-2"])
+    assert opts.session_seconds.value == (1.0, 2.0) and opts.keepalive_interval.value == 20.0  # type= and defaults
+    assert opts.loadkit_seed.value is None
 
 
 def test_loading_scenarios_and_building_profiles_stays_pure() -> None:
@@ -416,3 +442,19 @@ def test_loading_scenarios_and_building_profiles_stays_pure() -> None:
 
 def test_a_scenario_is_a_plain_value() -> None:
     assert Scenario("x.toml").option_values() == {} and Scenario("x.toml").secrets == frozenset()
+
+
+@pytest.mark.slow
+def test_in_a_real_run_the_command_line_abbreviated_beats_the_file_and_the_file_the_defaults(
+        tmp_path: Path) -> None:
+    from tests.harness import run_locust
+
+    path = write(tmp_path, '[tool.loadkit.lifecycle]\nsession_seconds = "1-2"\nauth_timeout = 7\n')
+    run = run_locust(tmp_path, "--config", path, "--keepalive-int", "30", "--auth-timeout=9", users=2,
+                     run_time="2s")
+    assert run.report is not None, run.stderr[-2000:]
+    settings = run.report["run"]["settings"]
+    assert settings["keepalive_s"] == 30.0        # given (abbreviated), the file is silent
+    assert settings["auth_timeout_s"] == 9.0      # given, beats the file
+    assert settings["session_seconds"] == [1.0, 2.0]  # the file, over the default
+    assert settings["pong_timeout_s"] == 10.0     # the default

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from loadkit.errors import ConfigError, UsageError
+
 from .settings import GatewaySettings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -33,10 +35,6 @@ if TYPE_CHECKING:
     from .shared import Shared
 
 PROG = "loadkit gateway"
-
-
-class UsageError(Exception):
-    """A bad command line; shown as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, args.set, args.seed)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except (UsageError, SettingsError) as exc:
+    except ConfigError as exc:  # UsageError, SettingsError: bad input
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     if settings.seed is None:

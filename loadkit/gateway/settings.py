@@ -23,12 +23,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from loadkit.errors import ConfigError
+
 from .faults import Delay, FaultSettings
 
 __all__ = ["GatewaySettings", "SettingsError", "load_settings"]
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError, ValueError):
     """A bad setting; its message is the one line shown to the user."""
 
 

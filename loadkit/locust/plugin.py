@@ -15,6 +15,7 @@ imports it). Locust is reached through its events only:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import psutil
 import orjson
 from locust import events
 from locust import runners
@@ -32,10 +34,11 @@ from loadkit.errors import ConfigError
 from loadkit.locust import embedded, lag, options, prometheus, testruns
 from loadkit.metrics.recorder import HARNESS_SERIES, Recorder
 from loadkit.protocol import get_profile
-from loadkit.protocol.base import auth_styles, check_keepalive
+from loadkit.config import Scenario
+from loadkit.protocol.base import Profile, ProfileOptionError, auth_styles, check_keepalive
 from loadkit.settings import behaviour
 from loadkit.report.build import build_report, verdict_of, verdict_reason
-from loadkit.report.harness import DEFAULT_LAG_LIMIT_MS, harness_section
+from loadkit.report.harness import harness_section
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.summary import render_summary
 from loadkit.session import LiveSessions
@@ -105,16 +108,11 @@ class Runtime:
         from loadkit.report import thresholds
 
         opts = self.opts
-        self.settings = options.settings_from(opts)
-        options.parse_lag_limit(getattr(opts, "lag_limit", DEFAULT_LAG_LIMIT_MS))  # the web UI skips type=
-        if self.scenario is not None:
-            self.profile = self.scenario.make_profile(opts.protocol)
-        else:
-            self.profile = get_profile(opts.protocol)
-        try:
-            self.thresholds = thresholds.parse_all(opts.threshold or [])
-        except thresholds.ThresholdError as exc:
-            raise ConfigError(str(exc)) from None
+        self.options = options.settings_from(opts)
+        self.settings = self.options.settings
+        _check_users(opts)
+        self.profile = _make_profile(self.scenario, self.options.protocol)
+        self.thresholds = thresholds.parse_all(self.options.threshold)
         s = self.settings
         check_keepalive(self.profile, s.keepalive_s)
         styles = auth_styles(self.profile)
@@ -127,7 +125,7 @@ class Runtime:
         if old is not None:
             old.close()
         self.transport = GeventTransport(open_timeout=s.connect_timeout_s, close_timeout=s.close_timeout_s,
-                                         ssl_context=_tls_context(opts))
+                                         ssl_context=_tls_context(self.options.tls_ca))
         recorder = getattr(self, "recorder", None)
         if recorder is not None and recorder.marks != s.survival_marks:
             recorder.detach()  # a new test: what the old one recorded was shipped or reset
@@ -244,7 +242,7 @@ class Runtime:
         return row
 
     def tick_forever(self) -> None:
-        interval = float(self.opts.series_interval)
+        interval = self.options.series_interval
         while True:
             gevent.sleep(interval)
             try:
@@ -257,7 +255,7 @@ class Runtime:
 
     def saturation(self) -> dict[str, Any]:
         samples = self.cpu_samples[1:]  # Locust's first sample is always 0
-        high = float(self.opts.saturation_cpu)
+        high = self.options.saturation_cpu
         above = sum(1 for c in samples if c > high)
         share = above / len(samples) if samples else 0.0
         return {
@@ -265,12 +263,12 @@ class Runtime:
             "samples": len(samples),
             "cpu_limit_percent": high,
             "share_saturated": round(share, 4),
-            "limit": float(self.opts.saturation_limit),
-            "valid": share <= float(self.opts.saturation_limit),
+            "limit": self.options.saturation_limit,
+            "valid": share <= self.options.saturation_limit,
         }
 
     def check_breach(self) -> None:
-        if not (self.opts.abort_on_breach and self.thresholds) or self.aborted:
+        if not (self.options.abort_on_breach and self.thresholds) or self.aborted:
             return
         if self.started_mono is None:
             return
@@ -281,7 +279,7 @@ class Runtime:
         for r in rows:  # a breach that came back under its limit starts its grace again
             if r["passed"] is not False:
                 self.breach_since.pop(r["expr"], None)
-        if time.monotonic() - self.started_mono < float(self.opts.breach_grace):
+        if time.monotonic() - self.started_mono < self.options.breach_grace:
             rows = [r for r in rows if r.get("settled")]
         breached = [r for r in rows if r["passed"] is False and self._breach_counts(r)]
         if breached:
@@ -303,7 +301,7 @@ class Runtime:
         since = self.breach_since.setdefault(row["expr"], now)
         if row.get("settled"):
             return True
-        return now - since >= float(self.opts.breach_grace)
+        return now - since >= self.options.breach_grace
 
     def redact(self, text: str) -> str:
         """Secrets from the scenario file never reach a summary or a report."""
@@ -325,7 +323,7 @@ class Runtime:
             "workers": {"count": len(self.worker_open), "lost": sorted(getattr(self, "lost_workers", [])),
                         "left": [{"worker": w, "why": why}
                                  for w, why in sorted(getattr(self, "left_workers", {}).items())]},
-            "settings": {**self.settings.as_dict(), "thresholds": list(opts.threshold or [])},
+            "settings": {**self.settings.as_dict(), "thresholds": list(self.options.threshold)},
             "seed": getattr(self, "run_seed", None),
             "planned_s": self.planned_s(),
             "aborted": self.aborted_info(ended),
@@ -361,12 +359,11 @@ class Runtime:
         return info
 
     def build(self, final: bool, gateway: dict[str, Any] | None = None) -> dict[str, Any]:
-        drift = {"window_s": float(self.opts.series_interval), "windows": len(self.series_rows),
+        drift = {"window_s": self.options.series_interval, "windows": len(self.series_rows),
                  "first": self.drift_first, "last": self.drift_last}
         return build_report(self.total, open_sessions=self.open_sessions(), run=self.run_info(),
                             drift=drift, saturation=self.saturation(), gateway=gateway,
-                            lag_limit_ms=options.parse_lag_limit(getattr(self.opts, "lag_limit", None)
-                                                                 or DEFAULT_LAG_LIMIT_MS))
+                            lag_limit_ms=self.options.lag_limit)
 
     def finish(self, defer_summary: bool = False) -> int:
         """Close the last window, write every report, print the summary; the exit code."""
@@ -404,10 +401,29 @@ class Runtime:
             self.summary_text = None
 
 
-def _tls_context(opts: Any) -> Any:
+def _make_profile(scenario: Scenario | None, name: str) -> Profile:
+    """The chosen profile; a profile whose options are missing is one line pointing at the scenario file."""
+    try:
+        return scenario.make_profile(name) if scenario is not None else get_profile(name)
+    except ProfileOptionError as exc:
+        if scenario is not None and name == (scenario.profile or "guest"):
+            raise  # the scenario's own options: every problem, one per line
+        keys = ", ".join(key for key, _value, _expected in exc.problems)
+        raise ConfigError(f"--protocol {name}: the {name} profile needs its options ({keys}): give them in the "
+                          f"[tool.loadkit.profile] table of a scenario file, --config FILE.toml "
+                          f"(see docs/profiles.md)") from None
+
+
+def _check_users(opts: Any) -> None:
+    """``-u 0`` or fewer measures nothing: bad input, not a run that passes."""
+    users = getattr(opts, "num_users", None)
+    if users is not None and users < 1:
+        raise ConfigError(f"-u/--users must be at least 1, got {users}")
+
+
+def _tls_context(ca: str) -> Any:
     """Verification for https:// targets: the system's CAs, or ``--tls-ca``."""
-    ca = getattr(opts, "tls_ca", "") or None
-    if ca is None:
+    if not ca:
         return None
     import ssl
 
@@ -453,14 +469,13 @@ def _apply_scenario(environment: Any, opts: Any) -> Any:
     path = getattr(opts, "config", None)
     if not path or not str(path).endswith(".toml"):
         return None
-    import argparse
-
-    from loadkit.config import given_on_command_line, load_scenario, loadkit_options
+    from loadkit.config import load_scenario
 
     scenario = load_scenario(path)
-    actions = dict(loadkit_options())
-    actions["host"] = argparse.Action(["-H", "--host"], "host")
-    applied = scenario.apply_to(opts, given_on_command_line(sys.argv[1:], actions))
+    given = set(options.given(opts))
+    if getattr(opts, "host", None):  # Locust's own option: None unless given
+        given.add("host")
+    applied = scenario.apply_to(opts, given)
     if "host" in applied:
         environment.host = opts.host
     return scenario
@@ -489,10 +504,41 @@ def _choose_seed(rt: Any) -> None:
 
 
 def _die(environment: Any, message: str) -> None:
-    """One line, exit 1, no traceback; quiet on --processes children (the parent says it)."""
-    if isinstance(environment.runner, WorkerRunner) and getattr(environment.parsed_options, "processes", None):
-        sys.exit(1)
-    sys.exit(f"loadkit: error: {message}")
+    """Bad input: one line, exit 2, no traceback; quiet on --processes children (the parent says it)."""
+    forked = bool(getattr(environment.parsed_options, "processes", None))
+    if forked and isinstance(environment.runner, WorkerRunner):
+        sys.exit(2)
+    print(f"loadkit: error: {message}", file=sys.stderr, flush=True)
+    if forked:
+        _end_forked_workers()
+    sys.exit(2)
+
+
+def _end_forked_workers() -> None:
+    """End the ``--processes`` children this master forked, by PID, before it exits on bad input.
+
+    They may still be waiting to connect to it (they reach ``init``, and
+    their own quiet exit, only once connected), and Locust's exit handler
+    would leave them retrying for a minute.
+    """
+    children = psutil.Process().children()
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    deadline = time.monotonic() + 3.0  # not reaped here: Locust's exit handler waits for them
+    while time.monotonic() < deadline and any(_running(c) for c in children):
+        time.sleep(0.05)
+    for child in children:
+        if _running(child):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone
+        return False
 
 
 # -- listeners ------------------------------------------------------------------------
@@ -523,7 +569,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     lag.install(environment, rt)
     if not rt.is_worker and not environment.host:
         try:
-            rt.gateway = embedded.start(list(opts.gateway_set or []))
+            rt.gateway = embedded.start(list(rt.options.gateway_set))
         except ConfigError as exc:
             _die(environment, str(exc))
         environment.host = rt.gateway.url

@@ -66,16 +66,20 @@ def form_values(form: Mapping[str, list[str]], actions: Mapping[str, argparse.Ac
             values[dest] = any(v.strip().lower() in ("true", "on", "1", "yes") for v in raw)
             continue
         if isinstance(action, argparse._AppendAction):
-            values[dest] = [item for text in raw for item in split_values(dest, text)]
+            values[dest] = [_typed(action, item) for text in raw for item in split_values(dest, text)]
             continue
-        text = raw[-1].strip() if raw else ""
-        if action.type is not None:
-            try:
-                action.type(text)
-            except argparse.ArgumentTypeError as exc:
-                raise ConfigError(f"argument {_flag(action)}: {exc}", ) from None
-        values[dest] = text
+        values[dest] = _typed(action, raw[-1].strip() if raw else "")
     return values
+
+
+def _typed(action: argparse.Action, text: str) -> Any:
+    """``text`` through the option's ``type=`` (an OptionText carrying its value), as the command line does."""
+    if action.type is None:
+        return text
+    try:
+        return action.type(text)  # type: ignore[operator]
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"argument {_flag(action)}: {exc}") from None
 
 
 def install(web_ui: Any, environment: Any, rt: Any) -> None:
@@ -83,10 +87,9 @@ def install(web_ui: Any, environment: Any, rt: Any) -> None:
     from flask import jsonify, request
     from werkzeug.datastructures import ImmutableMultiDict
 
-    from loadkit.config import loadkit_options
     from loadkit.locust import embedded, options
 
-    actions = loadkit_options()
+    actions = options.actions()
     state = {"gateway_set": list(getattr(rt.opts, "gateway_set", None) or [])}
 
     def refuse(message: str) -> Any:

@@ -15,7 +15,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from loadkit.errors import MISSING as MISSING  # re-exported: profiles import it from here
 from loadkit.errors import ConfigError
+from loadkit.errors import show_value as show_value
 
 
 class EventKind(enum.IntEnum):
@@ -304,24 +306,4 @@ def format_problem(key: str, value: Any, expected: str) -> str:
     return f"{key} = {show_value(value)}: expected {expected}"
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-#: Stands for "no value was given" in a problem triple.
-MISSING: Any = _Missing()
-
-
-def show_value(value: Any) -> str:
-    """A value as a user wrote it (TOML-ish, JSON quoting), for one-line errors."""
-    import json
-
-    if isinstance(value, dict) and set(value) <= {"env", "default"} and "env" in value:
-        inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
-        return "{" + inner + "}"
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+#: ``MISSING`` ("no value was given") and ``show_value`` live in ``loadkit.errors`` beside ``Problem``.

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from loadkit.errors import ConfigError, UsageError
 from loadkit.report.exitcodes import ExitCode
 from loadkit.report.catalogue import CATALOGUE, PHASES
 from loadkit.report.thresholds import Metric, ThresholdError, parse_metric
@@ -60,7 +61,7 @@ _SCALAR_METRICS = ("drop_rate", "drops_per_session_hour")
 _CONTEXT_METRICS = ("sessions.started",)
 
 
-class LimitError(ValueError):
+class LimitError(ConfigError, ValueError):
     """A ``METRIC=VALUE`` limit that cannot be parsed; ``str()`` is one line."""
 
 
@@ -504,13 +505,9 @@ def _fmt_limit(limit: Limit, direction: str) -> str:
 # Command line
 
 
-class _BadInput(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise _BadInput(message)
+        raise UsageError(message)
 
 
 def _build_parser() -> _Parser:
@@ -543,17 +540,17 @@ def _load(path: str, role: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except OSError as exc:
-        raise _BadInput(f"cannot read {role} {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read {role} {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise _BadInput(f"{role} {path} is not UTF-8 text") from None
+        raise ConfigError(f"{role} {path} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise _BadInput(f"{role} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ConfigError(f"{role} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if not isinstance(data, dict):
-        raise _BadInput(f"{role} {path} is not a loadkit report (expected a JSON object)")
+        raise ConfigError(f"{role} {path} is not a loadkit report (expected a JSON object)")
     missing = [k for k in ("sessions", "latency_ms") if not isinstance(data.get(k), dict)]
     if missing:
-        raise _BadInput(f"{role} {path} is not a loadkit report (no {', '.join(missing)}; "
-                        "write one with --loadkit-report)")
+        raise ConfigError(f"{role} {path} is not a loadkit report (no {', '.join(missing)}; "
+                          "write one with --loadkit-report)")
     return data
 
 
@@ -565,10 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         except SystemExit as exc:  # --help
             return int(exc.code or 0)
-        try:
-            limits = parse_limits(args.limit)
-        except LimitError as exc:
-            raise _BadInput(str(exc)) from None
+        limits = parse_limits(args.limit)
         baseline = _load(args.baseline, "baseline")
         candidate = _load(args.candidate, "candidate")
         comparison = compare(baseline, candidate, limits, defaults=not args.no_default_limits,
@@ -579,8 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     json.dump(comparison.to_dict(), handle, indent=2)
                     handle.write("\n")
             except OSError as exc:
-                raise _BadInput(f"cannot write {args.json}: {exc.strerror or exc}") from None
-    except _BadInput as exc:
+                raise ConfigError(f"cannot write {args.json}: {exc.strerror or exc}") from None
+    except ConfigError as exc:
         print(f"loadkit compare: error: {exc}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
 

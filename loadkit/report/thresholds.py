@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loadkit.errors import ConfigError
 from loadkit.report import catalogue
 from loadkit.report.catalogue import (
     BAD_FRAME_KINDS,
@@ -131,7 +132,7 @@ Number = int | float
 Measurement = tuple[Number | None, str | None]
 
 
-class ThresholdError(ValueError):
+class ThresholdError(ConfigError, ValueError):
     """A threshold expression or metric name that cannot be parsed.
 
     ``str()`` is one line: the expression, what is wrong, and how to fix it.
