@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from loadkit.connection import Connection, Transport
 from loadkit.errors import (
     ConnectFailed,
     ConnectionEnded,
@@ -84,7 +85,7 @@ class LiveSessions:
 
 
 class SessionDriver:
-    def __init__(self, transport: Any, profile: Profile, recorder: Recorder,
+    def __init__(self, transport: Transport, profile: Profile, recorder: Recorder,
                  settings: HarnessSettings, base_url: str, live: LiveSessions,
                  report: Report = _no_report, rng: Rng | None = None) -> None:
         self.transport = transport
@@ -163,7 +164,7 @@ class SessionDriver:
         lc = Lifecycle(t.now())
         rec.session_started()
         self.live.open += 1
-        ws = None
+        ws: Connection | None = None
         ending: Ending | None = None
         self._refused = False
         self._expired = False
@@ -292,7 +293,7 @@ class SessionDriver:
         lc.step(Step.TOKEN_OK, t.now())
         return grant
 
-    def _connect(self, lc: Lifecycle, grant: TokenGrant) -> Any:
+    def _connect(self, lc: Lifecycle, grant: TokenGrant) -> Connection:
         t = self.transport
         url = self.profile.websocket_url(self.base_url, grant)
         headers = self.profile.handshake_headers(self.base_url)
@@ -308,7 +309,7 @@ class SessionDriver:
         lc.step(Step.OPENED, t1)
         return ws
 
-    def _authenticate(self, lc: Lifecycle, ws: Any, grant: TokenGrant, behaviour: Behaviour) -> Ending | None:
+    def _authenticate(self, lc: Lifecycle, ws: Connection, grant: TokenGrant, behaviour: Behaviour) -> Ending | None:
         """Send auth, wait for the answer. None when authenticated, else how it ended."""
         t = self.transport
         resumed = lc.resumed
@@ -366,14 +367,14 @@ class SessionDriver:
             ev.bad = _UNNAMED_BAD[ev.kind]
         return ev
 
-    def _arrival(self, ws: Any) -> float:
+    def _arrival(self, ws: Connection) -> float:
         """When the frame just returned by ``recv`` was read off the socket.
 
         Frames of one read are handed out one by one; the time a later one
         was processed says how busy the harness was, not how fast the
         target answered.
         """
-        at = getattr(ws, "arrived_at", None)
+        at = ws.arrived_at
         return at if at is not None else self.transport.now()
 
     def _bad(self, kind: str, phase: str) -> bool:
@@ -385,7 +386,7 @@ class SessionDriver:
             rec.bad_sessions += 1
         return kind in self._expects.fatal
 
-    def _fatal(self, ws: Any, kind: str, detail: str) -> Ending:
+    def _fatal(self, ws: Connection, kind: str, detail: str) -> Ending:
         """End the session over a bad frame the profile will not tolerate."""
         return self._close(ws, Cause.PROTOCOL_ERROR, _FATAL_CLOSE.get(kind, 1008), f"bad frame: {kind}",
                            wait=True, detail=f"bad frame: {kind}" + (f" ({detail})" if detail else ""))
@@ -406,7 +407,7 @@ class SessionDriver:
         elif kind is _E.SESSION_EXPIRED:
             self._expired = True
 
-    def _established(self, lc: Lifecycle, ws: Any, grant: TokenGrant, behaviour: Behaviour,
+    def _established(self, lc: Lifecycle, ws: Connection, grant: TokenGrant, behaviour: Behaviour,
                      end_at: float) -> Ending:
         t = self.transport
         s = self.settings
@@ -532,7 +533,7 @@ class SessionDriver:
             else:
                 self._note(ev)
 
-    def _close(self, ws: Any, cause: Cause, code: int, reason: str, wait: bool,
+    def _close(self, ws: Connection | None, cause: Cause, code: int, reason: str, wait: bool,
                detail: str = "") -> Ending:
         """Close from our side and say how it really ended (the server may have been first)."""
         if ws is None:

@@ -26,7 +26,7 @@ import socket as _stdsocket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import gevent
@@ -43,6 +43,7 @@ from websockets.protocol import Protocol, Side
 from websockets.protocol import State as WsState
 from websockets.uri import parse_uri
 
+from loadkit.connection import Connection, Transport
 from loadkit.errors import (
     ConnectFailed,
     ConnectionEnded,
@@ -1039,3 +1040,11 @@ def _close_quietly(ws: WebSocket | None, sock: Any) -> None:
         sock.close()
     except OSError:
         pass
+
+
+if TYPE_CHECKING:
+    def _conforms(transport: GeventTransport, ws: WebSocket, tls: _GeventSocketWebSocket) -> None:
+        """mypy's check that the real transport provides what the driver declares it needs."""
+        _t: Transport = transport
+        _c: Connection = ws
+        _s: Connection = tls

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PURE_MODULES = [
     "loadkit.protocol",
     "loadkit.protocol.guest",
+    "loadkit.connection",
     "loadkit.lifecycle",
     "loadkit.failures",
     "loadkit.metrics.histogram",
