@@ -13,6 +13,7 @@ One greenlet per guest does everything: it computes the next deadline
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 import time
@@ -46,6 +47,8 @@ from loadkit.protocol.base import (
 )
 from loadkit.settings import Behaviour, HarnessSettings, backoff
 from loadkit.streams import Rng
+
+logger = logging.getLogger("loadkit")
 
 #: ``report(name, response_time_ms, error_or_None, response_length)``
 Report = Callable[[str, float, BaseException | None, int], None]
@@ -199,17 +202,25 @@ class SessionDriver:
             exc = sys.exc_info()[1]
             stopping = not isinstance(exc, Exception)
             cause = Cause.STOPPED if stopping else Cause.HARNESS_ERROR
+            ending = None
             left = getattr(exc, "loadkit_close", None)  # stopped mid-upgrade: how we left
-            if ws is None and isinstance(left, UpgradeRefused):
-                ending = Ending(Cause.UPGRADE_REFUSED, detail=f"HTTP {left.status}")
-            elif ws is None and left is not None:
-                ending = Ending(Cause.CLOSED if left.initiator == "server" else cause,
-                                left.code, left.reason, left.initiator)
-            else:
-                ending = self._close(ws, cause, 1001 if stopping else 1011,
-                                     "harness stopping" if stopping else "harness error", wait=stopping,
-                                     detail="" if stopping else repr(exc))
-            self._finish(lc, ending, rec)
+            try:
+                if ws is None and isinstance(left, UpgradeRefused):
+                    ending = Ending(Cause.UPGRADE_REFUSED, detail=f"HTTP {left.status}")
+                elif ws is None and left is not None:
+                    ending = Ending(Cause.CLOSED if left.initiator == "server" else cause,
+                                    left.code, left.reason, left.initiator)
+                else:
+                    if not stopping:
+                        log_harness_error(exc)
+                    ending = self._close(ws, cause, 1001 if stopping else 1011,
+                                         "harness stopping" if stopping else "harness error", wait=stopping,
+                                         detail="" if stopping else _harness_detail(exc))
+            finally:
+                if ending is None:
+                    # Killed again during the close's I/O: still exactly one end.
+                    ending = _interrupted_close(ws, cause)
+                self._finish(lc, ending, rec)
             raise
         result = self._finish(lc, ending, rec)
         return result, grant, end_at
@@ -541,8 +552,13 @@ class SessionDriver:
         already = bool(getattr(ws, "closed", False))
         try:
             ended = ws.close(code, reason, wait=wait)
-        except Exception:  # a broken socket while stopping: the decision stands
-            ended = ConnectionEnded(code, reason, "client")
+        except Exception as exc:
+            # The transport's close reports every socket failure as how the
+            # connection ended; an exception is a harness bug. Never record
+            # a close that may not have been on the wire.
+            log_harness_error(exc)
+            _abort_quietly(ws)
+            return Ending(Cause.HARNESS_ERROR, detail=_harness_detail(exc))
         for data in ws.leftover:  # what the server sent before our close reached it
             if type(data) is not BinaryFrame and not data.isascii() and not is_utf8(data):
                 self._bad(INVALID_UTF8, "closing")
@@ -564,6 +580,43 @@ class SessionDriver:
             return Ending(Cause.CLOSED, ended.code, ended.reason, ended.initiator,
                           refused=self._refused, expired=self._expired)
         return Ending(cause, ended.code, ended.reason, ended.initiator, detail)
+
+
+_logged_sites: set[tuple[str, str, int]] = set()
+
+
+def log_harness_error(exc: BaseException) -> None:
+    """A harness bug: log its traceback once per distinct site (type, file, line), never per session."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    site = (type(exc).__name__, tb.tb_frame.f_code.co_filename if tb else "?", tb.tb_lineno if tb else 0)
+    if site in _logged_sites:
+        return
+    _logged_sites.add(site)
+    logger.error("loadkit: harness error %s at %s:%d (a loadkit bug, counted as harness_error; "
+                 "logged once per site)", site[0], site[1], site[2], exc_info=exc)
+
+
+def _harness_detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _abort_quietly(ws: Any) -> None:
+    try:
+        ws.abort()
+    except Exception:  # releasing the socket is all that is left to do
+        pass
+
+
+def _interrupted_close(ws: Any, cause: Cause) -> Ending:
+    """How a session ended whose close was cut short: a close counts only if its frame left."""
+    proto = getattr(ws, "_proto", None)
+    sent = getattr(proto, "close_sent", None)
+    _abort_quietly(ws)
+    if sent is not None:
+        return Ending(cause, sent.code, sent.reason, "client")
+    return Ending(cause)
 
 
 def _forget(gone: dict[Any, None], ref: Any) -> None:

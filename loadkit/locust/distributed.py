@@ -401,11 +401,24 @@ def _install_master(environment: Any, rt: Any, runner: Any) -> None:
     # plugin's quitting listener (Ctrl-C, SIGTERM), which calls
     # await_final_reports itself before writing the report.
     original_quit = runner.quit
+    quitting: list[Any] = []
 
-    def quit_after_final_reports() -> None:
+    def finish_and_quit() -> None:
         await_final_reports(environment, rt)
         _quit_stragglers(runner, ledger)
         original_quit()
+
+    def quit_after_final_reports() -> None:
+        # The wait runs in a greenlet of its own: Locust calls quit() from the
+        # greenlet that reads the workers' messages (when the last worker
+        # quits), and waiting there would hold back the very final reports
+        # it waits for. Not in the runner's group: original_quit kills that.
+        # Once the end has been awaited (the quitting listener did), quit at
+        # once: Locust's shutdown exits right after this call.
+        if ledger.settled:
+            finish_and_quit()
+        elif not quitting:
+            quitting.append(gevent.spawn(finish_and_quit))
 
     runner.quit = quit_after_final_reports  # type: ignore[method-assign]
 
