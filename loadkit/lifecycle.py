@@ -84,6 +84,8 @@ class Cause(enum.StrEnum):
     KEEPALIVE_TIMEOUT = "keepalive_timeout"  #: no pong within the pong timeout
     SESSION_DONE = "session_done"        #: the session length was reached: a normal close
     SERVER_ENDED = "server_ended"        #: the server ended the session in a frame; we closed
+    AUTH_REFUSED = "auth_refused"        #: an in-band refusal (or a session-ending frame) answered auth; we closed
+    SESSION_EXPIRED = "session_expired"  #: the server said the session expired and left the socket open; we closed
     STOPPED = "stopped"                  #: the harness is stopping
     PROTOCOL_ERROR = "protocol_error"    #: the target broke the WebSocket protocol
     HARNESS_ERROR = "harness_error"      #: a bug in loadkit (counted, never hidden)
@@ -127,6 +129,8 @@ _DIRECT: dict[Cause, Outcome] = {
     Cause.KEEPALIVE_TIMEOUT: Outcome.KEEPALIVE_TIMEOUT,
     Cause.SESSION_DONE: Outcome.CLOSED_NORMALLY,
     Cause.SERVER_ENDED: Outcome.DROPPED_BY_SERVER,
+    Cause.AUTH_REFUSED: Outcome.AUTH_REFUSED,
+    Cause.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
     Cause.STOPPED: Outcome.STOPPED_BY_HARNESS,
     Cause.PROTOCOL_ERROR: Outcome.PROTOCOL_ERROR,
     Cause.HARNESS_ERROR: Outcome.HARNESS_ERROR,

@@ -65,6 +65,8 @@ _FATAL_CLOSE = {BINARY_FRAME: 1003, "not_json": 1007, "not_object": 1007, "too_d
 #: so a late answer to one of them is not taken for an answer to nothing.
 _GONE_REFS = 256
 _ABSENT: Any = object()
+#: Answers to the auth frame that end auth at once as auth_refused.
+_AUTH_ENDERS = frozenset({_E.AUTH_REFUSED, _E.ERROR, _E.RATE_LIMITED, _E.SESSION_ENDED, _E.SESSION_EXPIRED})
 
 
 def _no_report(name: str, ms: float, error: BaseException | None, length: int) -> None:
@@ -136,7 +138,8 @@ class SessionDriver:
             self.recorder.reconnect_attempts += 1
             # Keep the identity while the grant is good; a refused auth means
             # it is not (a restarted gateway may have a new signing key).
-            refused = result.outcome in (Outcome.AUTH_REFUSED, Outcome.TOKEN_REFUSED)
+            # An expired session is over too: resuming it would only be refused again.
+            refused = result.outcome in (Outcome.AUTH_REFUSED, Outcome.TOKEN_REFUSED, Outcome.SESSION_EXPIRED)
             reuse = grant if grant is not None and not refused and self._grant_valid(grant) else None
             result, new_grant, end_at = self.run_session(guest_no, behaviour, reuse, length, end_at)
             grant = new_grant or grant
@@ -353,6 +356,17 @@ class SessionDriver:
                     self.report("auth", (t.now() - t0) * 1000.0, SessionEnded(f"bad frame: {bad}"), 0)
                     return ending
                 continue
+            if kind in _AUTH_ENDERS:
+                # An in-band refusal ({"code":400,"body":"Deployment not found"}) or a frame that
+                # ends the session answers the auth frame: waiting for the auth timeout would
+                # report a refusal as a timeout.
+                self._note(ev, "during_auth")
+                self._refused = True
+                said = f"{kind.name.lower()} {ev.code if ev.code is not None else ''}".strip()
+                ending = self._close(ws, Cause.AUTH_REFUSED, 1000, "", wait=True,
+                                     detail=f"{said}: {ev.detail}" if ev.detail else said)
+                self.report("auth", (t.now() - t0) * 1000.0, Failure(f"auth refused in band ({kind.name.lower()})"), 0)
+                return ending
             if kind is _E.AUTH_OK:
                 t1 = self._arrival(ws)
                 if resumed and ev.fields.get("newSession") is True:
@@ -443,6 +457,8 @@ class SessionDriver:
         gone: dict[Any, None] = {}
         #: without reply refs, an agent message answers the guest's last message (once)
         last_msg_at: float | None = None
+        #: when the server said the session expired (None: it has not)
+        expired_at: float | None = None
         auth_at = lc.auth_at if lc.auth_at is not None else now
         seq = 0
         misses = 0
@@ -451,6 +467,9 @@ class SessionDriver:
         while True:
             now = t.now()
             if now >= end_at:
+                if expired_at is not None:  # told the session expired, and the socket stayed open
+                    return self._close(ws, Cause.SESSION_EXPIRED, 1000, "", wait=True,
+                                       detail="session expired, socket left open")
                 for frame in profile.goodbye_frames(grant):
                     ws.send(frame)
                 return self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True)
@@ -530,6 +549,17 @@ class SessionDriver:
                         report("reply", dt * 1000.0, None, len(data))
             elif kind is _E.SESSION_ENDED:  # e.g. ConnectionClosedEvent: the server is done with us
                 return self._close(ws, Cause.SERVER_ENDED, 1000, "", wait=True, detail=ev.detail or "session ended")
+            elif kind is _E.SESSION_EXPIRED:
+                # Expired: send nothing more (every frame would be refused 4006), give the
+                # server its close timeout to close (the guest protocol's 4006), then close.
+                self._expired = True
+                if ev.code is not None:
+                    rec.errors[str(ev.code)] += 1
+                if expired_at is None:
+                    expired_at = t.now()
+                    end_at = min(end_at, expired_at + s.close_timeout_s)
+                    next_ping = next_msg = float("inf")
+                    pings.clear()
             elif kind is _E.RATE_LIMITED:
                 rec.errors["4029"] += 1
                 ref = ev.ref

@@ -14,6 +14,7 @@ Each test starts its own gateway process and stops it by PID at teardown.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -391,3 +392,37 @@ def test_an_origin_refusal_reaches_the_transport_as_http_403(start: Any, wm: Web
     with pytest.raises(UpgradeRefused) as info:
         socket_for(gw, wm, wm.token_grant(None, b"", 1), origin="https://b.example")
     assert info.value.status == 403
+
+
+# --- strict about what the target sends (issue 11) ------------------------------------------------
+
+
+def test_a_refused_configure_session_with_the_socket_left_open_is_auth_refused_at_once(
+        start: Any, wm: WebMessagingProfile) -> None:
+    gw = start(webmessaging__deployments="some-other-deployment", webmessaging__deployment_error_close_code=0)
+    t0 = time.monotonic()
+    rec, results, reports = drive(gw.url, wm, [behaviour("normal")] * 3)
+    took = time.monotonic() - t0
+    stats, _wms = settled(gw)
+    assert [r.outcome.value for r in results] == ["auth_refused"] * 3
+    assert took < SETTINGS.auth_timeout_s  # not the auth timeout: the 400 is the answer
+    assert rec.errors == Counter({"400": 3})
+    assert_same_counts(rec, stats)
+    assert all("Deployment not found" in k for k in rec.failure_details if "auth_refused" in k)
+    # Locust's table names no server text
+    assert {str(err) for _n, err in reports if err is not None} == {
+        "auth refused in band (error)", "auth_refused in during_auth: closed 1000 by client"}
+
+
+def test_session_expired_with_the_socket_left_open_is_a_drop_and_the_guest_reconnects(
+        start: Any, wm: WebMessagingProfile) -> None:
+    gw = start(webmessaging__session_ttl_s=0.3, webmessaging__expired_close_code=0)
+    quiet = Behaviour(name="quiet", keepalive=False, messages=False)
+    settings = dataclasses.replace(SETTINGS, session_seconds=(3.0, 3.0), reconnect_max_attempts=1)
+    rec, results, _reports = drive(gw.url, wm, [quiet] * 2, settings)
+    stats, wms = settled(gw)
+    # each guest: expired once (a drop), reconnected on a new token, expired again
+    assert rec.ended[("session_expired", "just_after_auth")] + rec.ended[("session_expired", "established")] == 4
+    assert rec.reconnect_attempts == 2 and rec.reconnect_successes == 2
+    assert wms["sessions"]["new"] == 4 and wms["sessions"]["resumed"] == 0
+    assert_same_counts(rec, stats)
