@@ -64,6 +64,13 @@ _FATAL_CLOSE = {BINARY_FRAME: 1003, "not_json": 1007, "not_object": 1007, "too_d
 #: How many answered-elsewhere refs (expired or refused requests) a session remembers,
 #: so a late answer to one of them is not taken for an answer to nothing.
 _GONE_REFS = 256
+#: How long a sent message's ack (and the agent reply it may get) stays
+#: pending. After that the entry expires: an ack that never came counts as
+#: ``messages.unanswered``; a reply that never came is simply dropped (agents
+#: need not answer every message). This bounds a session's state: without it
+#: a target whose agents answer some messages only grew ~1,000 entries per
+#: guest-hour. A late answer to an expired message is still recognised.
+PENDING_ANSWER_S = 60.0
 _ABSENT: Any = object()
 #: Answers to the auth frame that end auth at once as auth_refused.
 _AUTH_ENDERS = frozenset({_E.AUTH_REFUSED, _E.ERROR, _E.RATE_LIMITED, _E.SESSION_ENDED, _E.SESSION_EXPIRED})
@@ -494,6 +501,8 @@ class SessionDriver:
                 pong_due = min(pings.values()) + s.pong_timeout_s if pings else float("inf")
             else:
                 pong_due = float("inf")
+            if acks or replies:
+                _expire(acks, replies, gone, now - PENDING_ANSWER_S, rec)
             if now >= next_msg:
                 seq += 1
                 frame, ref = profile.message_frame(seq, text, grant)
@@ -647,6 +656,24 @@ def _interrupted_close(ws: Any, cause: Cause) -> Ending:
     if sent is not None:
         return Ending(cause, sent.code, sent.reason, "client")
     return Ending(cause)
+
+
+def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, None], before: float,
+            rec: Recorder) -> None:
+    """Drop pending answers sent before ``before``, oldest first (dicts keep send order)."""
+    while acks:
+        ref, sent = next(iter(acks.items()))
+        if sent > before:
+            break
+        del acks[ref]
+        _forget(gone, ref)
+        rec.messages_unanswered += 1
+    while replies:
+        ref, sent = next(iter(replies.items()))
+        if sent > before:
+            break
+        del replies[ref]
+        _forget(gone, ref)
 
 
 def _forget(gone: dict[Any, None], ref: Any) -> None:

@@ -50,6 +50,7 @@ class Recorder:
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
         "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages", "failure_details",
+        "messages_unanswered",
     )
 
     def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
@@ -74,6 +75,8 @@ class Recorder:
         self.messages_sent = 0
         self.messages_answered = 0
         self.agent_messages = 0
+        #: messages whose ack did not come within PENDING_ANSWER_S (their pending entry expired)
+        self.messages_unanswered = 0
         #: what the target said when something failed (close reasons, parser
         #: messages): text -> times, at most MAX_DETAILS texts (the rest in OTHER_DETAILS)
         self.failure_details: Counter[str] = Counter()
