@@ -544,7 +544,8 @@ def _load(path: str, role: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"{role} {path} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{role} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ConfigError(f"{role} {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                          f"column {exc.colno}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{role} {path} is not a loadkit report (expected a JSON object)")
     missing = [k for k in ("sessions", "latency_ms") if not isinstance(data.get(k), dict)]
