@@ -203,3 +203,14 @@ def test_a_bad_process_count_is_one_line_and_exit_2(capsys: Any, argv: list[str]
 
     assert main(argv) == 2
     assert capsys.readouterr().err == f"loadkit gateway: error: {message}\n"
+
+
+@pytest.mark.parametrize("protocol, cores, expected", [
+    ("guest", 1, 1), ("guest", 2, 1), ("guest", 3, 1), ("guest", 8, 4), ("guest", 64, 32),
+    ("webmessaging", 8, 1), ("custom", 8, 1),
+])
+def test_the_embedded_gateway_takes_half_the_cores_for_the_guest_protocol(protocol: str, cores: int,
+                                                                         expected: int) -> None:
+    from loadkit.locust.embedded import default_processes
+
+    assert default_processes(protocol, cores) == expected

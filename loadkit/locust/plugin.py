@@ -153,7 +153,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     lag.install(environment, rt)
     if not rt.is_worker and not environment.host:
         try:
-            rt.gateway = embedded.start(list(rt.options.gateway_set))
+            rt.gateway = embedded.start(list(rt.options.gateway_set), protocol=rt.options.protocol)
         except ConfigError as exc:
             _die(environment, str(exc))
         environment.host = rt.gateway.url

@@ -149,9 +149,9 @@ def install(web_ui: Any, environment: Any, rt: Any) -> None:
             port = int(old_url.rsplit(":", 1)[1].split("/")[0]) if old_url else 0
             rt.gateway.stop()
             try:
-                rt.gateway = embedded.start(new_sets, port=port)
+                rt.gateway = embedded.start(new_sets, port=port, protocol=rt.options.protocol)
             except ConfigError as exc:  # the port was taken meanwhile: any port will do
-                rt.gateway = embedded.start(state["gateway_set"], port=0)
+                rt.gateway = embedded.start(state["gateway_set"], port=0, protocol=rt.options.protocol)
                 environment.host = rt.gateway.url
                 return refuse(f"loadkit: error: {exc}")
             state["gateway_set"] = list(new_sets)
