@@ -14,23 +14,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
+
+from loadkit.closes import CloseFrame, Initiator, attribute_close
 
 __all__ = ["CloseRecord", "GatewayStats", "close_record", "merge_snapshots"]
 
-Initiator = Literal["server", "client", "none"]
 Phase = Literal["pre_auth", "authenticated"]
 
 FRAMES_RECEIVED = ("auth", "ping", "message", "typing", "other")
 FRAMES_SENT = ("auth_ok", "pong", "ack", "message", "error", "session_expired")
 ERROR_CODES = ("4011", "4029", "4400", "4001", "4003")
-
-
-class _Close(Protocol):
-    """What we read from a close frame (websockets.frames.Close has these)."""
-
-    code: int
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -44,24 +38,20 @@ class CloseRecord:
 
 
 def close_record(
-    sent: _Close | None, rcvd: _Close | None, rcvd_then_sent: bool | None, phase: Phase
+    sent: CloseFrame | None, rcvd: CloseFrame | None, rcvd_then_sent: bool | None, phase: Phase
 ) -> CloseRecord:
     """Turn websockets' ``close_sent``/``close_rcvd``/``close_rcvd_then_sent`` into a record.
 
-    - no close frame either way: the TCP connection just ended (reset, kill):
-      code 1006, initiator ``none``, as RFC 6455 tells the client to report it;
-    - the client's close frame came first (``rcvd_then_sent`` true, or only
-      one received): initiator ``client``, with the client's code;
-    - the server's came first (``rcvd_then_sent`` false, or only one sent):
-      initiator ``server``, with the server's code, which is what the client
-      received.
+    Attributed by ``loadkit.closes.attribute_close`` from the server's side,
+    the same rule the harness's transport applies from the client's: no
+    close frame is 1006 by nobody; the client's frame first is the client's
+    close; a simultaneous close with different codes is the server's; else the
+    server's frame came first. (The gateway cannot tell a lost link after its
+    own unanswered close from a client that got it, so it records the
+    latter: the close the client most likely saw.)
     """
-    if sent is None and rcvd is None:
-        return CloseRecord(1006, "", "none", phase)
-    if rcvd is not None and (rcvd_then_sent or sent is None):
-        return CloseRecord(rcvd.code, rcvd.reason, "client", phase)
-    assert sent is not None
-    return CloseRecord(sent.code, sent.reason, "server", phase)
+    a = attribute_close("server", sent, rcvd, rcvd_then_sent)
+    return CloseRecord(a.code, a.reason, a.initiator, phase)
 
 
 class GatewayStats:
