@@ -43,6 +43,7 @@ from websockets.protocol import Protocol, Side
 from websockets.protocol import State as WsState
 from websockets.uri import parse_uri
 
+from loadkit.closes import attribute_close
 from loadkit.connection import Connection, Transport
 from loadkit.errors import (
     ConnectFailed,
@@ -623,24 +624,11 @@ class WebSocket:
             return self._ended
         if proto.close_rcvd is not None and proto.state is not _CLOSED:
             self._wait_for_eof()
-        rcvd, sent = proto.close_rcvd, proto.close_sent
-        if proto.close_rcvd_then_sent or (rcvd is not None and sent is None):
-            self._ended = ConnectionEnded(rcvd.code, rcvd.reason, "server")
-        elif sent is not None and rcvd is not None and rcvd.code != sent.code:
-            # Both closed at once: the server's frame is not an echo of ours,
-            # so it was sent before ours arrived. The server ended it.
-            self._ended = ConnectionEnded(rcvd.code, rcvd.reason, "server")
-        elif sent is not None and rcvd is None and self._reset:
-            # Our close went unanswered and the peer reset the connection:
-            # it never read our frame (one that had would have answered it,
-            # or at least closed with FIN). The link was lost.
-            self._ended = ConnectionEnded(1006, "", "none")
-        elif sent is not None:
-            # Ours came first, answered or not (a server that never answers
-            # still received it).
-            self._ended = ConnectionEnded(sent.code, sent.reason, "client")
-        else:
-            self._ended = ConnectionEnded(1006, "", "none")
+        # Who closed first: the same rule as the gateway's record (loadkit.closes),
+        # from our side; a reset after our unanswered close is a lost link.
+        ended = attribute_close("client", proto.close_sent, proto.close_rcvd, proto.close_rcvd_then_sent,
+                                link_lost=self._reset)
+        self._ended = ConnectionEnded(ended.code, ended.reason, ended.initiator)
         self._close_socket()
         return self._ended
 
