@@ -25,8 +25,9 @@ the link was lost after our own unanswered close (``link_lost``).
 5. Otherwise ours came first (answered or not: a peer that never answers
    still received it): we closed, with our code.
 
-Pure and dependency-free (it sits outside both the harness's layers and the
-gateway, which may import nothing else of the harness).
+Pure and dependency-free: it sits beside both the harness's layers and the
+gateway, which imports of the harness only this and ``loadkit.errors`` (the
+one exception tree); tests/test_closes.py checks it.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def test_both_sides_of_one_exchange_agree(exchange: tuple[tuple[object, ...], tu
         "server", s_sent, s_rcvd, s_order)  # type: ignore[arg-type]
 
 
-def test_the_gateway_imports_nothing_of_the_harness_but_the_close_rule() -> None:
+def test_the_gateway_imports_of_the_harness_only_the_close_rule_and_the_exception_tree() -> None:
     loaded = modules_loaded_by("loadkit.gateway.server") | modules_loaded_by("loadkit.gateway.__main__")
     outside = sorted(m for m in loaded if m.startswith("loadkit") and not m.startswith("loadkit.gateway"))
-    assert outside == ["loadkit", "loadkit.closes"]
+    assert outside == ["loadkit", "loadkit.closes", "loadkit.errors"]
