@@ -343,12 +343,17 @@ class SessionDriver:
                 self.report("auth", (t.now() - t0) * 1000.0, exc, 0)
                 raise
         deadline = t0 + self.settings.auth_timeout_s
+        refusal: str | None = None  # an explicit refusal came: what it said
         while True:
             try:
                 data = ws.recv(deadline - t.now())
             except ConnectionEnded as exc:
                 self.report("auth", (t.now() - t0) * 1000.0, exc, 0)
                 raise
+            if data is None and refusal is not None:  # refused, and the server did not close: we do
+                ending = self._close(ws, Cause.AUTH_REFUSED, 1000, "", wait=True, detail=refusal)
+                self.report("auth", (t.now() - t0) * 1000.0, Failure("auth refused in band (auth_refused)"), 0)
+                return ending
             if data is None:
                 ending = self._close(ws, Cause.AUTH_TIMEOUT, 1000, "auth timeout", wait=True,
                                      detail=f"no auth answer within {self.settings.auth_timeout_s:g} s")
@@ -362,6 +367,13 @@ class SessionDriver:
                     ending = self._fatal(ws, bad, ev.detail)
                     self.report("auth", (t.now() - t0) * 1000.0, SessionEnded(f"bad frame: {bad}"), 0)
                     return ending
+                continue
+            if kind is _E.AUTH_REFUSED and refusal is None:
+                # An explicit refusal: the protocol's close follows; give it close_timeout
+                # (not the auth timeout), and record the close the server sends.
+                self._note(ev, "during_auth")
+                refusal = f"auth_refused {ev.code}: {ev.detail}"
+                deadline = min(deadline, t.now() + self.settings.close_timeout_s)
                 continue
             if kind in _AUTH_ENDERS:
                 # An in-band refusal ({"code":400,"body":"Deployment not found"}) or a frame that
