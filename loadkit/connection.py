@@ -65,6 +65,12 @@ class Connection(Protocol):
     @property
     def arrived_at(self) -> float | None: ...
 
+    #: The connection is over (its end was seen, or we closed or aborted it):
+    #: ``close`` now only returns how it ended. The driver asks before closing,
+    #: so a violation found by our own close is told from one it already saw.
+    @property
+    def closed(self) -> bool: ...
+
     def send(self, data: bytes) -> None:
         """Send one text frame; raises ``ConnectionEnded`` once the connection is over."""
         ...

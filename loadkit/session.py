@@ -600,7 +600,7 @@ class SessionDriver:
         """Close from our side and say how it really ended (the server may have been first)."""
         if ws is None:
             return Ending(cause, detail=detail)
-        already = bool(getattr(ws, "closed", False))
+        already = ws.closed
         try:
             ended = ws.close(code, reason, wait=wait)
         except Exception as exc:

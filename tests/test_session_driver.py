@@ -109,6 +109,10 @@ class FakeConnection:
         self.leftover: list[bytes] = []
         self.arrived_at: float | None = None
 
+    @property
+    def closed(self) -> bool:
+        return self.ended is not None
+
     # -- the script --------------------------------------------------------------
 
     def play(self, delay: float, item: Item) -> None:
@@ -468,11 +472,20 @@ def test_no_pong_within_the_pong_timeout_is_keepalive_timeout_and_we_close_1001_
     assert run.result.is_drop
 
 
-def test_a_target_breaking_rfc_6455_is_protocol_error() -> None:
+def test_a_target_breaking_rfc_6455_is_protocol_error_and_a_bad_frame_of_its_kind() -> None:
     conn = FakeConnection(after_auth=[(8.0, TargetProtocolError(1002, "invalid opcode", "client"))])
     run = run_guest(FakeTransport(conn))
     assert_ended_as(run, Outcome.PROTOCOL_ERROR, Phase.ESTABLISHED)
     assert_close_recorded(run.recorder, Phase.ESTABLISHED, 1002, "client", "invalid opcode")
+    assert dict(run.recorder.bad_frames) == {("bad_framing", "established"): 1}
+
+
+def test_a_violation_racing_our_normal_close_is_protocol_error_counted_while_closing() -> None:
+    raced = TargetProtocolError(1000, "", "client", "invalid_utf8", "invalid UTF-8 in a text frame")
+    conn = FakeConnection(close_answer=raced)
+    run = run_guest(FakeTransport(conn))
+    assert_ended_as(run, Outcome.PROTOCOL_ERROR, Phase.ESTABLISHED)
+    assert dict(run.recorder.bad_frames) == {("invalid_utf8", "closing"): 1}
 
 
 def test_a_frame_that_is_not_json_right_after_auth_is_counted_and_ends_the_session_1007() -> None:
