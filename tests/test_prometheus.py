@@ -117,6 +117,8 @@ def test_prometheus_stores_loadkits_counters_equal_to_the_gateways_record(tmp_pa
             assert prom.value('loadkit_sessions_started_total{job="ui"}') > first > 0
             assert prom.value('max_over_time(loadkit_sessions_open{job="ui"}[10s])') > 0
             assert prom.by('loadkit_workers{job="ui"}', "state").get(("running",), 0) == 2
+            tab = get_json(ui.base + "/stats/requests")["extended_stats"][0]["data"]  # the master's tab
+            assert [r["value"] for r in tab if r["section"] == "workers"] == ["running", "running"], tab
             ui.stop_test()
             assert ui.wait_state("stopped") == "stopped"
             truth = gateway_stats(url)
@@ -135,7 +137,7 @@ def test_prometheus_stores_loadkits_counters_equal_to_the_gateways_record(tmp_pa
             assert prom.value(f"loadkit_drops_total{ui_sel}") == report["drops"]
             states = prom.by(f"loadkit_threshold_state{ui_sel}", "threshold")
             assert states == {("auth.p95 < 5000",): 1.0, ("drop_rate < 0.01",): 0.0}
-            count = prom.value(f'loadkit_phase_latency_seconds_count{{job="ui",phase="auth"}}')
+            count = prom.value('loadkit_phase_latency_seconds_count{job="ui",phase="auth"}')
             assert count == report["latency_ms"]["auth"]["count"]
             _dashboard_queries_return_data(prom, start, time.time())
             names = {m["__name__"] for m in prom.api("series", **{"match[]": '{job="ui"}'})}

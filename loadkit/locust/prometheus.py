@@ -125,7 +125,10 @@ class LoadkitCollector:
         reconnects.add_metric(["succeeded"], total.reconnect_successes)
         yield reconnects
         bad = CounterMetricFamily("loadkit_bad_frames", METRICS["loadkit_bad_frames"], labels=["kind"])
-        for kind, n in sorted(total.bad_frames.items()):
+        kinds: dict[str, int] = {}
+        for (kind, _phase), n in total.bad_frames.items():  # loadkit's kinds (BAD_FRAME_KINDS)
+            kinds[kind] = kinds.get(kind, 0) + n
+        for kind, n in sorted(kinds.items()):
             bad.add_metric([kind], n)
         yield bad
         latency = _histogram("loadkit_phase_latency_seconds", ["phase"])
@@ -161,7 +164,7 @@ class LoadkitCollector:
 
 def registry_for(rt: Any) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LoadkitCollector(rt))  # type: ignore[arg-type]
+    registry.register(LoadkitCollector(rt))
     return registry
 
 

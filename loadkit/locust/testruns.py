@@ -39,7 +39,8 @@ def gateway_delta(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[
     """
     if before is None:
         return after
-    return _sub(before, after)
+    delta: dict[str, Any] = _sub(before, after)
+    return delta
 
 
 def _sub(before: Any, after: Any, key: str = "") -> Any:
@@ -94,7 +95,7 @@ def reset_live(rt: Any) -> None:
     if rt.gateway is not None:
         try:
             rt.gateway_baseline = rt.gateway.stats()
-        except Exception as exc:
+        except (OSError, RuntimeError) as exc:  # the figures reset all the same
             logger.warning("loadkit: could not read the gateway's stats at the reset: %s", exc)
     logger.info("loadkit: figures reset (%d session(s) open carried over)", carried)
 

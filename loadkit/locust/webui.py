@@ -108,12 +108,11 @@ def tab_rows(report: dict[str, Any], windows: list[dict[str, Any]], thresholds: 
 
 def live_rows(rt: Any) -> list[dict[str, str]]:
     """The tab's rows now, from the plugin's Runtime."""
-    from loadkit.report import thresholds
-    from loadkit.report.build import harness_section
+    from loadkit.report import build, thresholds
 
     rt.collect_local()
     report = rt.build(final=False)
-    report.setdefault("harness", harness_section(rt.total))
+    report.setdefault("harness", build.harness_section(rt.total))
     checks = thresholds.evaluate_partial(rt.thresholds, report) if rt.thresholds else []
     workers = None
     if rt.is_master:
