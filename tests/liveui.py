@@ -80,7 +80,7 @@ class WebUI:
         self.base = f"http://127.0.0.1:{self.port}"
         self.tmp = tmp
         cmd = locust_command("--web-host", "127.0.0.1", "--web-port", str(self.port), *args)
-        self.log = open(tmp / "locust.log", "wb")
+        self.log = open(tmp / "locust.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=tmp, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         deadline = time.monotonic() + 30
@@ -146,3 +146,15 @@ def gateway_stats(url: str) -> dict[str, Any]:
     return dict(get_json(url.rstrip("/") + "/_gateway/stats"))
 
 
+
+
+def assert_authenticated_matches(harness: int, gateway: int, report: dict[str, Any]) -> None:
+    """The harness's authenticated count against the gateway's, after a stop.
+
+    Equal, except for sessions the stop caught between the gateway's auth_ok
+    and the guest reading it: the gateway counted them, the guest never saw
+    the answer, and they ended as ``stopped_by_harness`` during auth. At most
+    that many may differ, and only that way.
+    """
+    caught = report["sessions"]["by_phase"].get("during_auth", {}).get("stopped_by_harness", 0)
+    assert harness <= gateway <= harness + caught, (harness, gateway, caught)

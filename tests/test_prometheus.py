@@ -24,7 +24,8 @@ import pytest
 
 from loadkit.locust.prometheus import METRICS
 from tests.harness import ROOT, codes_by, locust_command
-from tests.liveui import WebUI, browser_form, free_port, gateway_stats, gateway_url, get, get_json
+from tests.liveui import (WebUI, assert_authenticated_matches, browser_form, free_port, gateway_stats, gateway_url,
+                          get, get_json)
 
 pytestmark = pytest.mark.slow
 
@@ -128,8 +129,9 @@ def test_prometheus_stores_loadkits_counters_equal_to_the_gateways_record(tmp_pa
             ours = prom.by(f"sum by (code, initiator) (loadkit_close_codes_total{ui_sel})", "code", "initiator")
             theirs = codes_by(truth["closes"], "code", "initiator")
             assert ours == {(str(c), i): float(n) for (c, i), n in theirs.items()}
-            assert prom.value(f"loadkit_sessions_authenticated_total{ui_sel}") \
-                == truth["sessions"]["authenticated"] == report["sessions"]["authenticated"]
+            authenticated = prom.value(f"loadkit_sessions_authenticated_total{ui_sel}")
+            assert authenticated == report["sessions"]["authenticated"]
+            assert_authenticated_matches(int(authenticated), truth["sessions"]["authenticated"], report)
             outcomes = prom.by(f"sum by (outcome) (loadkit_session_outcomes_total{ui_sel})", "outcome")
             assert outcomes == {(k,): float(v) for k, v in report["sessions"]["outcomes"].items()}
             assert outcomes[("dropped_by_server",)] == truth["faults"]["drop"]["1011"] > 0

@@ -5,13 +5,14 @@ Every scrape reads the same merged figures the report is built from (the
 run's ``Recorder`` total: on a master, the sum of its workers' deltas), so
 a Prometheus counter equals the report's count at the instant of the scrape.
 
-Names and labels are a contract (README, "Watch a run live"); every label
-value comes from loadkit's own vocabularies (outcomes, phases, initiators,
-bad-frame kinds, the thresholds the user gave), never from text the target
-chose: a close reason is left out, and a close code outside 1000-4999 is
-``other``. Counters restart from zero when a new test starts in the web UI
-or RESET is pressed; Prometheus' ``rate()`` and ``increase()`` handle that
-as a counter reset.
+Names and labels are a contract (README, "Watching a run live"); every label
+value comes from the report catalogue's vocabularies (outcomes, session
+phases, bad-frame kinds; ``other`` for anything else), the initiators and
+the thresholds the user gave, never from text the target chose: a close
+reason is left out, and a close code outside 1000-4999 is ``other``.
+Counters restart from zero when a new test starts in the web UI or RESET
+is pressed; Prometheus' ``rate()`` and ``increase()`` handle that as a
+counter reset.
 
 Latency histograms: the phase histograms are loadkit's own (µs, 11
 significant bits); a Prometheus bucket ``le=B`` counts every loadkit bucket
@@ -32,11 +33,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from loadkit.errors import ConfigError
 from loadkit.metrics.histogram import Histogram
 from loadkit.metrics.recorder import HARNESS_LAG, HARNESS_SERIES, HARNESS_WAIT
+from loadkit.report.catalogue import BAD_FRAME_KINDS, OUTCOMES, SESSION_PHASES
 
 logger = logging.getLogger("loadkit")
 
 #: Bucket bounds in seconds, for chat: sub-millisecond loopback to a 30-second stall.
 BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Who sent the first close frame (``none``: the connection just ended).
+INITIATORS = ("server", "client", "none")
 #: loadkit_threshold_state values.
 HOLDING, BREACHED, NOT_MEASURED = 1.0, 0.0, -1.0
 
@@ -64,6 +68,11 @@ METRICS: dict[str, str] = {
 
 def _code_label(code: int) -> str:
     return str(code) if 1000 <= code <= 4999 else "other"
+
+
+def _known(value: str, vocabulary: tuple[str, ...]) -> str:
+    """A label value from the report catalogue's vocabulary, else ``other``: labels stay bounded."""
+    return value if value in vocabulary else "other"
 
 
 def _histogram(name: str, labels: list[str]) -> HistogramMetricFamily:
@@ -106,12 +115,16 @@ class LoadkitCollector:
         yield GaugeMetricFamily("loadkit_sessions_open", METRICS["loadkit_sessions_open"], value=open_now)
         outcomes = CounterMetricFamily("loadkit_session_outcomes", METRICS["loadkit_session_outcomes"],
                                        labels=["outcome", "phase"])
-        for (outcome, phase), n in sorted(total.ended.items()):
-            outcomes.add_metric([outcome, phase], n)
+        ended: dict[tuple[str, str], int] = {}
+        for (outcome, phase), n in total.ended.items():
+            key = (_known(outcome, OUTCOMES), _known(phase, SESSION_PHASES))
+            ended[key] = ended.get(key, 0) + n
+        for key, n in sorted(ended.items()):
+            outcomes.add_metric(list(key), n)
         yield outcomes
         codes: dict[tuple[str, str, str], int] = {}
         for (phase, code, _reason, initiator), n in total.close_codes.items():
-            key = (_code_label(code), phase, initiator)
+            key = (_code_label(code), _known(phase, SESSION_PHASES), _known(initiator, INITIATORS))
             codes[key] = codes.get(key, 0) + n
         closes = CounterMetricFamily("loadkit_close_codes", METRICS["loadkit_close_codes"],
                                      labels=["code", "phase", "initiator"])
@@ -127,7 +140,7 @@ class LoadkitCollector:
         bad = CounterMetricFamily("loadkit_bad_frames", METRICS["loadkit_bad_frames"], labels=["kind"])
         kinds: dict[str, int] = {}
         for (kind, _phase), n in total.bad_frames.items():  # loadkit's kinds (BAD_FRAME_KINDS)
-            kinds[kind] = kinds.get(kind, 0) + n
+            kinds[_known(kind, BAD_FRAME_KINDS)] = kinds.get(_known(kind, BAD_FRAME_KINDS), 0) + n
         for kind, n in sorted(kinds.items()):
             bad.add_metric([kind], n)
         yield bad
