@@ -374,9 +374,12 @@ class Runtime:
         self.summary_text = self.redact(render_summary(report))
         if not defer_summary:
             self.print_summary()
-        if report["verdict"] in ("unreachable", "error"):
-            print(f"loadkit: {report['verdict'].upper()}: {self.redact(report['verdict_reason'])}",
+        reason = self.redact(report["verdict_reason"])
+        if report["verdict"] == "unreachable":
+            print(f"loadkit: target {self.redact(str(self.environment.host))} unreachable: {reason}",
                   file=sys.stderr, flush=True)
+        elif report["verdict"] == "error":
+            print(f"loadkit: ERROR: {reason}", file=sys.stderr, flush=True)
         return int(verdict_exit_code(report["verdict"]))
 
     def print_summary(self) -> None:
