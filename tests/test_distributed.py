@@ -474,7 +474,7 @@ def test_eight_workers_merged_through_the_compact_wire_form_match_the_gateway_ex
     report = load_report(procs)
     stats = settled_stats(gateway)
 
-    assert report["run"]["workers"] == {"count": 8, "lost": []}
+    assert report["run"]["workers"] == {"count": 8, "lost": [], "left": []}
     assert_matches_gateway(report, stats)
     assert report["sessions"]["open"] == 0
     assert report["sessions"]["authenticated"] > 40
