@@ -23,9 +23,12 @@ def test_harness_counts_equal_the_gateways_ground_truth(tmp_path, gateway):
     assert s["outcomes"]["closed_normally"] >= 12
     assert set(s["outcomes"]) <= {"closed_normally", "stopped_by_harness"}
     assert report["drops"] == 0
-    # every session the gateway opened is one the harness got past the upgrade
+    # every session the gateway opened is one the harness got past the upgrade, or one
+    # the stop caught after the request went out but before the 101 was read (the
+    # gateway opened it; the harness never saw it open): only stopped ones may differ
     never_opened = sum(sum(s["by_phase"].get(p, {}).values()) for p in ("token", "before_open"))
-    assert stats["sessions"]["opened"] == s["started"] - never_opened
+    caught = s["by_phase"].get("before_open", {}).get("stopped_by_harness", 0)
+    assert 0 <= stats["sessions"]["opened"] - (s["started"] - never_opened) <= caught, (stats["sessions"], s)
     # the phase latencies were measured, at sub-millisecond resolution
     lat = report["latency_ms"]
     for phase in ("token", "connect", "auth", "message", "ping"):
@@ -69,8 +72,15 @@ def test_each_failure_of_the_seed_thread_shows_under_its_phase_and_code(
         assert report["sessions"]["authenticated"] == 0
         assert report["drops"] == 0
     else:
-        assert report["drops"] == report["sessions"]["by_phase"][phase][outcome]
-        assert report["drop_rate"] > 0
+        # a silent guest's idle-timeout close is the gateway doing its job: an expected
+        # drop, counted apart by behaviour and never in drops or the drop rate
+        dropped = report["sessions"]["by_phase"][phase][outcome]
+        assert report["expected_drops"]["count"] == dropped
+        assert report["expected_drops"]["by_behaviour"][behaviour]["dropped"] == dropped
+        assert report["expected_drops"]["by_behaviour"][behaviour]["authenticated"] == \
+            report["sessions"]["authenticated"]
+        assert report["drops"] == 0
+        assert report["drop_rate"] is None  # nobody expected to stay up authenticated
 
 
 def test_error_frames_are_counted_like_the_gateway_sent_them(tmp_path, gateway_factory):
