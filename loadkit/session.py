@@ -230,12 +230,12 @@ class SessionDriver:
                 if ending is None:
                     # Killed again during the close's I/O: still exactly one end.
                     ending = _interrupted_close(ws, cause)
-                self._finish(lc, ending, rec)
+                self._finish(lc, ending, rec, behaviour)
             raise
-        result = self._finish(lc, ending, rec)
+        result = self._finish(lc, ending, rec, behaviour)
         return result, grant, end_at
 
-    def _finish(self, lc: Lifecycle, ending: Ending, rec: Recorder) -> Result:
+    def _finish(self, lc: Lifecycle, ending: Ending, rec: Recorder, behaviour: Behaviour) -> Result:
         t = self.transport
         now = t.now()
         if lc.state is lc.state.NEW:
@@ -247,7 +247,8 @@ class SessionDriver:
             close = (ending.code, ending.reason, ending.initiator or "none")
         established = lc.established_s(now)
         detail = ending.detail or (f"close {ending.code}" if ending.code is not None else "")
-        self.recorder.session_ended(result, established, close, detail)
+        self.recorder.session_ended(result, established, close, detail,
+                                    behaviour.name if behaviour.drop_expected else None)
         ok = result.outcome.value in ("closed_normally", "stopped_by_harness")
         if not ok:
             # Locust's row names only what loadkit names; what the target said is a detail.
@@ -393,7 +394,7 @@ class SessionDriver:
                     self.recorder.not_resumed += 1
                 lc.step(Step.AUTH_OK, t1)
                 rec = self.recorder
-                rec.session_authenticated()
+                rec.session_authenticated(behaviour.name if behaviour.drop_expected else None)
                 rec.observe("auth", int((t1 - t0) * 1e6))
                 self.report("auth", (t1 - t0) * 1000.0, None, len(data))
                 self._recovered(t1)

@@ -18,14 +18,19 @@ from loadkit.errors import ConfigError
 from loadkit.streams import Rng
 
 #: Misbehaving guests (the seed thread's mistakes) and what each does.
+#: ``drop_expected``: the behaviour provokes the gateway into ending the session
+#: (idle timeout, repeated rate-limit violations); a gateway that does so is
+#: doing its job, so those sessions' drops are counted apart (report
+#: ``expected_drops``) and are not in ``drops``, ``drop_rate`` or survival.
 BEHAVIOURS: dict[str, dict[str, Any]] = {
     "normal": {},
-    "no_keepalive": {"keepalive": False, "messages": False},   # silent: the idle timeout kills it
+    "no_keepalive": {"keepalive": False, "messages": False, "drop_expected": True},  # silent: the idle timeout kills it
     "wrong_case": {"auth_style": "wrong_case"},                # {"type":"Auth"}
     "command_auth": {"auth_style": "command"},                 # {"command":"auth",...}
     "bad_token": {"auth_style": "bad_token"},
     "no_auth": {"auth_style": "none"},                         # never authenticates
-    "fast_messages": {"message_interval": (0.02, 0.05), "honour_retry_after": False},
+    "fast_messages": {"message_interval": (0.02, 0.05), "honour_retry_after": False,
+                      "drop_expected": True},                  # ignores retryAfter: closed 4029
 }
 
 
@@ -37,6 +42,7 @@ class Behaviour:
     messages: bool = True
     message_interval: tuple[float, float] | None = None
     honour_retry_after: bool = True
+    drop_expected: bool = False
 
 
 def behaviour(name: str) -> Behaviour:

@@ -218,6 +218,10 @@ def test_a_guest_mix_reproduces_each_mistake_in_its_share(tmp_path, gateway_fact
     assert codes[(4008, "auth timeout", "server")] == outcome(run.report, "auth_timeout") > 0
     assert codes[(1001, "idle timeout", "server")] == outcome(run.report, "dropped_by_server") > 0
     assert outcome(run.report, "closed_normally") > 0
+    # the silent guests' idle closes are expected drops: apart, and not in the drop rate
+    assert run.report["expected_drops"]["by_behaviour"]["no_keepalive"]["dropped"] == \
+        codes[(1001, "idle timeout", "server")]
+    assert run.report["drops"] == 0 and run.report["drop_rate"] == 0.0
 
 
 def test_a_hung_gateway_is_detected_by_the_keepalive_and_counted_as_the_gateway_saw_it(tmp_path, gateway):

@@ -52,6 +52,7 @@ def snapshot(rec: Recorder) -> dict[str, Any]:
         "survived": hist(rec.survived),
         "dropped_at": hist(rec.dropped_at),
         "failures": +rec.failures,
+        "expected": (+rec.expected_authenticated, +rec.expected_drops),
     }
 
 
@@ -156,6 +157,29 @@ def test_drops_counts_drop_outcomes_of_authenticated_sessions_only(outcome: Outc
     rec.session_ended(Result(outcome, Phase.BEFORE_OPEN, False), 0.0, None)
     rec.session_ended(Result(outcome, Phase.TOKEN, False), 0.0, None)
     assert rec.drops() == (2 if outcome in DROP_OUTCOMES else 0)
+
+
+def test_a_guest_meant_to_be_dropped_is_counted_apart_from_drops_rate_and_survival() -> None:
+    rec = Recorder(marks=(30,))
+    for _ in range(3):
+        rec.session_authenticated()
+    rec.session_authenticated("no_keepalive")
+    rec.session_authenticated("no_keepalive")
+    rec.session_ended(established(Outcome.DROPPED_BY_SERVER), 31.0, (1001, "idle timeout", "server"),
+                      expected_drop="no_keepalive")
+    rec.session_ended(established(Outcome.CLOSED_NORMALLY), 10.0, None, expected_drop="no_keepalive")
+    rec.session_ended(established(Outcome.DROPPED_BY_SERVER), 40.0, SERVER_CLOSE)
+    rec.session_ended(established(Outcome.CLOSED_NORMALLY), 50.0, None)
+    # the close and the outcome are counted as any other: the gateway's record still matches
+    assert rec.ended[(Outcome.DROPPED_BY_SERVER.value, Phase.ESTABLISHED.value)] == 2
+    assert rec.close_codes[("established", 1001, "idle timeout", "server")] == 1
+    assert rec.expected_drops == Counter({"no_keepalive": 1})
+    assert rec.expected_authenticated == Counter({"no_keepalive": 2})
+    assert rec.drops() == 1
+    assert rec.at_risk_authenticated() == 3
+    # neither the silent guest's drop nor its normal end is in survival or session time
+    assert rec.dropped_at.count == 1 and rec.survived.count == 1
+    assert rec.session_seconds == 90.0
 
 
 def test_drops_equals_the_number_of_results_that_are_drops_for_random_sessions() -> None:
@@ -358,7 +382,8 @@ def random_ops(rng: random.Random, n: int) -> list[Callable[[Recorder], None]]:
             add(lambda r, phase=phase, value=value: r.observe(phase, value))
         elif kind == 3:
             result, est, close = random_session(rng)
-            add(lambda r, a=(result, est, close): r.session_ended(*a))
+            apart = rng.choice([None, None, None, "no_keepalive"])
+            add(lambda r, a=(result, est, close), apart=apart: r.session_ended(*a, expected_drop=apart))
         elif kind == 4:
             code = rng.choice(["4029", "4011", "4400", "4001"])
             add(lambda r, code=code: r.errors.update([code]))

@@ -50,7 +50,7 @@ class Recorder:
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
         "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages", "failure_details",
-        "messages_unanswered",
+        "messages_unanswered", "expected_authenticated", "expected_drops",
     )
 
     def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
@@ -96,6 +96,12 @@ class Recorder:
         #: (outcome, detail) -> sessions that ended without ever authenticating,
         #: e.g. ("token_refused", "HTTP 500"): what the summary names when nothing got through
         self.failures: Counter[tuple[str, str]] = Counter()
+        #: behaviour -> authenticated sessions / drops of guests whose behaviour is
+        #: meant to make the gateway end them (``Behaviour.drop_expected``): a
+        #: gateway enforcing its idle timeout is healthy, so these stay out of
+        #: ``drops``, ``drop_rate``, drops per session-hour and survival.
+        self.expected_authenticated: Counter[str] = Counter()
+        self.expected_drops: Counter[str] = Counter()
 
     # -- hot path --------------------------------------------------------------
 
@@ -105,23 +111,33 @@ class Recorder:
     def session_started(self) -> None:
         self.started += 1
 
-    def session_authenticated(self) -> None:
+    def session_authenticated(self, expected_drop: str | None = None) -> None:
+        """Count one authentication; ``expected_drop`` names the behaviour of a
+        guest that is meant to be dropped (its session is counted apart)."""
         self.authenticated += 1
+        if expected_drop is not None:
+            self.expected_authenticated[expected_drop] += 1
 
     def session_ended(self, result: Result, established_s: float,
-                      close: tuple[int, str, str] | None, detail: str = "") -> None:
+                      close: tuple[int, str, str] | None, detail: str = "",
+                      expected_drop: str | None = None) -> None:
         """Count one ended session: its outcome, its close code, its survival.
 
         ``detail`` says what the wire said when a session failed before auth
         ("HTTP 500"); only the first few distinct ones per outcome are kept
-        (per process: a merge adds them up as they are).
+        (per process: a merge adds them up as they are). ``expected_drop``
+        names the behaviour of a guest meant to be dropped: its outcome and
+        close are counted as any other, its drop apart.
         """
         phase = result.phase.value
         self.ended[(result.outcome.value, phase)] += 1
         if close is not None:
             code, reason, initiator = close
             self.close_codes[(phase, code, reason, initiator)] += 1
-        if result.authenticated:
+        if result.authenticated and expected_drop is not None:
+            if result.is_drop:
+                self.expected_drops[expected_drop] += 1
+        elif result.authenticated:
             self.session_seconds += established_s
             age_ms = int(established_s * 1000.0)
             (self.dropped_at if result.is_drop else self.survived).record(age_ms)
@@ -156,10 +172,15 @@ class Recorder:
         return sum(self.bad_frames.values())
 
     def drops(self) -> int:
+        """Drops of guests expected to stay up (expected drops are apart)."""
         return sum(
             n for (outcome, phase), n in self.ended.items()
             if outcome in DROP_OUTCOMES and phase in ("just_after_auth", "established")
-        )
+        ) - sum(self.expected_drops.values())
+
+    def at_risk_authenticated(self) -> int:
+        """Authenticated sessions of guests expected to stay up: drop_rate's denominator."""
+        return self.authenticated - sum(self.expected_authenticated.values())
 
     # -- delta and merge -------------------------------------------------------
 

@@ -77,9 +77,10 @@ def build_model(total: Recorder, *, open_sessions: int, run: dict[str, Any],
         close_codes=[CloseRow(p, c, r, i, n) for (p, c, r, i), n in
                      sorted(total.close_codes.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2]))],
         drops=drops,
-        drop_rate=(drops / total.authenticated) if total.authenticated else None,
+        drop_rate=(drops / total.at_risk_authenticated()) if total.at_risk_authenticated() else None,
         session_hours=round(hours, 6),
         drops_per_session_hour=(drops / hours) if hours > 0 else None,
+        expected_drops=expected_drops_section(total),
         latency_ms={p: _latency(total, p) for p in phases},
         reconnect=Reconnect(total.reconnect_attempts, total.reconnect_successes,
                             (total.reconnect_successes / total.reconnect_attempts)
@@ -105,6 +106,18 @@ def build_model(total: Recorder, *, open_sessions: int, run: dict[str, Any],
         extra.append(Check(lag["name"], lag["ok"], lag["detail"], lag["fails_as"]))
     report.validity = validity(invariant, run, saturation, extra)
     return report
+
+
+def expected_drops_section(total: Recorder) -> dict[str, Any]:
+    """The drops the mix asked for (``no_keepalive``, ``fast_messages``), by behaviour.
+
+    Kept apart so that a gateway enforcing its idle timeout or rate limit is
+    not charged with drops: the close-code table still shows each close.
+    """
+    names = sorted(set(total.expected_authenticated) | set(total.expected_drops))
+    return {"count": sum(total.expected_drops.values()),
+            "by_behaviour": {n: {"authenticated": total.expected_authenticated[n],
+                                 "dropped": total.expected_drops[n]} for n in names}}
 
 
 def _latency(total: Recorder, phase: str) -> dict[str, Any]:

@@ -107,6 +107,8 @@ class Report:
     drop_rate: float | None
     session_hours: float
     drops_per_session_hour: float | None
+    #: drops of guests whose behaviour provokes them (not in drops): {"count", "by_behaviour"}
+    expected_drops: dict[str, Any]
     latency_ms: dict[str, dict[str, Any]]
     reconnect: Reconnect
     survival: dict[str, dict[str, Any]]

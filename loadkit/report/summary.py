@@ -47,6 +47,11 @@ def render_summary(report: dict[str, Any]) -> str:
         f"drops per session-hour {_fmt(report['drops_per_session_hour'])}  "
         f"(session-hours {report['session_hours']:.3f})"
     )
+    expected = report.get("expected_drops") or {}
+    if expected.get("count"):
+        each = ", ".join(f"{name} {row['dropped']}" for name, row in expected["by_behaviour"].items()
+                         if row["dropped"])
+        lines.append(f"expected drops (guests meant to be dropped, not in drops): {expected['count']} ({each})")
     lines.append("")
     lines += _table(["outcome", "phase", "count"],
                     [[o, p, n] for p, outs in sorted(s["by_phase"].items()) for o, n in sorted(outs.items())])
