@@ -10,6 +10,7 @@ transport is tested over loopback in test_bad_frames.py).
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loadkit.config import load_scenario
 from loadkit.errors import ConnectionEnded, TargetProtocolError
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol import get_profile
@@ -24,10 +26,17 @@ from loadkit.protocol.base import BAD_FRAME_KINDS, BinaryFrame, EventKind, Serve
 from loadkit.session import LiveSessions, SessionDriver
 from loadkit.settings import Behaviour, HarnessSettings
 
+#: The shipped custom profile (the seed thread's variant), as a user's scenario builds it.
+CUSTOM_SCENARIO = Path(__file__).resolve().parent.parent / "config" / "custom-seed-variant.toml"
+
 PROFILES = {
     "guest": get_profile("guest"),
     "webmessaging": get_profile("webmessaging", deployment_id="d-1"),
+    "custom": get_profile("custom", **dict(load_scenario(CUSTOM_SCENARIO).profile_options)),
 }
+#: Every property test is bounded: a fixed number of examples, each within a deadline
+#: generous enough for a busy 2-core machine (a decoder call takes microseconds).
+DECODER_RUNS = settings(max_examples=200, deadline=1000)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -39,6 +48,8 @@ frame_like = st.fixed_dictionaries(
     {}, optional={
         "type": st.sampled_from(["auth_ok", "pong", "ack", "message", "error", "session_expired",
                                  "response", "typing"]) | json_values,
+        "command": st.sampled_from(["auth", "Auth"]) | json_values,
+        "from": st.sampled_from(["agent", "guest"]) | json_values,
         "class": st.sampled_from(["StructuredMessage", "SessionResponse", "TooManyRequestsErrorMessage",
                                   "SessionExpiredEvent", "ConnectionClosedEvent", "string"]) | json_values,
         "id": json_values, "code": st.sampled_from([200, 400, 4006, 4029, 4001]) | json_values,
@@ -61,12 +72,14 @@ def check_event(ev: Any) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
+@DECODER_RUNS
 @given(data=st.binary(max_size=200))
 def test_every_profile_classifies_arbitrary_bytes(name: str, data: bytes) -> None:
     check_event(PROFILES[name].classify(data))
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
+@DECODER_RUNS
 @given(value=json_values | frame_like)
 def test_every_profile_classifies_arbitrary_json(name: str, value: Any) -> None:
     ev = PROFILES[name].classify(orjson.dumps(value))
@@ -149,13 +162,15 @@ ends = st.one_of(
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(frames=frames_st, end=ends, auth_ok_first=st.booleans())
 def test_the_driver_ends_every_frame_sequence_classified_and_accounted(
         name: str, frames: list[bytes], end: ConnectionEnded | None, auth_ok_first: bool) -> None:
     profile = PROFILES[name]
-    auth_ok = (b'{"type":"auth_ok","guestId":"g","sessionId":"s","idleTimeout":30}' if name == "guest" else
-               b'{"type":"response","class":"SessionResponse","code":200,"body":{"connected":true}}')
+    auth_ok = {"guest": b'{"type":"auth_ok","guestId":"g","sessionId":"s","idleTimeout":30}',
+               "custom": b'{"type":"auth_ok"}',
+               "webmessaging": b'{"type":"response","class":"SessionResponse","code":200,"body":{"connected":true}}',
+               }[name]
     script = ([auth_ok] if auth_ok_first else []) + frames
     rec, live = Recorder((1,)), LiveSessions()
     reports: list[Any] = []

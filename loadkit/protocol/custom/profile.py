@@ -18,6 +18,7 @@ from loadkit.protocol.base import (
     ServerEvent,
     TokenGrant,
     TokenRequest,
+    UNKNOWN_TYPE,
     json_object,
 )
 from loadkit.protocol.custom.match import KINDS, Matcher, Path, get_path, parse_matcher, parse_path
@@ -352,7 +353,9 @@ class CustomProfile:
         for m in self.matchers:
             if m.matches(obj):
                 return m.event(obj)
-        return ServerEvent(_E.UNKNOWN, detail="no matcher")
+        # A JSON object none of the described frames matches: a bad frame of its own kind,
+        # classified here like every profile's (the driver never has to guess the kind).
+        return ServerEvent(_E.UNKNOWN, detail="no matcher", bad=UNKNOWN_TYPE)
 
 
 class HookedProfile:
