@@ -18,17 +18,15 @@ import dataclasses
 import errno
 import ipaddress
 import logging
-import os
 import secrets
 import signal
 import sys
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loadkit.errors import ConfigError, UsageError
 
-from .settings import GatewaySettings, SettingsError, load_settings
+from .lifeline import watch_eof
+from .settings import GatewaySettings, load_settings
 
 if TYPE_CHECKING:
     from .cluster import Peers
@@ -91,27 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: Callable[[], None], fd: int = 0) -> None:
-    """Call ``on_eof`` in the loop when stdin ends, e.g. when the parent dies even by kill -9.
-
-    A thread doing raw ``os.read`` works for pipes, files and terminals alike
-    and, unlike ``sys.stdin.read``, holds no interpreter lock at exit.
-    """
-
-    def run() -> None:
-        try:
-            while os.read(fd, 4096):
-                pass
-        except OSError:
-            pass
-        try:
-            loop.call_soon_threadsafe(on_eof)
-        except RuntimeError:  # loop already closed: we are exiting anyway
-            pass
-
-    threading.Thread(target=run, name="loadkit-gateway-stdin", daemon=True).start()
-
-
 def _start_failure(settings: GatewaySettings, host: str, port: int, exc: OSError) -> tuple[int, str]:
     """(exit status, message) for a gateway that cannot start listening."""
     if settings.tls_cert and not isinstance(exc, (PermissionError, IsADirectoryError)) \
@@ -136,7 +113,7 @@ async def serve_worker(settings: GatewaySettings, host: str, port: int, shared: 
         return 1
     ready.send((0, ""))
     ready.close()
-    _watch_stdin(loop, gateway.request_stop, lifeline)
+    watch_eof(lifeline, gateway.request_stop, loop)
     await gateway.stopping.wait()
     await gateway.shutdown()
     await peers.close()
@@ -162,7 +139,7 @@ async def _serve(settings: GatewaySettings, host: str, port: int, watch_stdin: b
     print(f"loadkit gateway listening on {scheme}://{shown}:{bound}", flush=True)
     logging.getLogger("loadkit.gateway").info("seed %s, settings %s", settings.seed, settings.public_dict())
     if watch_stdin:
-        _watch_stdin(loop, gateway.request_stop)
+        watch_eof(0, gateway.request_stop, loop)
     await gateway.stopping.wait()
     logging.getLogger("loadkit.gateway").info("shutting down: closing %d sessions", len(gateway.sessions))
     await gateway.shutdown()

@@ -44,6 +44,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from .lifeline import watch_eof
 from .settings import GatewaySettings
 from .shared import ProcessShared
 
@@ -137,18 +138,6 @@ def _port_holder(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _watch_fd(fd: int, on_eof: Callable[[], None]) -> None:
-    def run() -> None:
-        try:
-            while os.read(fd, 4096):
-                pass
-        except OSError:
-            pass
-        on_eof()
-
-    threading.Thread(target=run, name="loadkit-gateway-watch", daemon=True).start()
-
-
 Worker = Callable[[GatewaySettings, str, int, ProcessShared, Peers, float, Any, int], Coroutine[Any, Any, int]]
 """``__main__.serve_worker``: one worker's whole life, given to ``run`` (no import cycle)."""
 
@@ -199,7 +188,7 @@ def run(settings: GatewaySettings, host: str, port: int, processes: int, watch_s
         scheme = "https" if settings.tls_cert else "http"
         print(f"loadkit gateway listening on {scheme}://{shown}:{bound}", flush=True)
         if watch_stdin:
-            _watch_fd(0, stop.set)
+            watch_eof(0, stop.set)
         died = _supervise(workers, stop)
         return 1 if died else 0
     finally:
