@@ -6,35 +6,43 @@ Workers ship what they recorded since their last report
 (``Recorder.detach``) in Locust's ``report_to_master`` every few seconds,
 together with their open-sessions gauge, and one *final* message once their
 users have stopped (at ``test_stop``). The master adds every delta into the
-run total, so counters are exact and percentiles come from merged
-histograms only; the open-sessions gauge is the sum of the workers' last
-gauges.
+run total (``loadkit.locust.ledger.Ledger``), so counters are exact and
+percentiles come from merged histograms only; the open-sessions gauge is the
+sum of the workers' last gauges.
 
 Each delta and its gauge are taken at the same instant on the worker, so for
 every worker ``started == ended + open`` holds at every report, and the sum
 over workers holds on the master.
 
-Why the final message: on ``-t``, Ctrl-C or SIGTERM Locust's master fires
-``test_stop`` at once, tells the workers to quit and stops listening half a
-second later, so the workers' last numbers can arrive after the master has
-written its summary. The master therefore ends the run itself
-(``await_final_reports``): it stops the users, waits (bounded) until every
-worker that took part has sent its final numbers or is gone, and only then
-lets Locust quit and the report be written. A worker sends its final
-numbers once all its sessions have ended (bounded) and before it tells the
-master "client_stopped" or "quit", on the same connection, so a worker that
-has left the master's list without them is gone.
+Why the final message, and the wait for it: on ``-t`` (or an aborted run)
+Locust's master calls ``runner.quit()``, which fires ``test_stop`` at once,
+tells the workers "quit" and stops listening half a second later, so the
+workers' last numbers would arrive after the master has written its
+summary. The master's ``test_stop`` listener (``await_final_reports``) runs
+inside that ``quit()``, before the workers are told anything: it asks every
+worker still running to stop its users (the ``loadkit_stop`` message, a
+Locust custom message), and waits, bounded by ``FINAL_WAIT_S``, until every
+worker that took part has sent its final numbers or is gone; only then does
+Locust's ``quit()`` go on. Every other end runs through the same listener:
+a ``runner.stop()`` (the web UI's STOP, the plugin's ``quitting`` listener on
+Ctrl-C or SIGTERM) fires ``test_stop`` once the workers have stopped. The
+wait never sleeps in the greenlet that delivers the workers' messages
+(Locust stops the run from there when the last worker quits; by then every
+worker's final numbers are in or it is gone). A worker sends its final
+numbers once all its sessions have ended (bounded by ``FINAL_SETTLE_S``) and
+before it tells the master "client_stopped" or "quit", on the same
+connection, so a worker that has left the master's list without them is gone.
 
-Workers that leave or die (the ``Ledger``): a worker that quits in good
-order sends its final numbers first, so nothing is lost. A worker that dies
-(SIGKILL, OOM, a lost machine) stops sending heartbeats and Locust marks it
-missing after about three seconds; the master then *writes it off*: the
-counts it already reported stay, its gauge is dropped, and the sessions it
-still had open at its last report are counted as ended with outcome
+Workers that leave or die: a worker that quits in good order sends its final
+numbers first, so nothing is lost. A worker that dies (SIGKILL, OOM, a lost
+machine) or freezes stops sending heartbeats and Locust marks it missing
+after about three seconds; the master then *writes it off*: the counts it
+already reported stay, its gauge is dropped, and the sessions it still had
+open at its last report are counted as ended with outcome
 ``lost_with_worker`` (phase ``unknown``), so ``started == ended + open``
-still holds. The worker is named in ``run.workers.lost``. Should a written-off
-worker speak again (a long pause, not a death), the write-off is undone and
-its numbers flow on as before.
+still holds. The worker is named in ``run.workers.lost``, and the run is
+``invalid``. Should a written-off worker speak again (a long pause, not a
+death), the write-off is undone and its numbers flow on as before.
 
 The target: Locust gives every worker the master's ``--host`` in each spawn
 message (a worker's own ``--host`` is overwritten), so workers on the
@@ -49,20 +57,24 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from loadkit.metrics.histogram import WireError
-from loadkit.metrics.recorder import Recorder
+from loadkit.locust.ledger import LOST_OUTCOME, LOST_PHASE, STATE_MISSING, Ledger
+from loadkit.locust.listen import on
 
 # Locust and gevent are imported where they are used, so that the ``Ledger``
 # can be tested in a plain process (importing Locust monkey-patches it).
 
+__all__ = ["FINAL_WAIT_S", "LOST_OUTCOME", "LOST_PHASE", "MASTER_LOST_EXIT_CODE", "MASTER_LOST_S", "Ledger",
+           "await_final_reports", "install", "quit_stragglers"]
+
 logger = logging.getLogger("loadkit")
 
 FINAL_MESSAGE = "loadkit_final"
-#: How long the master waits for workers' final numbers once their users stopped.
+#: The master asks a worker still running users to stop them (and so to send its final numbers).
+STOP_MESSAGE = "loadkit_stop"
+#: How long the master waits for workers' final numbers once the run began to stop.
 FINAL_WAIT_S = 15.0
 #: How long a worker waits for its sessions to end before it sends its final numbers anyway.
 FINAL_SETTLE_S = 5.0
@@ -75,13 +87,8 @@ WATCH_INTERVAL_S = 0.5
 MASTER_LOST_S = 5.0
 #: The run lost its master: its results are incomplete (``invalid``).
 MASTER_LOST_EXIT_CODE = 4
-#: The outcome (and phase) of sessions that were open on a worker when it died.
-LOST_OUTCOME = "lost_with_worker"
-LOST_PHASE = "unknown"
 
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
-#: Locust's name for a worker whose heartbeats stopped (``locust.runners.STATE_MISSING``).
-STATE_MISSING = "missing"
 
 
 def install(environment: Any, rt: Any) -> None:
@@ -93,10 +100,9 @@ def install(environment: Any, rt: Any) -> None:
     runner = environment.runner
     rt.lost_workers = set()  # read by the plugin's run_info (run.workers.lost)
     rt.left_workers = {}  # worker -> why it did not stay to the end (run.workers.left)
-    MasterRunner, WorkerRunner = runners.MasterRunner, runners.WorkerRunner
-    if isinstance(runner, WorkerRunner):
+    if isinstance(runner, runners.WorkerRunner):
         _install_worker(environment, rt, runner)
-    elif isinstance(runner, MasterRunner):
+    elif isinstance(runner, runners.MasterRunner):
         _install_master(environment, rt, runner)
 
 
@@ -105,27 +111,27 @@ def install(environment: Any, rt: Any) -> None:
 
 def _install_worker(environment: Any, rt: Any, runner: Any) -> None:
     import gevent
-    from locust.runners import STATE_INIT, STATE_STOPPED
+    from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING, STATE_STOPPED
 
     events = environment.events
     me = {"pid": os.getpid(), "hostname": socket.gethostname()}
-    state = {"in_run": False, "final_sent": True, "warned": False}
+    state: dict[str, Any] = {"in_run": False, "final_sent": True, "warned": False}
 
     def payload() -> dict[str, Any]:
         # detach and read the gauge with no switch in between: one instant
         return {"delta": rt.recorder.detach().to_wire(), "open": rt.live.open,
                 "in_run": state["in_run"], **me}
 
-    @events.test_start.add_listener
+    @on(events.test_start)
     def _started(**_kw: Any) -> None:
         state["in_run"], state["final_sent"] = True, False
         _warn_if_unreachable(environment, state)
 
-    @events.report_to_master.add_listener
+    @on(events.report_to_master)
     def _ship(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
         data["loadkit"] = payload()
 
-    @events.test_stop.add_listener
+    @on(events.test_stop)
     def _final(**_kw: Any) -> None:
         # Two stops can overlap (Ctrl-C on this worker while the master says
         # "stop"): the first test_stop may come while the other stop is
@@ -144,6 +150,17 @@ def _install_worker(environment: Any, rt: Any, runner: Any) -> None:
             logger.warning("loadkit: %d session(s) still open %g s after the users stopped",
                            rt.live.open, FINAL_SETTLE_S)
         runner.send_message(FINAL_MESSAGE, payload())
+
+    def _stop_for_master(**_kw: Any) -> None:
+        # The master is ending the run (-t, an abort): stop the users; the
+        # test_stop above sends the final numbers. A stop already under way
+        # sends them itself.
+        if runner.state in (STATE_SPAWNING, STATE_RUNNING):
+            runner.stop()
+
+    # concurrent: the stop waits for sessions to end, and this worker must
+    # go on reading the master's heartbeats meanwhile
+    runner.register_message(STOP_MESSAGE, _stop_for_master, concurrent=True)
 
     def _watch_master() -> None:
         # Locust's own rule is 60 s without the master's heartbeat, and then
@@ -168,7 +185,7 @@ def _install_worker(environment: Any, rt: Any, runner: Any) -> None:
 
     gevent.spawn(_watch_master)  # not in the runner's group: quit() kills that group
 
-    @events.quitting.add_listener
+    @on(events.quitting)
     def _stop_before_leaving(**_kw: Any) -> None:
         # Quitting listeners run newest first, so this runs before Locust
         # tells the master "quit": the final numbers go out first.
@@ -205,185 +222,40 @@ def _is_loopback(host: str) -> bool:
 # -- master ---------------------------------------------------------------------------
 
 
-class Ledger:
-    """The master's book of the workers in the current run.
-
-    ``rt`` is the plugin's ``Runtime`` (anything with ``absorb``, ``total``,
-    ``window``, ``worker_open`` and ``lost_workers`` will do): the ledger adds
-    deltas to its totals, keeps ``worker_open`` (the gauges) and
-    ``lost_workers`` (the names in the report) up to date.
-    """
-
-    def __init__(self, rt: Any) -> None:
-        self.rt = rt
-        #: workers that took part in the run
-        self.members: set[str] = set()
-        #: members whose final numbers are still due
-        self.running: set[str] = set()
-        #: written-off workers and the open sessions counted as lost for each
-        self.written_off: dict[str, int] = {}
-        #: pid and hostname each worker last told us
-        self.info: dict[str, dict[str, Any]] = {}
-        #: the end of the run has been awaited: the report may be written
-        self.settled = False
-        #: sessions taken back from write-offs in windows already closed
-        self.revived = 0
-        #: workers whose reports this master cannot read (another loadkit version), and why
-        self.unreadable: dict[str, str] = {}
-        #: the master has begun to end the run (finals after this are expected)
-        self.ending = False
-
-    def new_run(self, connected: Iterable[str]) -> None:
-        """A run starts: the connected workers will take part (late joiners say so)."""
-        connected = list(connected)
-        self.members = set(connected)
-        self.running = set(connected)
-        self.written_off.clear()
-        self.settled = False
-        self.revived = 0
-        self.ending = False
-        self.rt.lost_workers.clear()
-        self.rt.left_workers.clear()
-        self.rt.worker_open.clear()
-        self.rt.worker_open.update(dict.fromkeys(connected, 0))
-
-    def receive(self, cid: str, payload: dict[str, Any], final: bool = False) -> None:
-        """A worker's delta and gauge (from a periodic report, or its final message).
-
-        A report this master cannot read (another loadkit version on the
-        worker) is refused with one clear error per worker, and the worker
-        is counted as lost: the run lacks its numbers, so it is not valid.
-        """
-        if cid not in self.unreadable:
-            try:
-                delta = Recorder.from_wire(payload["delta"])
-            except WireError as exc:
-                self.unreadable[cid] = str(exc)
-                logger.error("loadkit: worker %s%s: %s; its numbers are left out and it counts as lost",
-                             cid, self._whom(cid), exc)
-        if cid in self.unreadable:
-            self.running.discard(cid)
-            self.rt.lost_workers.add(cid)
-            return
-        if cid in self.written_off:
-            self._revive(cid)
-        self.rt.absorb(delta)
-        self.rt.worker_open[cid] = int(payload["open"])
-        self.info[cid] = {k: payload.get(k) for k in ("pid", "hostname")}
-        if final:
-            if not self.ending and cid in self.running:
-                self._left(cid, "left before the end of the run (quit in good order)")
-            self.running.discard(cid)
-        elif payload.get("in_run"):
-            self.members.add(cid)
-            self.running.add(cid)
-
-    def write_off(self, cid: str, why: str) -> int:
-        """The worker is gone without its final numbers: count its open sessions as lost."""
-        if cid in self.written_off:
-            return 0
-        self.running.discard(cid)
-        lost = self.rt.worker_open.get(cid, 0)
-        self.rt.worker_open[cid] = 0
-        self.written_off[cid] = lost
-        self.rt.lost_workers.add(cid)
-        self._left(cid, why)
-        self._count_lost(lost)
-        logger.warning("loadkit: lost worker %s%s: %s; %d session(s) it had open are counted as %s",
-                       cid, self._whom(cid), why, lost, LOST_OUTCOME)
-        return lost
-
-    def check(self, clients: Any) -> None:
-        """Write off every worker of the run that is missing or gone without its final numbers.
-
-        A worker that stopped in good order sent its final message before
-        Locust's "client_stopped" or "quit" (one connection, in order), so
-        one that is absent from ``clients`` while still due is gone.
-        """
-        for cid in sorted(self.running):
-            node = clients.get(cid)
-            if node is None:
-                self.write_off(cid, "it left without sending its final numbers")
-            elif node.state == STATE_MISSING:
-                self.write_off(cid, "it stopped sending heartbeats")
-
-    def _left(self, cid: str, why: str) -> None:
-        """The worker did not stay to the end: the run did not deliver its load (kept if it comes back)."""
-        self.rt.left_workers.setdefault(cid, why)
-
-    def _revive(self, cid: str) -> None:
-        lost = self.written_off.pop(cid)
-        self.rt.lost_workers.discard(cid)
-        self._uncount_lost(lost)
-        logger.warning("loadkit: worker %s%s reported again: its write-off is undone", cid, self._whom(cid))
-
-    def _count_lost(self, n: int) -> None:
-        if not n:
-            return
-        key = (LOST_OUTCOME, LOST_PHASE)
-        for rec in (self.rt.total, self.rt.window):
-            rec.ended[key] += n
-
-    def _uncount_lost(self, n: int) -> None:
-        """Undo a write-off: in the run's total, and in the window it landed in.
-
-        The write-off counted in the window of its own time. When that
-        window is still open it is taken back there; when it is closed (its
-        row written), that row stays as it was and the sessions taken back
-        are named in the current row as ``revived``: no row is rewritten and
-        none gets a negative count.
-        """
-        if not n:
-            return
-        key = (LOST_OUTCOME, LOST_PHASE)
-        total = self.rt.total
-        total.ended[key] -= n
-        if total.ended[key] <= 0:
-            del total.ended[key]
-        window = self.rt.window
-        here = min(n, window.ended.get(key, 0))
-        if here:
-            window.ended[key] -= here
-            if window.ended[key] == 0:
-                del window.ended[key]
-        self.revived += n - here
-
-    def take_revived(self) -> int:
-        """Sessions taken back from write-offs of earlier windows, since the last call (for a series row)."""
-        n, self.revived = self.revived, 0
-        return n
-
-    def _whom(self, cid: str) -> str:
-        info = self.info.get(cid)
-        if not info or info.get("pid") is None:
-            return ""
-        return f" (pid {info['pid']} on {info['hostname']})"
-
-
 def _install_master(environment: Any, rt: Any, runner: Any) -> None:
     import gevent
 
     events = environment.events
     ledger = rt.ledger = Ledger(rt)
 
-    @events.test_start.add_listener
+    @on(events.test_start)
     def _new_run(**_kw: Any) -> None:
         ledger.new_run(cid for cid, node in runner.clients.items() if node.state != STATE_MISSING)
 
-    @events.test_stopping.add_listener
+    @on(events.test_stopping)
     def _ending(**_kw: Any) -> None:
         ledger.ending = True
 
-    @events.worker_report.add_listener
+    @on(events.worker_report)
     def _merge(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+        ledger.delivery = gevent.getcurrent()
         payload = data.get("loadkit")
         if payload:
             ledger.receive(client_id, payload)
 
     def _on_final(msg: Any, **_kw: Any) -> None:
+        ledger.delivery = gevent.getcurrent()
         ledger.receive(msg.node_id, msg.data, final=True)
 
     runner.register_message(FINAL_MESSAGE, _on_final)
+
+    # Every end of a run on the master fires test_stop: inside runner.quit()
+    # (-t, an aborted run, the last worker quitting) before Locust tells the
+    # workers "quit", and at the end of runner.stop() (the web UI's STOP, the
+    # plugin's quitting listener). The report is written after it.
+    @on(events.test_stop)
+    def _await_finals(**_kw: Any) -> None:
+        await_final_reports(environment, rt)
 
     def _watch() -> None:
         while True:
@@ -396,53 +268,12 @@ def _install_master(environment: Any, rt: Any, runner: Any) -> None:
 
     runner.greenlet.spawn(_watch)  # the runner's group: it ends with the runner
 
-    # Every way a run ends on the master goes through runner.quit() (-t
-    # expiry, the last worker quitting, an aborted run) or through the
-    # plugin's quitting listener (Ctrl-C, SIGTERM), which calls
-    # await_final_reports itself before writing the report.
-    original_quit = runner.quit
-    quitting: list[Any] = []
-
-    def finish_and_quit() -> None:
-        await_final_reports(environment, rt)
-        _quit_stragglers(runner, ledger)
-        original_quit()
-
-    def quit_after_final_reports() -> None:
-        # The wait runs in a greenlet of its own: Locust calls quit() from the
-        # greenlet that reads the workers' messages (when the last worker
-        # quits), and waiting there would hold back the very final reports
-        # it waits for. Not in the runner's group: original_quit kills that.
-        # Once the end has been awaited (the quitting listener did), quit at
-        # once: Locust's shutdown exits right after this call.
-        if ledger.settled:
-            finish_and_quit()
-        elif not quitting:
-            quitting.append(gevent.spawn(finish_and_quit))
-
-    runner.quit = quit_after_final_reports  # type: ignore[method-assign]
-
-
-def _quit_stragglers(runner: Any, ledger: Ledger) -> None:
-    """Tell "quit" to the run's workers that Locust will not tell.
-
-    Locust's quit reaches the workers in its list only. A worker that was
-    told "stop" leaves that list for ``--stop-timeout`` seconds (between its
-    "client_stopped" and its next "client_ready"), so with a stop timeout it
-    would miss the quit and linger until the master's heartbeats stop (60 s).
-    It reads this quit when that pause is over.
-    """
-    from locust.rpc import Message
-
-    for cid in sorted(ledger.members - set(ledger.written_off) - set(runner.clients)):
-        try:
-            runner.server.send_to_client(Message("quit", None, cid))
-        except Exception as exc:  # the worker may be gone; the master quits all the same
-            logger.debug("loadkit: could not send quit to worker %s: %s", cid, exc)
-
 
 def await_final_reports(environment: Any, rt: Any) -> None:
-    """Stop the users and wait (bounded) for each worker's final numbers; write off the rest."""
+    """Stop the workers' users and wait (bounded) for each worker's final numbers; write off the rest.
+
+    Idempotent: once the run's end has been awaited, it returns at once.
+    """
     ledger: Ledger | None = getattr(rt, "ledger", None)
     if ledger is None or ledger.settled:
         return
@@ -450,16 +281,50 @@ def await_final_reports(environment: Any, rt: Any) -> None:
 
     runner = environment.runner
     ledger.ending = True
-    runner.stop()  # waits until the workers report no users (or its own timeout)
+    for cid in sorted(ledger.running):
+        _send(runner, STOP_MESSAGE, cid)
+    # In the greenlet that delivers the workers' messages, sleeping would
+    # hold back the very numbers it waits for: look once, do not wait.
+    may_wait = ledger.delivery is None or gevent.getcurrent() is not ledger.delivery
     deadline = time.monotonic() + FINAL_WAIT_S
     while ledger.running and time.monotonic() < deadline:
         ledger.check(runner.clients)
-        if ledger.running:
-            gevent.sleep(0.05)
+        if not (ledger.running and may_wait):
+            break
+        gevent.sleep(0.05)
+    why = (f"its final numbers did not come within {FINAL_WAIT_S:g} s" if may_wait
+           else "its final numbers had not come when the run ended")
     for cid in sorted(ledger.running):
-        ledger.write_off(cid, f"its final numbers did not come within {FINAL_WAIT_S:g} s")
+        ledger.write_off(cid, why)
     ledger.settled = True
     if rt.lost_workers:
-        names = ", ".join(f"{cid}{ledger._whom(cid)}" for cid in sorted(rt.lost_workers))
         logger.warning("loadkit: %d worker(s) lost during the run: %s; see outcome %s in the summary",
-                       len(rt.lost_workers), names, LOST_OUTCOME)
+                       len(rt.lost_workers), ledger.names(rt.lost_workers), LOST_OUTCOME)
+
+
+def quit_stragglers(environment: Any, rt: Any) -> None:
+    """Tell "quit" to the run's workers that Locust's own quit will not reach.
+
+    Locust's quit reaches the workers in its list only. A worker that was
+    told Locust's "stop" (the web UI's STOP, or a stop on Ctrl-C) leaves that
+    list for ``--stop-timeout`` seconds (between its "client_stopped" and its
+    next "client_ready"), so with a stop timeout it would miss the quit and
+    linger until the master's heartbeats stop (60 s). It reads this quit
+    when that pause is over. Called by the plugin as the master quits.
+    """
+    ledger: Ledger | None = getattr(rt, "ledger", None)
+    if ledger is None:
+        return
+    runner = environment.runner
+    for cid in sorted(ledger.members - set(ledger.written_off) - set(runner.clients)):
+        _send(runner, "quit", cid)
+
+
+def _send(runner: Any, kind: str, cid: str) -> None:
+    """One message to one worker; a worker that is gone is no error (the master ends all the same)."""
+    from locust.exception import RPCError, RPCSendError
+
+    try:
+        runner.send_message(kind, None, cid)
+    except (RPCError, RPCSendError) as exc:
+        logger.debug("loadkit: could not send %s to worker %s: %s", kind, cid, exc)

@@ -207,7 +207,8 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         if runner is not None:
             runner.stop()  # before the gateway goes: users must not see it vanish
         if rt.is_master:
-            distributed.await_final_reports(environment, rt)
+            distributed.await_final_reports(environment, rt)  # done already by test_stop, unless a stop is under way
+            distributed.quit_stragglers(environment, rt)
         if rt.ticker is not None:
             rt.ticker.kill(block=False)
         if rt.test_done:  # the web UI's last test has (or is writing) its report already
