@@ -141,7 +141,7 @@ def v1_hist_to_wire(h: Histogram) -> dict[str, object]:
 
 def v1_hist_from_wire(data: dict[str, Any]) -> Histogram:
     hist = Histogram()
-    hist.counts = {int(k): int(n) for k, n in zip(data["k"], data["n"])}
+    hist.counts = {int(k): int(n) for k, n in zip(data["k"], data["n"], strict=True)}
     hist.count = sum(hist.counts.values())
     hist.total, hist.min, hist.max = int(data["t"]), data["lo"], data["hi"]
     return hist

@@ -146,7 +146,8 @@ class PeerRun:
         # each session switches to its own gateway first: the token and the WebSocket go to the same one
         conf = (PEERS / "tsung.xml").read_text()
         conf = conf[:conf.index("<!--")] + conf[conf.index("-->") + 3:]
-        text = conf.format(dump="true" if os.environ.get("BENCH_TSUNG_DUMP") else "false", maxusers=max(users, 100) * 2, servers="\n".join(servers),
+        text = conf.format(dump="true" if os.environ.get("BENCH_TSUNG_DUMP") else "false",
+                           maxusers=max(users, 100) * 2, servers="\n".join(servers),
                            duration=int(duration_s), arrival_s=int(users / rate) + 2 if mode != "churn"
                            else int(duration_s), users=users if mode != "churn" else 10**7,
                            rate=rate, sessions="\n".join(sessions))

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,7 @@ class Harness:
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), str(BENCH), env.get("PYTHONPATH")) if p),
         })
         env.update(extra_env or {})
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (outlives this call: closed by stop())
         self.proc = subprocess.Popen(argv, cwd=BENCH, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.ps = psutil.Process(self.proc.pid)
@@ -388,10 +388,11 @@ def idle_run(h: Harness, gws: Gateways, kind: str, counts: tuple[int, int], cfg:
         # a bare user makes no token call, so nothing queues: spawn it at full speed
         h.set_users(n, cfg["idle_rate"] if kind != "bare" else max(cfg["idle_rate"], 1000))
         if kind == "bare":
-            ready = h.wait_for(f"{n} users", lambda st: st["users"] >= n, 30 + n / 500)
+            ready = h.wait_for(f"{n} users", lambda st, n=n: st["users"] >= n, 30 + n / 500)
         else:
             ready = h.wait_for(f"{n} authenticated guests",
-                               lambda st: st["users"] >= n and st.get("authenticated", 0) - st.get("ended", 0) >= n,
+                               lambda st, n=n: st["users"] >= n
+                               and st.get("authenticated", 0) - st.get("ended", 0) >= n,
                                30 + n / 200)
         spawn_s = time.monotonic() - t0
         c0, w0 = h.cpu(), time.monotonic()
@@ -414,8 +415,8 @@ def idle_run(h: Harness, gws: Gateways, kind: str, counts: tuple[int, int], cfg:
         log(f"    {points[-1]}")
     lo, hi = points
     dn = (hi["guests"] - lo["guests"]) / 1000.0
-    top_ok = hi["reached"] and (kind == "bare" or (hi["gateway_open"] >= hi["guests"]
-                                                   and hi["harness_authenticated"] - hi["harness_ended"] >= hi["guests"]))
+    held = hi["harness_authenticated"] - hi["harness_ended"]
+    top_ok = hi["reached"] and (kind == "bare" or (hi["gateway_open"] >= hi["guests"] and held >= hi["guests"]))
     return {
         "points": points,
         "held": hi["guests"] if top_ok else min(hi["gateway_open"], hi.get("harness_open") or 0),
@@ -699,7 +700,7 @@ def load_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 t0 = time.monotonic()
                 h.set_users(n, cfg["idle_rate"])
                 ready = h.wait_for(f"{n} authenticated chatty guests",
-                                   lambda st: st["users"] >= n
+                                   lambda st, n=n: st["users"] >= n
                                    and st.get("authenticated", 0) - st.get("ended", 0) >= n,
                                    30 + n / 200)
                 spawn_s = time.monotonic() - t0
@@ -791,6 +792,11 @@ def get(d: dict[str, Any], *path: str) -> Any:
     return d
 
 
+def versus(doc: dict[str, Any], key: str, others: Iterable[str], fmt: Callable[[Any], str]) -> str:
+    """``loadkit:<other> <ratio>`` for each other harness, two spaces apart: loadkit's ``key`` over theirs."""
+    return "  ".join(f"loadkit:{o} {fmt(ratio(get(doc, 'loadkit', key), get(doc, o, key)))}" for o in others)
+
+
 #: Why a target can be missed, from profiling (py-spy, perf, tracemalloc; see docs/capacity.md).
 WHY = {
     "idle_kb_per_guest": (
@@ -829,8 +835,8 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
         top = (get(idle, "loadkit", "points") or [{}])[-1].get("guests")
         row("authenticated idle guests in one process", held, f">= {goal}" if top >= goal else f"= {top} (quick mode)",
             held >= min(goal, top) and bool(get(idle, "loadkit", "all_authenticated")),
-            f"harness and gateway both count {held} open authenticated sessions" if get(idle, "loadkit", "all_authenticated")
-            else "not every guest was authenticated", "idle_guests")
+            f"harness and gateway both count {held} open authenticated sessions"
+            if get(idle, "loadkit", "all_authenticated") else "not every guest was authenticated", "idle_guests")
     kb = get(idle, "loadkit", "kb_per_guest")
     if kb is not None:
         goal = TARGETS["idle_kb_per_guest"]
@@ -921,11 +927,7 @@ def render(res: dict[str, Any]) -> str:
         r("fds per 1000 guests", "fds_per_1000")
         r("spawn time to top count, s", "spawn_s", 1)
         table("(a) idle capacity, one harness process", rows, cols)
-        lines.append(f"  ratio RSS/guest loadkit:threaded {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'threaded', 'kb_per_guest')))}"
-                     f"  loadkit:raw {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'raw', 'kb_per_guest')))}"
-                     f"  loadkit:bare {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, 'bare', 'kb_per_guest')))}"
-                     + "".join(f"  loadkit:{p} {fmt(ratio(get(idle, 'loadkit', 'kb_per_guest'), get(idle, p, 'kb_per_guest')))}"
-                               for p in cols[4:]))
+        lines.append("  ratio RSS/guest " + versus(idle, "kb_per_guest", ("threaded", "raw", "bare", *cols[4:]), fmt))
     for key, title, unit in (("churn", "(b) churn: token → connect → auth → close", "sessions"),
                              ("chat", "(c) throughput: message → ack round trips", "round trips")):
         ph = res.get(key)
@@ -944,11 +946,9 @@ def render(res: dict[str, Any]) -> str:
             ("failures in windows", [get(ph, c, "failures") for c in c3]),
         ]
         table(title, rows, c3)
-        lines.append(f"  ratio per CPU-s loadkit:threaded {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, 'threaded', 'per_cpu_s')))}"
-                     f"  loadkit:raw {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, 'raw', 'per_cpu_s')))}"
-                     f"  (CPU per op loadkit:raw {fmt(ratio(get(ph, 'loadkit', 'cpu_us_each'), get(ph, 'raw', 'cpu_us_each')))})"
-                     + "".join(f"  loadkit:{p} {fmt(ratio(get(ph, 'loadkit', 'per_cpu_s'), get(ph, p, 'per_cpu_s')))}"
-                               for p in c3[3:]))
+        lines.append(f"  ratio per CPU-s {versus(ph, 'per_cpu_s', ('threaded', 'raw'), fmt)}"
+                     f"  (CPU per op {versus(ph, 'cpu_us_each', ('raw',), fmt)})"
+                     + "".join(f"  {versus(ph, 'per_cpu_s', (p,), fmt)}" for p in c3[3:]))
     acc = res.get("accuracy")
     if acc:
         c3 = ("loadkit", "threaded", "raw", *(p for p in peers_order() if p in acc))
@@ -966,7 +966,8 @@ def render(res: dict[str, Any]) -> str:
     if load and load.get("steps"):
         st = load["steps"]
         heads = tuple(f"{p['guests']:,} guests" for p in st)
-        keys = [("held authenticated (harness)", "harness_open_authenticated"), ("gateway sessions.open", "gateway_open"),
+        keys = [("held authenticated (harness)", "harness_open_authenticated"),
+                ("gateway sessions.open", "gateway_open"),
                 ("spawn time, s", "spawn_s"), ("harness CPU % of a core", "harness_cpu_percent"),
                 ("generator lag p50 / p99 / max, ms", None), ("messages sent per s", "messages_per_s"),
                 ("agent replies per s", "replies_per_s"), ("pings per s", "pings_per_s"),
@@ -976,7 +977,8 @@ def render(res: dict[str, Any]) -> str:
         rows = []
         for label, key in keys:
             if key is None:
-                rows.append((label, [f"{fmt(p['lag_p50_ms'])}/{fmt(p['lag_p99_ms'])}/{fmt(p['lag_max_ms'])}" for p in st]))
+                lags = [f"{fmt(p['lag_p50_ms'])}/{fmt(p['lag_p99_ms'])}/{fmt(p['lag_max_ms'])}" for p in st]
+                rows.append((label, lags))
             else:
                 rows.append((label, [p.get(key) for p in st]))
         table(f"(e) chatty load: loadkit's default timings (a message every 2-5 s, agent replies, keepalive 20 s), "

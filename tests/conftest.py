@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadkit.gateway.process import GatewayProcess  # noqa: E402
+from loadkit.gateway.process import GatewayProcess
 
 # A shell's background job (`pytest &` in a script) starts with SIGINT
 # ignored, and an ignored signal stays ignored across exec: every Locust the

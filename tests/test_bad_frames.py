@@ -36,6 +36,7 @@ SETTINGS = HarnessSettings(
     pause_between=(0.0, 0.0), connect_timeout_s=3.0, auth_timeout_s=1.0, close_timeout_s=1.0,
     just_after_auth_s=5.0, reconnect_max_attempts=0, survival_marks=(1,),
 )
+NORMAL = Behaviour()  # the default guest: keepalive and messages on
 AUTH_OK = text(orjson.dumps({"type": "auth_ok", "guestId": "g-1", "sessionId": "s-1", "idleTimeout": 30}))
 
 
@@ -78,7 +79,7 @@ def gateway(after_auth: Callable[[Conn], bool | None] | None = None, auth: tuple
     return script
 
 
-def one_session(script: Callable[[Conn], None], behaviour: Behaviour = Behaviour(),
+def one_session(script: Callable[[Conn], None], behaviour: Behaviour = NORMAL,
                 profile: Any = None, settings: HarnessSettings = SETTINGS,
                 ) -> tuple[Recorder, Result, list[tuple[str, Any]]]:
     """One session against ``script``; the driver runs in a thread of its own (its own gevent hub),
@@ -171,7 +172,7 @@ def test_a_profile_can_make_unmatched_answers_fatal() -> None:
 def test_an_unknown_kind_in_end_session_on_is_one_clear_error() -> None:
     from loadkit.protocol.base import ProfileOptionError
 
-    with pytest.raises(ProfileOptionError, match="end_session_on.*unmatched_answers.*one of binary_frame"):
+    with pytest.raises(ProfileOptionError, match=r"end_session_on.*unmatched_answers.*one of binary_frame"):
         get_profile("guest", end_session_on=["unmatched_answers"])
 
 
@@ -230,7 +231,7 @@ def _fail_then_echo(raw: bytes, closes: list[Any]) -> Callable[[Conn], bool]:
 def test_an_rfc_6455_violation_fails_the_connection_with_its_code_and_is_a_bad_frame(
         raw: bytes, kind: str, code: int) -> None:
     closes: list[Any] = []
-    rec, result, reports = one_session(gateway(_fail_then_echo(raw, closes)))
+    rec, result, _reports = one_session(gateway(_fail_then_echo(raw, closes)))
     assert (result.outcome.value, result.phase.value) == ("protocol_error", "just_after_auth")
     assert int.from_bytes(closes[0].data[:2], "big") == code  # §8.1: invalid UTF-8 is 1007, not "not JSON"
     assert bad(rec) == {(kind, "just_after_auth"): 1}
@@ -254,7 +255,7 @@ def test_a_violation_that_races_our_own_close_is_a_protocol_error_with_the_close
         seen.append(c.wait_close())
         c.send(rawframe(0x1, b"{}", rsv=0b010), close(1000))
 
-    rec, result, reports = one_session(script, Behaviour(keepalive=False, messages=False))
+    rec, result, _reports = one_session(script, Behaviour(keepalive=False, messages=False))
     assert seen[0].data == b"\x03\xe8"  # our 1000, empty reason
     assert result.outcome.value == "protocol_error"
     assert [(c, r, i) for (_p, c, r, i) in rec.close_codes] == [(1000, "", "client")]

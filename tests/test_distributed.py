@@ -428,8 +428,8 @@ def test_a_worker_on_another_machine_sent_to_loopback_says_so(caplog: pytest.Log
 
 
 def test_the_ledger_is_importable_without_locust_or_gevent() -> None:
-    code = ("import sys; sys.path.insert(0, %r); import loadkit.locust.distributed; "
-            "print(sorted(m for m in ('gevent', 'locust') if m in sys.modules))" % str(ROOT))
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import loadkit.locust.distributed; "
+            "print(sorted(m for m in ('gevent', 'locust') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -82,7 +82,7 @@ def test_an_auth_delay_injected_at_the_gateway_shows_in_the_auth_percentiles(tmp
     auth = run.report["latency_ms"]["auth"]
     assert auth["count"] >= 6
     # The gateway sleeps 200 ms before auth_ok; the rest is loopback and two event loops.
-    assert 200.0 <= auth["min"] and auth["p50"] <= 210.0 and auth["p99"] <= 230.0, auth
+    assert auth["min"] >= 200.0 and auth["p50"] <= 210.0 and auth["p99"] <= 230.0, auth
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -183,7 +183,7 @@ def test_a_killed_gateway_is_seen_as_lost_connections_and_guests_recover_after_i
         os.kill(harness.pid, signal.SIGCONT)
         time.sleep(1)
         second.start()
-        out, err = harness.communicate(timeout=60)
+        _out, _err = harness.communicate(timeout=60)
         import json
 
         report = json.loads(report_path.read_text())

@@ -74,7 +74,7 @@ def test_every_shipped_scenario_shortened_to_30_s_passes_or_is_inconclusive_and_
                 proc.wait()
     problems = []
     for name, (out, _extra) in runs.items():
-        stdout, stderr = results[name]
+        _stdout, stderr = results[name]
         path = out / "report.json"
         if not path.exists():
             problems.append(f"{name}: no report; {stderr[-1500:]}")

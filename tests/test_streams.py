@@ -8,6 +8,7 @@ worker) only shows in forked processes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -52,7 +53,7 @@ def test_draws_are_uniform_enough_for_jitter() -> None:
 def test_the_first_draws_of_neighbouring_users_are_not_correlated() -> None:
     firsts = [user_stream(3, 0, u).random() for u in range(1, 2001)]
     assert abs(sum(firsts) / len(firsts) - 0.5) < 0.03
-    ups = sum(1 for a, b in zip(firsts, firsts[1:]) if b > a)
+    ups = sum(1 for a, b in itertools.pairwise(firsts) if b > a)
     assert 900 < ups < 1100  # neighbours' first draws are not in step
 
 

@@ -143,7 +143,7 @@ def test_a_run_stopped_before_its_planned_time_writes_its_report_and_is_inconclu
     try:
         _wait_for_windows(tmp_path / "series.jsonl", 2)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        out, _err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -65,7 +65,7 @@ def test_the_web_ui_runs_guests_against_the_embedded_gateway_and_reports_on_quit
             pass
         time.sleep(1)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, _err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -184,7 +184,7 @@ def test_the_rate_limit_answers_429_with_retry_after_and_the_guest_honours_it(st
     rec_fast, _, _ = drive(gw.url, wm, [fast], settings)
     _stats, first = settled(gw)
     rec_hasty, _, _ = drive(gw.url, wm, [hasty], settings)
-    stats, both = settled(gw)
+    _stats, both = settled(gw)
     honoured, ignored = rec_fast.errors["4029"], rec_hasty.errors["4029"]
     # the gateway sent exactly the refusals each guest saw, 429/4029 with a retryAfter (a refusal
     # of the goodbye's Presence Clear, decided after the guest's close frame, is never sent)
@@ -221,13 +221,13 @@ def test_an_unknown_deployment_is_refused_and_the_guest_counts_an_auth_refusal(s
 def test_an_origin_off_the_allow_list_is_refused_at_the_upgrade(start: Any) -> None:
     gw = start(webmessaging__origins="https://www.shop.example")
     other = get_profile("webmessaging", deployment_id=DEPLOYMENT, origin="https://evil.example")
-    rec, results, _ = drive(gw.url, other, [behaviour("normal")])
+    _rec, results, _ = drive(gw.url, other, [behaviour("normal")])
     assert [r.outcome.value for r in results] == ["upgrade_refused"]
     stats, wms = settled(gw)
     assert stats["upgrades"]["refused"]["403"] == 1 and wms["origin_refused"] == 1
     assert stats["sessions"]["opened"] == 0
     ok = get_profile("webmessaging", deployment_id=DEPLOYMENT, origin="https://www.shop.example")
-    rec, results, _ = drive(gw.url, ok, [behaviour("normal")])
+    _rec, results, _ = drive(gw.url, ok, [behaviour("normal")])
     assert [r.outcome.value for r in results] == ["closed_normally"]
 
 
@@ -419,7 +419,7 @@ def test_session_expired_with_the_socket_left_open_is_a_drop_and_the_guest_recon
     gw = start(webmessaging__session_ttl_s=0.3, webmessaging__expired_close_code=0)
     quiet = Behaviour(name="quiet", keepalive=False, messages=False)
     settings = dataclasses.replace(SETTINGS, session_seconds=(3.0, 3.0), reconnect_max_attempts=1)
-    rec, results, _reports = drive(gw.url, wm, [quiet] * 2, settings)
+    rec, _results, _reports = drive(gw.url, wm, [quiet] * 2, settings)
     stats, wms = settled(gw)
     # each guest: expired once (a drop), reconnected on a new token, expired again
     assert rec.ended[("session_expired", "just_after_auth")] + rec.ended[("session_expired", "established")] == 4

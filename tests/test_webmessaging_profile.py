@@ -191,7 +191,7 @@ def test_new_session_is_exposed_in_the_auth_ok_fields(wm: WebMessagingProfile) -
 def test_an_echo_reply_without_tracing_id_is_still_a_pong_by_its_health_check_id(wm: WebMessagingProfile) -> None:
     # Genesys's own test stub of an echo reply: metadata copied back, no tracingId.
     ev = wm.classify('{"type":"response","class":"StructuredMessage","code":200,"body":{"text":"ping","type":"Text",'
-                     '"direction":"Inbound","id":"echo_id","metadata":{"customMessageId":"%s"}}}' % HEALTH_CHECK_ID)
+                     '"direction":"Inbound","id":"echo_id","metadata":{"customMessageId":"' + HEALTH_CHECK_ID + '"}}}')
     assert ev.kind is E.PONG
 
 

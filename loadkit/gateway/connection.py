@@ -18,7 +18,7 @@ import http
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import h11
 import orjson
@@ -30,12 +30,12 @@ from websockets.server import ServerProtocol
 
 from .faults import SessionPlan
 from .settings import GatewaySettings
-from .stats import GatewayStats
+from .stats import CloseRecord, GatewayStats
 
-if TYPE_CHECKING:
-    from .sessions import Session
-
-__all__ = ["Answer", "GatewayConnection", "GatewayProtocol", "HttpRequest", "Owner", "REASONS", "error", "refuse"]
+__all__ = [
+    "AdmittedSession", "Answer", "GatewayConnection", "GatewayProtocol", "HttpRequest", "Owner", "REASONS",
+    "error", "refuse",
+]
 
 log = logging.getLogger("loadkit.gateway")
 
@@ -84,6 +84,18 @@ def refuse(stats: GatewayStats, status: int, name: str, message: str) -> Respons
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
+class AdmittedSession(Protocol):
+    """What admission opens on a connection and the gateway runs (``sessions.Session``).
+
+    A protocol, not an import: sessions are built on connections, so naming
+    the class here would make the two modules import each other.
+    """
+
+    conn: GatewayConnection
+
+    async def run(self) -> CloseRecord: ...
+
+
 class Owner(Protocol):
     """What a connection needs from its gateway."""
 
@@ -123,7 +135,7 @@ class GatewayConnection(ServerConnection):
         self._pending: asyncio.Future[Answer] | None = None
         #: Set by admission: this connection's fault plan, and how to open its session.
         self.plan: SessionPlan | None = None
-        self.opener: Callable[[SessionPlan], Session] | None = None
+        self.opener: Callable[[SessionPlan], AdmittedSession] | None = None
         self.reserved = False  # holds one of max_connections
 
     def data_received(self, data: bytes) -> None:

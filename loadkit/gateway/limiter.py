@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import MutableSequence
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 __all__ = ["SlidingWindow", "ring_size"]
 
@@ -39,7 +39,7 @@ class SlidingWindow:
     __slots__ = ("_lock", "_ring", "limit", "window_s")
 
     def __init__(self, limit: float, window_s: float = 1.0, ring: MutableSequence[float] | None = None,
-                 lock: ContextManager[object] | None = None) -> None:
+                 lock: AbstractContextManager[object] | None = None) -> None:
         self.limit = limit
         self.window_s = window_s
         size = ring_size(limit)
@@ -50,7 +50,7 @@ class SlidingWindow:
             raise ValueError(f"a ring for limit {limit} needs {size} slots, got {len(ring)}")
         #: ring[0] is the index (1..) of the oldest admitted time; -inf marks a free slot.
         self._ring = ring
-        self._lock: ContextManager[object] = lock if lock is not None else contextlib.nullcontext()
+        self._lock: AbstractContextManager[object] = lock if lock is not None else contextlib.nullcontext()
 
     @staticmethod
     def fresh_ring(ring: MutableSequence[float]) -> None:

@@ -101,7 +101,7 @@ class GatewayProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
         # stderr goes to a file, not a pipe: nobody reads it while the gateway
         # runs, and a full pipe would block the gateway's event loop.
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (outlives this call: closed by stop())
         self.proc = subprocess.Popen(
             self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             start_new_session=True, env=env,
@@ -209,7 +209,9 @@ class GatewayProcess:
             self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # --- HTTP helpers ----------------------------------------------------------

@@ -39,9 +39,9 @@ from websockets.http11 import Request, Response
 
 from . import guest, webmessaging
 from .cluster import Peers, PeerUnavailable
-from .connection import Answer, GatewayConnection, HttpRequest, error, refuse
+from .connection import AdmittedSession, Answer, GatewayConnection, HttpRequest, error, refuse
 from .faults import FaultPlan
-from .sessions import CLOSES, Admit, Context, Session
+from .sessions import CLOSES, Admit, Context
 from .settings import GatewaySettings
 from .shared import Local, Shared
 from .stats import GatewayStats, merge_snapshots
@@ -72,7 +72,7 @@ class Gateway:
         self.plan = FaultPlan(settings.faults, settings.seed, settings.agent_think_s)
         self.signer = TokenSigner(settings.secret or None)
         self.stats = GatewayStats()
-        self.sessions: set[Session] = set()
+        self.sessions: set[AdmittedSession] = set()
         #: session numbers, reserved upgrades + open sessions (max_connections), the token window
         self.shared = shared if shared is not None else Local(settings.token_rate_limit_per_s)
         self.peers = peers

@@ -85,7 +85,7 @@ class Session(abc.ABC):
     async def serve(self) -> None:
         """The protocol, until the session is closed (a ConnectionClosed may end it too)."""
 
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: B027 (a hook: a session overrides it only if it has something to finish)
         """Called once the session is over, before its tasks are cancelled."""
 
     async def run(self) -> CloseRecord:

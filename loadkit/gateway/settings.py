@@ -99,7 +99,8 @@ class GatewaySettings:
                 raise SettingsError(f"{name} must be >= 0, 0 meaning no limit (got {getattr(self, name)})")
         low, high = self.agent_think_s
         if not 0 <= low <= high:
-            raise SettingsError(f"agent_think_s must be [min, max] with 0 <= min <= max (got {list(self.agent_think_s)})")
+            raise SettingsError(
+                f"agent_think_s must be [min, max] with 0 <= min <= max (got {list(self.agent_think_s)})")
 
     def public_dict(self) -> dict[str, Any]:
         """The effective settings as JSON-ready data, without the secret."""
@@ -248,7 +249,7 @@ def _coerce(value: Any, tp: Any) -> Any:
             return tuple(_coerce(item, args[0]) for item in items)
         if len(items) != len(args):
             raise ValueError
-        return tuple(_coerce(item, arg) for item, arg in zip(items, args))
+        return tuple(_coerce(item, arg) for item, arg in zip(items, args, strict=True))
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -264,7 +265,7 @@ def _coerce(value: Any, tp: Any) -> Any:
             return int(value.strip())
         raise ValueError
     if tp is float:
-        if isinstance(value, (int, float)) or isinstance(value, str):
+        if isinstance(value, (int, float, str)):
             number = float(value.strip() if isinstance(value, str) else value)
             if math.isfinite(number):
                 return number
@@ -285,7 +286,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         path = f"{prefix}{key}"
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known settings: {', '.join(prefix + n for n in names)}"
+            known = ", ".join(prefix + n for n in names)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known settings: {known}"
             raise SettingsError(f"unknown setting '{path}'; {hint}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp) and tp is not Delay:

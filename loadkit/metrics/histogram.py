@@ -220,7 +220,7 @@ class Histogram:
         n, q = self.count, min(max(p / 100.0, 0.0), 1.0)
         half = z * (n * q * (1 - q)) ** 0.5
         lo = self.value_at_rank(int(n * q - half), upper=False)
-        hi = self.value_at_rank(int(ceil(n * q + half)) + 1, upper=True)
+        hi = self.value_at_rank(ceil(n * q + half) + 1, upper=True)
         assert lo is not None and hi is not None
         return lo, hi
 
@@ -312,7 +312,7 @@ class Histogram:
                 keys, counts = data["sk"], data["sn"]
                 if not isinstance(keys, list) or not isinstance(counts, list) or len(keys) != len(counts):
                     raise WireError("histogram on the wire: its sparse keys and counts do not pair up")
-                hist._counts = dict(zip(accumulate(keys), counts))
+                hist._counts = dict(zip(accumulate(keys), counts, strict=True))
             hist.count = int(data["c"])  # type: ignore[call-overload]
             hist.total = int(data["t"])  # type: ignore[call-overload]
             hist.min = int(data["lo"])  # type: ignore[call-overload]
@@ -376,7 +376,7 @@ class Histogram:
             if _BIG_ENDIAN and width > 1:
                 fields.byteswap()
             base = chunk * CHUNK
-            for i, c in zip(compress(range(base, base + CHUNK), fields), compress(fields, fields)):
+            for i, c in zip(compress(range(base, base + CHUNK), fields), compress(fields, fields), strict=True):
                 key = key_of(i)
                 counts[key] = counts.get(key, 0) + c
 
