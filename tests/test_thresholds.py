@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from loadkit.report.thresholds import (
-    _METRIC_FORMS as FORMS,
     Threshold,
     ThresholdError,
     evaluate,
@@ -21,6 +20,7 @@ from loadkit.report.thresholds import (
     parse_all,
     parse_metric,
 )
+from loadkit.report.thresholds.names import METRIC_FORMS as FORMS
 
 
 def make_report() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from loadkit.protocol.base import auth_styles, check_keepalive
 from loadkit.report.build import build_report, verdict_of, verdict_reason
 from loadkit.report.exitcodes import verdict_exit_code
 from loadkit.report.harness import harness_section
+from loadkit.report.model import ThresholdRow
 from loadkit.report.summary import render_summary
 from loadkit.session import LiveSessions
 from loadkit.settings import behaviour
@@ -275,7 +276,7 @@ class Runtime:
             runner = self.environment.runner
             gevent.spawn_later(0, runner.quit)
 
-    def _breach_counts(self, row: dict[str, Any]) -> bool:
+    def _breach_counts(self, row: ThresholdRow) -> bool:
         """A settled breach stops the run at once; an unsettled one once it has lasted the grace time.
 
         docs/thresholds.md: a count that only grows cannot come back under its

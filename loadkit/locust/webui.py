@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from loadkit.report.model import ThresholdRow
+
 TAB = {"title": "loadkit", "key": "loadkit"}
 STRUCTURE = [{"key": "section", "title": "Section"}, {"key": "figure", "title": "Figure"},
              {"key": "value", "title": "Value"}, {"key": "detail", "title": "Detail"}]
@@ -51,7 +53,7 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def tab_rows(report: dict[str, Any], windows: list[dict[str, Any]], thresholds: list[dict[str, Any]],
+def tab_rows(report: dict[str, Any], windows: list[dict[str, Any]], thresholds: list[ThresholdRow],
              workers: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
     """The tab's rows from a live report, its time-series windows and threshold rows. Pure."""
     rows: list[dict[str, str]] = []

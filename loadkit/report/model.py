@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 __all__ = ["BadFrames", "Check", "CloseRow", "Invariant", "Messages", "Reconnect", "Report",
-           "Sessions", "Validity"]
+           "Sessions", "ThresholdRow", "Validity"]
 
 
 @dataclass
@@ -96,6 +96,28 @@ class Validity:
         self.checks.append(Check(name, ok, detail, fails_as))
 
 
+class ThresholdRow(TypedDict):
+    """One ``thresholds[]`` row, as loadkit.report.thresholds evaluates it.
+
+    A TypedDict, not a dataclass: rows are made by the threshold evaluator on
+    every live report and read back as plain JSON by every reader.
+    """
+
+    expr: str
+    metric: str
+    op: str
+    limit: float
+    #: the measured value; None when not measured
+    value: float | None
+    #: None: not measured (final report) or not decided yet (live report)
+    passed: bool | None
+    #: pass, fail, not_measured or vacuous
+    status: str
+    note: NotRequired[str]
+    #: live reports only (--abort-on-breach): the result can no longer change
+    settled: NotRequired[bool]
+
+
 @dataclass
 class Report:
     loadkit_version: str
@@ -124,7 +146,7 @@ class Report:
     drift: dict[str, Any] | None = None
     saturation: dict[str, Any] | None = None
     gateway: dict[str, Any] | None = None
-    thresholds: list[dict[str, Any]] | None = None
+    thresholds: list[ThresholdRow] | None = None
     verdict: str | None = None
     #: one line naming why the verdict is what it is (the dominant failure, the missing gate)
     verdict_reason: str | None = None
