@@ -502,9 +502,9 @@ def test_chromium_renders_the_charts_without_errors(chromium: Any, tmp_path: Pat
 
 
 def test_a_run_ending_mid_window_does_not_show_a_false_spike_in_rates() -> None:
-    from loadkit.report.html import _per_minute
+    from loadkit.report.html.charts import per_minute
 
     rows = [{"window_s": 2.0, "ended": 10}, {"window_s": 2.0, "ended": 10}, {"window_s": 2.0, "ended": 10},
             {"window_s": 0.04, "ended": 20}]  # the run stopped 40 ms into a window; its open sessions ended
     xs = [2.0, 4.0, 6.0, 6.04]
-    assert _per_minute(rows, xs, lambda r: r["ended"]) == [300.0, 300.0, 300.0, 600.0]
+    assert per_minute(rows, xs, lambda r: r["ended"]) == [300.0, 300.0, 300.0, 600.0]
