@@ -45,6 +45,7 @@ class Step(enum.StrEnum):
     OPENED = "opened"        #: the upgrade was answered 101: frames may flow
     AUTH_OK = "auth_ok"
     CLOSE_SENT = "close_sent"  #: the client started the close handshake
+    GOODBYE = "goodbye"      #: the guest's length was reached: its goodbye frames went out, answers awaited
     END = "end"
 
 
@@ -56,7 +57,7 @@ TRANSITIONS: dict[State, dict[Step, State]] = {
     S.TOKEN: {T.TOKEN_OK: S.CONNECTING, T.END: S.ENDED},
     S.CONNECTING: {T.OPENED: S.AUTHENTICATING, T.END: S.ENDED},
     S.AUTHENTICATING: {T.AUTH_OK: S.ESTABLISHED, T.CLOSE_SENT: S.CLOSING, T.END: S.ENDED},
-    S.ESTABLISHED: {T.CLOSE_SENT: S.CLOSING, T.END: S.ENDED},
+    S.ESTABLISHED: {T.CLOSE_SENT: S.CLOSING, T.GOODBYE: S.CLOSING, T.END: S.ENDED},
     S.CLOSING: {T.END: S.ENDED},
     S.ENDED: {},
 }
@@ -86,6 +87,7 @@ class Cause(enum.StrEnum):
     SERVER_ENDED = "server_ended"        #: the server ended the session in a frame; we closed
     AUTH_REFUSED = "auth_refused"        #: an in-band refusal (or a session-ending frame) answered auth; we closed
     SESSION_EXPIRED = "session_expired"  #: the server said the session expired and left the socket open; we closed
+    GOODBYE_INCOMPLETE = "goodbye_incomplete"  #: the goodbye was not answered in time, refused, or cut short
     STOPPED = "stopped"                  #: the harness is stopping
     PROTOCOL_ERROR = "protocol_error"    #: the target broke the WebSocket protocol
     HARNESS_ERROR = "harness_error"      #: a bug in loadkit (counted, never hidden)
@@ -99,6 +101,10 @@ class Outcome(enum.StrEnum):
     DROPPED_BY_SERVER = "dropped_by_server"
     CONNECTION_LOST = "connection_lost"
     SESSION_EXPIRED = "session_expired"
+    #: the guest said goodbye and the target did not confirm it (no answer within the
+    #: goodbye timeout, a refusal, or the connection lost mid-goodbye): not a drop (the
+    #: guest was leaving), and not closed_normally (the target may keep the session)
+    GOODBYE_INCOMPLETE = "goodbye_incomplete"
     KEEPALIVE_TIMEOUT = "keepalive_timeout"
     AUTH_REFUSED = "auth_refused"
     AUTH_TIMEOUT = "auth_timeout"
@@ -131,6 +137,7 @@ _DIRECT: dict[Cause, Outcome] = {
     Cause.SERVER_ENDED: Outcome.DROPPED_BY_SERVER,
     Cause.AUTH_REFUSED: Outcome.AUTH_REFUSED,
     Cause.SESSION_EXPIRED: Outcome.SESSION_EXPIRED,
+    Cause.GOODBYE_INCOMPLETE: Outcome.GOODBYE_INCOMPLETE,
     Cause.STOPPED: Outcome.STOPPED_BY_HARNESS,
     Cause.PROTOCOL_ERROR: Outcome.PROTOCOL_ERROR,
     Cause.HARNESS_ERROR: Outcome.HARNESS_ERROR,

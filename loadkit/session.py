@@ -38,10 +38,13 @@ from loadkit.protocol.base import (
     UNMATCHED_ANSWER,
     BinaryFrame,
     EventKind,
+    GoodbyeFlow,
     Profile,
     ServerEvent,
+    Taken,
     TokenGrant,
     expects,
+    goodbye_flow,
     is_utf8,
     reply_refs,
 )
@@ -490,6 +493,9 @@ class SessionDriver:
                 if expired_at is not None:  # told the session expired, and the socket stayed open
                     return self._close(ws, Cause.SESSION_EXPIRED, 1000, "", wait=True,
                                        detail="session expired, socket left open")
+                flow = goodbye_flow(profile, grant)
+                if flow is not None:
+                    return self._goodbye(lc, ws, flow)
                 for frame in profile.goodbye_frames(grant):
                     ws.send(frame)
                 return self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True)
@@ -596,6 +602,63 @@ class SessionDriver:
             else:
                 self._note(ev)
 
+    def _goodbye(self, lc: Lifecycle, ws: Connection, flow: GoodbyeFlow) -> Ending:
+        """Say goodbye and wait (at most ``flow.timeout_s``) until the target confirms it.
+
+        A goodbye the target did not confirm (no answer in time, a refusal,
+        a session-ending frame or the connection lost before the answers)
+        ends as ``goodbye_incomplete``: the target may still hold the guest's
+        conversation, so it is neither ``closed_normally`` nor a drop. A
+        refusal the flow retries (429 with ``retryAfter``) is the target's
+        error and counted as such; answers caused by the goodbye itself are not.
+        """
+        t = self.transport
+        rec = self.recorder
+        now = t.now()
+        lc.step(Step.GOODBYE, now)
+        deadline = now + flow.timeout_s
+        try:
+            while not flow.done and not flow.failed:
+                now = t.now()
+                if now >= deadline:
+                    break
+                for frame in flow.frames(now):
+                    ws.send(frame)
+                wait = min(deadline, flow.next_at) - now
+                data = ws.recv(wait if wait > 0 else 0)
+                if data is None:
+                    continue
+                ev = self._event(data)
+                if ev.bad:
+                    if self._bad(ev.bad, "closing"):
+                        return self._fatal(ws, ev.bad, ev.detail)
+                    continue
+                taken = flow.feed(ev, self._arrival(ws))
+                if taken is Taken.REFUSAL:
+                    rec.errors[str(ev.code)] += 1
+                elif taken is Taken.NOT_MINE:
+                    if ev.kind is _E.SESSION_ENDED or ev.kind is _E.SESSION_EXPIRED:
+                        self._note(ev)
+                        said = ev.detail or ev.kind.name.lower()
+                        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True,
+                                           detail=f"goodbye cut short by {said}, waiting for {flow.waiting_for()}")
+                    self._note(ev)
+        except TargetProtocolError:
+            raise
+        except ConnectionEnded as exc:
+            if exc.code == 1000 and exc.initiator == "server" and flow.server_close_ends_it():
+                return Ending(Cause.SESSION_DONE, exc.code, exc.reason, exc.initiator)
+            return Ending(Cause.GOODBYE_INCOMPLETE, exc.code, exc.reason, exc.initiator,
+                          f"connection closed mid-goodbye, waiting for {flow.waiting_for()}")
+        if flow.done:
+            ending = self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True)
+            if ending.cause is Cause.CLOSED and ending.code == 1000 and ending.initiator == "server":
+                # The target closed as soon as it had confirmed the goodbye: the protocol's own end.
+                return Ending(Cause.SESSION_DONE, ending.code, ending.reason, ending.initiator)
+            return ending
+        why = flow.failed or f"no {flow.waiting_for()} within {flow.timeout_s:g} s"
+        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, detail=f"goodbye incomplete: {why}")
+
     def _close(self, ws: Connection | None, cause: Cause, code: int, reason: str, wait: bool,
                detail: str = "") -> Ending:
         """Close from our side and say how it really ended (the server may have been first)."""
@@ -627,7 +690,8 @@ class SessionDriver:
             # The server's close (or a lost connection) came first: that is
             # what happened, whatever we meant to do.
             # A bug stays visible whatever the wire says, and so does a bad frame we closed over.
-            if cause is Cause.HARNESS_ERROR or cause is Cause.PROTOCOL_ERROR:
+            # So does a goodbye the target never confirmed: its close does not confirm it.
+            if cause is Cause.HARNESS_ERROR or cause is Cause.PROTOCOL_ERROR or cause is Cause.GOODBYE_INCOMPLETE:
                 return Ending(cause, ended.code, ended.reason, ended.initiator, detail)
             return Ending(Cause.CLOSED, ended.code, ended.reason, ended.initiator,
                           refused=self._refused, expired=self._expired)

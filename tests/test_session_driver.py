@@ -606,6 +606,155 @@ def test_a_refused_auth_does_not_reconnect_and_a_drop_without_reconnects_does_no
     assert run.recorder.reconnect_attempts == 0
 
 
+# -- the web messaging goodbye: each request awaited ----------------------------------------
+
+WM_GOODBYE_S = 5.0
+SESSION_CLEARED = frame(type="message", **{"class": "SessionClearedEvent"}, code=200, body={})
+CONNECTION_CLOSED = frame(type="message", **{"class": "ConnectionClosedEvent"}, code=200, body={})
+
+
+def wm_response(cls: str, code: int, body: Any, tracing: str | None) -> bytes:
+    return frame(type="response", **{"class": cls}, code=code, body=body, tracingId=tracing)
+
+
+class WebMessagingFake(FakeConnection):
+    """A Genesys web messaging socket: configureSession answered, each goodbye request as scripted.
+
+    ``clear`` and ``close_session`` are lists of answers, one per request in
+    order (the last repeats): ``"ok"`` (SessionClearedEvent / SessionResponse
+    connected:false), ``None`` (no answer), ``("429", retry_after)``, an int
+    error code, or a ``ConnectionEnded`` (the link goes instead).
+    """
+
+    def __init__(self, clear: list[Any] | None = None, close_session: list[Any] | None = None,
+                 after_clear: list[tuple[float, Item]] | None = None) -> None:
+        super().__init__()
+        self.answers = {"clear": list(clear or ["ok"]), "close_session": list(close_session or ["ok"])}
+        self.after_clear = after_clear or []
+        self.goodbye_sent: list[tuple[str, float]] = []
+
+    def send(self, data: bytes) -> None:
+        if self.ended is not None:
+            raise self.ended
+        f = orjson.loads(data)
+        self.sent.append(f)
+        action, ref = f.get("action"), f.get("tracingId")
+        if action == "configureSession":
+            self.play(RTT, wm_response("SessionResponse", 200, {"connected": True, "newSession": True}, None))
+        elif action == "echo":
+            self.play(RTT, wm_response("StructuredMessage", 200, {"type": "Text", "direction": "Inbound",
+                                                                   "text": "ping"}, ref))
+        elif action == "onMessage" and f["message"]["type"] == "Text":
+            self.play(RTT, frame(type="message", **{"class": "StructuredMessage"}, code=200, tracingId=ref,
+                                 body={"type": "Text", "direction": "Inbound", "text": "x"}))
+        elif action == "onMessage" or action == "closeSession":
+            step = "clear" if action == "onMessage" else "close_session"
+            self.goodbye_sent.append((step, self.clock.t))
+            queue = self.answers[step]
+            answer = queue.pop(0) if len(queue) > 1 else queue[0]
+            if answer == "ok" and step == "clear":
+                self.play(RTT, SESSION_CLEARED)
+                for delay, item in self.after_clear:
+                    self.play(RTT + delay, item)
+            elif answer == "ok":
+                self.play(RTT, wm_response("SessionResponse", 200, {"connected": False}, ref))
+            elif isinstance(answer, tuple):
+                self.play(RTT, wm_response("TooManyRequestsErrorMessage", 429,
+                                           {"retryAfter": answer[1], "errorCode": 4029}, ref))
+            elif isinstance(answer, int):
+                self.play(RTT, wm_response("string", answer, "refused", ref))
+            elif isinstance(answer, ConnectionEnded):
+                self.play(RTT, answer)
+
+
+def run_wm_guest(conn: WebMessagingFake) -> Run:
+    profile = get_profile("webmessaging", deployment_id="d-1", goodbye_timeout=WM_GOODBYE_S)
+    return run_guest(FakeTransport(conn), profile=profile)
+
+
+def goodbye_of(conn: WebMessagingFake) -> list[str]:
+    return [step for step, _at in conn.goodbye_sent]
+
+
+def test_a_web_messaging_goodbye_waits_for_both_answers_then_closes_normally() -> None:
+    conn = WebMessagingFake()
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert goodbye_of(conn) == ["clear", "close_session"]
+    # closeSession went out only once the Clear was confirmed
+    assert conn.goodbye_sent[1][1] - conn.goodbye_sent[0][1] == pytest.approx(RTT)
+    assert_we_closed(conn, 1000)
+    assert dict(run.recorder.errors) == {}
+
+
+def test_an_unanswered_clear_is_goodbye_incomplete_after_the_goodbye_timeout() -> None:
+    conn = WebMessagingFake(clear=[None])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.GOODBYE_INCOMPLETE, Phase.ESTABLISHED)
+    assert goodbye_of(conn) == ["clear"]  # no closeSession on a conversation not known to be over
+    assert_we_closed(conn, 1000)
+    assert_close_recorded(run.recorder, Phase.ESTABLISHED, 1000, "client")
+    assert run.recorder.session_seconds == pytest.approx(LENGTH + WM_GOODBYE_S, abs=0.01)
+    assert list(run.recorder.failure_details) == [
+        "goodbye_incomplete in established: goodbye incomplete: no SessionClearedEvent within 5 s"]
+
+
+def test_a_clear_refused_429_is_sent_again_after_retry_after() -> None:
+    conn = WebMessagingFake(clear=[("429", 2), "ok"])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert goodbye_of(conn) == ["clear", "clear", "close_session"]
+    assert conn.goodbye_sent[1][1] - conn.goodbye_sent[0][1] == pytest.approx(RTT + 2.0)
+    assert dict(run.recorder.errors) == {"4029": 1}  # the target's refusal, counted
+
+
+def test_a_retry_after_beyond_the_goodbye_timeout_is_goodbye_incomplete() -> None:
+    conn = WebMessagingFake(clear=[("429", 30)])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.GOODBYE_INCOMPLETE, Phase.ESTABLISHED)
+    assert goodbye_of(conn) == ["clear"] and dict(run.recorder.errors) == {"4029": 1}
+
+
+def test_a_refused_close_session_is_goodbye_incomplete_and_the_targets_error() -> None:
+    conn = WebMessagingFake(close_session=[400])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.GOODBYE_INCOMPLETE, Phase.ESTABLISHED)
+    assert dict(run.recorder.errors) == {"400": 1}
+    assert any("closeSession refused: 400 refused" in d for d in run.recorder.failure_details)
+
+
+def test_the_link_lost_mid_goodbye_is_goodbye_incomplete_with_the_wire_close() -> None:
+    conn = WebMessagingFake(clear=[LOST])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.GOODBYE_INCOMPLETE, Phase.ESTABLISHED)
+    assert_close_recorded(run.recorder, Phase.ESTABLISHED, 1006, "none")
+    assert conn.closed_with is None  # nothing left to close
+
+
+def test_after_a_confirmed_clear_the_servers_connection_closed_and_close_end_the_goodbye_normally() -> None:
+    # The SDKs' flow: SessionClearedEvent, then ConnectionClosedEvent, then the server closes.
+    conn = WebMessagingFake(close_session=[None], after_clear=[(0.0, CONNECTION_CLOSED)])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    conn = WebMessagingFake(close_session=[None], after_clear=[(0.01, server_close(1000))])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert_close_recorded(run.recorder, Phase.ESTABLISHED, 1000, "server")
+
+
+def test_session_not_found_for_close_session_after_a_confirmed_clear_is_no_error_of_the_target() -> None:
+    conn = WebMessagingFake(close_session=[4007])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert dict(run.recorder.errors) == {}  # caused by our own goodbye: the session was gone
+
+
+def test_a_server_close_before_the_clear_is_confirmed_is_goodbye_incomplete() -> None:
+    conn = WebMessagingFake(clear=[server_close(1000)])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.GOODBYE_INCOMPLETE, Phase.ESTABLISHED)
+
+
 def test_every_outcome_is_reached_by_some_test_here() -> None:
     """A new Outcome needs a test of its own in this file."""
     source = Path(__file__).read_text(encoding="utf-8")

@@ -169,10 +169,12 @@ def test_guests_live_their_sessions_and_both_sides_count_the_same(start: Any, wm
     # only a goodbye's Presence Clear hard on two messages can be refused (2 onMessage per second),
     # and the guest counted exactly the refusals that reached it
     assert set(rec.errors) <= {"4029"} and dict(rec.errors) == wms["errors_sent"]
-    # every guest said goodbye: closeSession reached the gateway, and Presence Clear ended the
-    # conversation unless it came within a second of two messages (it is an onMessage too: 2/s)
-    assert wms["frames_received"]["closeSession"] == 6
-    assert wms["sessions_cleared"] == 6 - wms["rate_limited"]
+    # every guest said goodbye as the SDKs do: its Presence Clear ended the conversation (a Clear
+    # refused 429 within a second of two messages was sent again after its retryAfter), and its
+    # closeSession was answered SessionResponse connected:false
+    assert wms["frames_received"]["closeSession"] == 6 == wms["close_session_answered"]
+    assert wms["sessions_cleared"] == 6 and wms["frames_sent"]["SessionClearedEvent"] == 6
+    assert wms["frames_sent"]["SessionResponse"] == 6 + 6  # configureSession's, closeSession's
     assert wms["frames_received"]["echo"] == rec.latency["ping"].count + rec.missed_pongs
 
 
@@ -306,10 +308,15 @@ def test_close_session_with_close_all_connections_closes_the_tokens_other_socket
     a.send(orjson.dumps({"action": "closeSession", "token": grant.token, "closeAllConnections": True}))
     assert next_event(b, wm).detail == "ConnectionClosedEvent"
     assert closed(b).initiator == "server"
-    assert a.recv(0.3) is None  # no answer, still open: the client closes it
+    # the socket that asked is answered as the SDKs expect (SessionResponse connected:false) and
+    # stays open: the client closes it
+    answer = next_event(a, wm)
+    assert answer.kind is E.SESSION_ENDED and answer.detail == "SessionResponse connected=false"
+    assert a.recv(0.3) is None
     a.close(1000, "")
     _stats, wms = settled(gw)
     assert wms["connection_closed_events"]["close_session"] == 1 and wms["sessions"]["active"] == 0
+    assert wms["close_session_answered"] == 1
 
 
 def test_echo_is_limited_to_two_per_minute_per_connection(start: Any, wm: WebMessagingProfile) -> None:

@@ -185,10 +185,22 @@ class FaultSettings:
     that gets worse during a soak, for drift gates."""
     degraded_auth_latency: Delay = field(default_factory=Delay)
     """Auth latency once degraded (it replaces auth_latency)."""
+    goodbye_unanswered: float = 0.0
+    """Web messaging: fraction of sessions whose goodbye requests (Presence Clear, closeSession) are
+    received and ignored: no answer, and the session is not ended."""
+    goodbye_delay: Delay = field(default_factory=Delay)
+    """Web messaging: delay before a goodbye request's answer (SessionClearedEvent to the socket that
+    cleared, SessionResponse connected:false)."""
+    goodbye_refused: float = 0.0
+    """Web messaging: fraction of sessions whose Presence Clear is refused with 429 (retryAfter
+    goodbye_retry_after_s) goodbye_refusals times before one is accepted."""
+    goodbye_refusals: int = 1
+    goodbye_retry_after_s: int = 1
 
     def __post_init__(self) -> None:
         for name in ("drop_fraction", "silent_close_after_auth", "out_of_order",
-                     "refuse_upgrades_fraction", "stall_handshake_fraction"):
+                     "refuse_upgrades_fraction", "stall_handshake_fraction", "goodbye_unanswered",
+                     "goodbye_refused"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"faults.{name} must be a fraction between 0 and 1 (got {value})")
@@ -200,6 +212,9 @@ class FaultSettings:
             raise ValueError(f"faults.drop_code must be {DROP_CODES} (got {code!r})")
         if self.refuse_upgrades_status not in (429, 503):
             raise ValueError(f"faults.refuse_upgrades_status must be 429 or 503 (got {self.refuse_upgrades_status})")
+        for name in ("goodbye_refusals", "goodbye_retry_after_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"faults.{name} must be >= 1 (got {getattr(self, name)})")
         for name in ("restart_at_s", "restart_pause_s", "degrade_at_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"faults.{name} must be >= 0 seconds (got {getattr(self, name)})")
@@ -219,6 +234,13 @@ class SessionPlan:
     degraded_auth_delay_s: float = 0.0
     drop_after_s: float | None = None
     drop_code: DropCode = 1011
+    #: web messaging: the goodbye's requests go unanswered
+    goodbye_unanswered: bool = False
+    #: web messaging: delay before a goodbye request's answer
+    goodbye_delay_s: float = 0.0
+    #: web messaging: how many Presence Clears are refused (429) before one is accepted
+    goodbye_refusals: int = 0
+    goodbye_retry_after_s: int = 1
 
 
 @dataclass(frozen=True)
@@ -239,7 +261,9 @@ class FaultPlan:
     ``slow_handshake`` does not change which sessions are dropped.
     """
 
-    SESSION_DRAWS = ("refuse", "stall", "handshake", "silent", "auth", "drop", "drop_at")
+    #: New draws go at the end: the draws before them, and so every earlier fault, stay as they were.
+    SESSION_DRAWS = ("refuse", "stall", "handshake", "silent", "auth", "drop", "drop_at",
+                     "goodbye_unanswered", "goodbye_delay", "goodbye_refused")
     MESSAGE_DRAWS = ("ack", "late", "late_delay", "think", "agent")
 
     def __init__(self, faults: FaultSettings, seed: int, agent_think_s: tuple[float, float] = (0.0, 0.0)) -> None:
@@ -268,6 +292,10 @@ class FaultPlan:
             degraded_auth_delay_s=f.degraded_auth_latency.at(u["auth"]),
             drop_after_s=low + (high - low) * u["drop_at"] if u["drop"] < f.drop_fraction else None,
             drop_code=f.drop_code,
+            goodbye_unanswered=u["goodbye_unanswered"] < f.goodbye_unanswered,
+            goodbye_delay_s=f.goodbye_delay.at(u["goodbye_delay"]),
+            goodbye_refusals=f.goodbye_refusals if u["goodbye_refused"] < f.goodbye_refused else 0,
+            goodbye_retry_after_s=f.goodbye_retry_after_s,
         )
 
     def messages(self, seq: int) -> Iterator[MessagePlan]:

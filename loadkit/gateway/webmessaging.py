@@ -93,6 +93,8 @@ class Connection(Session):
         self.last_frame = self.opened_at
         self.drop_at = math.inf
         self.echoes = SlidingWindow(self.settings.echo_limit_per_min, 60.0)
+        #: Presence Clears refused so far by the goodbye_refused fault
+        self.goodbye_refusals = 0
         self._timeout: asyncio.Timeout | None = None
 
     # --- life -------------------------------------------------------------------
@@ -245,8 +247,12 @@ class Connection(Session):
         if action not in ACTIONS:
             await self._error(400, "Invalid action", tracing)
             return False
-        if action == "closeSession" and self.guest is None:
-            return False  # never answered; after a Presence Clear the session is already gone
+        if action == "closeSession" and self.guest is None and self.token is not None \
+                and frame.get("token") == self.token and not self.expired:
+            # This socket's session already ended (its Presence Clear, another socket's
+            # closeSession): closing it again is done, so it is answered as done.
+            await self._close_session(frame, tracing)
+            return False
         if self.guest is None or frame.get("token") != self.token:
             if self.expired:
                 await self._error(4006, "session expired", tracing)
@@ -257,7 +263,7 @@ class Connection(Session):
         if action == "onMessage":
             await self._on_message(frame, tracing)
         elif action == "closeSession":
-            self._close_session(frame)
+            await self._close_session(frame, tracing)
         else:  # getJwt
             await self._send(frames.response("JwtResponse", 200, frames.jwt_body(), tracing))
         return False
@@ -352,6 +358,14 @@ class Connection(Session):
         else:
             await self._error(400, "Invalid message type", tracing)
             return
+        clear = kind == "Event" and frames.is_presence_clear(events)
+        if clear and self._goodbye_fault(tracing) is not None:
+            await self._send(frames.too_many(self.plan.goodbye_retry_after_s, "Message rate too high for this session",
+                                             tracing))
+            return
+        if clear and self.plan.goodbye_unanswered:
+            self.hub.stats.goodbye_unanswered += 1
+            return
         retry = gs.window.admit(self.loop.time())
         if retry is not None:
             self.hub.stats.rate_limited += 1
@@ -359,9 +373,15 @@ class Connection(Session):
             return
         await self._push_to_session(frames.inbound(kind, text if kind == "Text" else events, tracing))
         if kind == "Event":
-            if frames.is_presence_clear(events):
+            if clear:
                 self.hub.stats.cleared += 1
-                self.hub.end(gs, "cleared")
+                delay = self.plan.goodbye_delay_s
+                if delay > 0:  # the others are told now; this socket's answer comes late
+                    self.hub.end(gs, "cleared", exclude=self)
+                    self.hub.stats.goodbye_delayed += 1
+                    self.spawn(self._later(delay, frames.notice("cleared")))
+                else:
+                    self.hub.end(gs, "cleared")
             return
         if self.ctx.settings.agent_replies:
             self.spawn(self._bot_reply(self.next_message_plan().agent_delay_s))
@@ -370,12 +390,35 @@ class Connection(Session):
         await asyncio.sleep(delay)
         await self._push_to_session(frames.bot_reply())
 
-    def _close_session(self, frame: dict[str, Any]) -> None:
-        """closeSession: no answer; the token's other sockets get ConnectionClosedEvent (if asked)."""
+    def _goodbye_fault(self, tracing: Any) -> int | None:
+        """The planned refusals of this session's Presence Clear: the retryAfter of one more, or None."""
+        if self.goodbye_refusals >= self.plan.goodbye_refusals:
+            return None
+        self.goodbye_refusals += 1
+        self.hub.stats.goodbye_refused += 1
+        return self.plan.goodbye_retry_after_s
+
+    async def _later(self, delay: float, frame: dict[str, Any]) -> None:
+        await asyncio.sleep(delay)
+        await self._send(frame)
+
+    async def _close_session(self, frame: dict[str, Any], tracing: Any) -> None:
+        """closeSession: answered ``SessionResponse connected:false`` (the SDKs wait for it);
+        with ``closeAllConnections`` the token's other sockets get ConnectionClosedEvent."""
+        if self.plan.goodbye_unanswered:
+            self.hub.stats.goodbye_unanswered += 1
+            return
         gs = self.guest
-        assert gs is not None
-        if frame.get("closeAllConnections") is True:
+        if gs is not None and frame.get("closeAllConnections") is True:
             self.hub.stats.closed_by_close_session += sum(1 for c in gs.conns if c is not self)
             self.hub.end(gs, "closed", exclude=self)
-        else:
+        elif gs is not None:
             self.hub.leave(self)
+        self.hub.stats.close_session_answered += 1
+        answer = frames.response("SessionResponse", 200, frames.closed_session_body(), tracing)
+        delay = self.plan.goodbye_delay_s
+        if delay > 0:
+            self.hub.stats.goodbye_delayed += 1
+            self.spawn(self._later(delay, answer))
+        else:
+            await self._send(answer)

@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["BOT_TEXT", "NOTICES", "bot_reply", "echo_body", "inbound", "is_presence_clear", "jwt_body",
+__all__ = ["BOT_TEXT", "NOTICES", "bot_reply", "closed_session_body", "echo_body", "inbound", "is_presence_clear", "jwt_body",
            "notice", "response", "session_body", "too_many"]
 
 BOT_TEXT = "Hi, how can I help?"
@@ -55,6 +55,11 @@ def session_body(new: bool, ttl_s: float) -> dict[str, Any]:
         body["durationSeconds"] = int(ttl_s)
         body["expirationDate"] = int(time.time() + ttl_s)
     return body
+
+
+def closed_session_body() -> dict[str, Any]:
+    """closeSession's answer: the session is closed (the SDKs then may configure a new one)."""
+    return {"connected": False, "newSession": False, "readOnly": False}
 
 
 def jwt_body() -> dict[str, Any]:

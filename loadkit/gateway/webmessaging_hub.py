@@ -52,6 +52,11 @@ class WebMessagingStats:
         self.rate_limited = 0
         self.echo_limited = 0
         self.text_too_long = 0
+        self.close_session_answered = 0
+        #: the goodbye faults: requests ignored, answers delayed, Presence Clears refused (429)
+        self.goodbye_unanswered = 0
+        self.goodbye_delayed = 0
+        self.goodbye_refused = 0
 
     def frame_sent(self, frame: dict[str, Any]) -> None:
         """Count a frame that went on the wire, by class, and by error code if it is an error."""
@@ -75,6 +80,9 @@ class WebMessagingStats:
             "rate_limited": self.rate_limited,
             "echo_limited": self.echo_limited,
             "text_too_long": self.text_too_long,
+            "close_session_answered": self.close_session_answered,
+            "goodbye_faults": {"unanswered": self.goodbye_unanswered, "delayed": self.goodbye_delayed,
+                               "refused": self.goodbye_refused},
         }
 
 

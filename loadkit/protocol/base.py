@@ -243,6 +243,50 @@ class Profile(Protocol):
 # ``required_scopes``  scopes a token must carry; with ``grant.extra["scopes"]`` (set by
 #                      ``token_grant`` when the answer lists them) ``loadkit probe`` can say
 #                      "the token lacks a scope" before the gateway does.
+# ``goodbye_flow``     ``(grant) -> GoodbyeFlow``: a goodbye whose requests are answered
+#                      (webmessaging's Presence Clear and closeSession); without it the
+#                      driver sends ``goodbye_frames`` and closes at once.
+
+
+class Taken(enum.IntEnum):
+    """What a frame that came during a goodbye was to it."""
+
+    NOT_MINE = 0  #: no answer to the goodbye: the driver handles it as any frame
+    ANSWER = 1    #: an answer the goodbye waited for (or one it can do without)
+    REFUSAL = 2   #: the target refused a goodbye request: one of its errors (``code``)
+
+
+class GoodbyeFlow(Protocol):
+    """A goodbye as request/answer flows, driven by the session driver (pure: no I/O, no clock).
+
+    The driver sends ``frames(now)`` whenever ``now >= next_at`` (the first
+    request, the next step, a retry after ``retryAfter``), feeds it every
+    frame that comes, and gives up after ``timeout_s``: a goodbye that is not
+    ``done`` by then, ``failed`` or cut short is ``goodbye_incomplete``.
+    """
+
+    timeout_s: float
+    done: bool      #: every request answered: the goodbye completed
+    failed: str     #: non-empty: a request was refused, and why
+    next_at: float  #: when ``frames`` has a frame to send (``inf``: nothing before an answer)
+
+    def frames(self, now: float) -> list[bytes]:
+        """The frames due at ``now`` (none before ``next_at``)."""
+
+    def feed(self, ev: ServerEvent, now: float) -> Taken:
+        """Take in one classified frame that came during the goodbye."""
+
+    def waiting_for(self) -> str:
+        """What the goodbye still waits for, for the failure's detail."""
+
+    def server_close_ends_it(self) -> bool:
+        """Whether a normal (1000) server close now completes the goodbye."""
+
+
+def goodbye_flow(profile: Profile, grant: TokenGrant) -> GoodbyeFlow | None:
+    """The profile's answered goodbye for ``grant``, or None (send ``goodbye_frames`` and close)."""
+    make = getattr(profile, "goodbye_flow", None)
+    return make(grant) if callable(make) else None
 
 
 def check_keepalive(profile: Profile, interval_s: float) -> None:

@@ -20,7 +20,11 @@ driver's one lifecycle:
   guest's own message back as an ``Inbound`` StructuredMessage with the same
   ``tracingId``: that echo is the ``ACK``.
 - **goodbye**: Presence ``Clear`` (ends the conversation) and/or
-  ``closeSession``, then the driver closes with 1000.
+  ``closeSession``, each awaited as the SDKs do (``SessionClearedEvent``;
+  ``SessionResponse connected: false``), a refused Clear retried after its
+  ``retryAfter``, all within ``goodbye_timeout`` seconds
+  (``webmessaging_goodbye.py``); then the driver closes with 1000. A goodbye
+  the target did not confirm ends as ``goodbye_incomplete``.
 
 At most 3 sockets may share a token (a 4th gets the oldest a
 ``ConnectionClosedEvent``). The harness opens one socket per guest and each
@@ -34,6 +38,7 @@ classified with one ``orjson.loads`` and a dict lookup on ``class``.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -56,8 +61,10 @@ from loadkit.protocol.base import (
     missing_fields,
 )
 from loadkit.protocol.guest import ws_url_from_base
+from loadkit.protocol.webmessaging_goodbye import CLEAR, CLOSE_SESSION, SESSION_CLOSED, WebMessagingGoodbye
 
-__all__ = ["WebMessagingProfile", "ECHO_PREFIX", "HEALTH_CHECK_ID", "GOODBYES", "MAX_TOKEN_CHARS"]
+__all__ = ["WebMessagingProfile", "ECHO_PREFIX", "HEALTH_CHECK_ID", "GOODBYES", "GOODBYE_TIMEOUT_S",
+           "MAX_TOKEN_CHARS"]
 
 _E = EventKind
 
@@ -68,6 +75,12 @@ ECHO_PREFIX = "echo-"
 HEALTH_CHECK_ID = "SGVhbHRoQ2hlY2tNZXNzYWdlSWQ="
 #: Values of the ``goodbye`` option.
 GOODBYES = ("both", "clear", "close_session", "none")
+#: The steps of each ``goodbye``, in order.
+_GOODBYE_STEPS = {"both": [CLEAR, CLOSE_SESSION], "clear": [CLEAR], "close_session": [CLOSE_SESSION], "none": []}
+#: Default of ``goodbye_timeout``: how long the whole goodbye may wait for its answers.
+#: Long enough for one refused Clear's ``retryAfter`` (1 s at 2 onMessage per second)
+#: and a round trip, short enough not to hold a stopping run.
+GOODBYE_TIMEOUT_S = 5.0
 #: The longest token the service accepts.
 MAX_TOKEN_CHARS = 2048
 #: Application error codes that mean "your session is over".
@@ -106,7 +119,7 @@ class WebMessagingProfile:
 
     def __init__(self, *, deployment_id: str = "", origin: str = "", application: str = "",
                  path: str = "/v1", goodbye: str = "both", close_all_connections: bool = True,
-                 end_session_on: list[str] | None = None) -> None:
+                 goodbye_timeout: float = GOODBYE_TIMEOUT_S, end_session_on: list[str] | None = None) -> None:
         #: Text frames only; echo replies and message echoes must carry a tracingId we sent.
         self.expects = Expects(required=REQUIRED, fatal=check_fatal(end_session_on, self.name))
         problems: list[tuple[str, Any, str]] = []
@@ -125,6 +138,10 @@ class WebMessagingProfile:
             problems.append(("goodbye", goodbye, "one of " + ", ".join(f'"{g}"' for g in GOODBYES)))
         if not isinstance(close_all_connections, bool):
             problems.append(("close_all_connections", close_all_connections, "true or false"))
+        if isinstance(goodbye_timeout, bool) or not isinstance(goodbye_timeout, (int, float)) or not (
+                0 < goodbye_timeout <= 300):
+            problems.append(("goodbye_timeout", goodbye_timeout,
+                             "seconds the goodbye waits for its answers, more than 0 and at most 300"))
         if problems:
             raise ProfileOptionError(self.name, problems)
         self.deployment_id = deployment_id.strip()
@@ -133,6 +150,7 @@ class WebMessagingProfile:
         self.path = path
         self.goodbye = goodbye
         self.close_all_connections = close_all_connections
+        self.goodbye_timeout = float(goodbye_timeout)
         query = {"deploymentId": self.deployment_id}
         if application:
             query["application"] = application
@@ -210,21 +228,31 @@ class WebMessagingProfile:
             "message": {"type": "Text", "text": text},
         }), ref
 
-    def presence_frame(self, grant: TokenGrant, presence: str) -> bytes:
+    def presence_frame(self, grant: TokenGrant, presence: str, tracing: str | None = None) -> bytes:
         """An ``onMessage`` Presence event (``Join`` or ``Clear``)."""
         return orjson.dumps({
-            "action": "onMessage", "token": grant.token, "tracingId": str(uuid.uuid4()),
+            "action": "onMessage", "token": grant.token, "tracingId": tracing or str(uuid.uuid4()),
             "message": {"type": "Event", "events": [{"eventType": "Presence", "presence": {"type": presence}}]},
         })
 
+    def close_session_frame(self, grant: TokenGrant, tracing: str | None = None) -> bytes:
+        """``closeSession``, with a ``tracingId`` (as the SDKs send it) so its refusal can be told apart."""
+        return orjson.dumps({"action": "closeSession", "token": grant.token,
+                             "closeAllConnections": self.close_all_connections,
+                             "tracingId": tracing or str(uuid.uuid4())})
+
+    def _goodbye_makers(self, grant: TokenGrant) -> dict[str, Callable[[str], bytes]]:
+        return {CLEAR: lambda ref: self.presence_frame(grant, "Clear", ref),
+                CLOSE_SESSION: lambda ref: self.close_session_frame(grant, ref)}
+
     def goodbye_frames(self, grant: TokenGrant) -> list[bytes]:
-        frames = []
-        if self.goodbye in ("both", "clear"):
-            frames.append(self.presence_frame(grant, "Clear"))
-        if self.goodbye in ("both", "close_session"):
-            frames.append(orjson.dumps({"action": "closeSession", "token": grant.token,
-                                        "closeAllConnections": self.close_all_connections}))
-        return frames
+        """The goodbye's requests, unanswered (for ``loadkit probe``; the driver uses ``goodbye_flow``)."""
+        makers = self._goodbye_makers(grant)
+        return [makers[step](str(uuid.uuid4())) for step in _GOODBYE_STEPS[self.goodbye]]
+
+    def goodbye_flow(self, grant: TokenGrant) -> WebMessagingGoodbye:
+        """The goodbye as the SDKs speak it: each request awaited, within ``goodbye_timeout``."""
+        return WebMessagingGoodbye(_GOODBYE_STEPS[self.goodbye], self._goodbye_makers(grant), self.goodbye_timeout)
 
     # -- frames in -----------------------------------------------------------------------
 
@@ -265,9 +293,8 @@ class WebMessagingProfile:
             return ServerEvent(_E.UNKNOWN, detail="StructuredMessage direction=" + repr(direction)[:40],
                                bad=UNKNOWN_TYPE)
         if cls == "SessionResponse":
-            if body["connected"] is False:  # a session answer that is not a session
-                return ServerEvent(_E.SESSION_ENDED, code=code, detail="SessionResponse connected=false",
-                                   fields=body)
+            if body["connected"] is False:  # a session answer that is not a session (closeSession's answer)
+                return ServerEvent(_E.SESSION_ENDED, tracing, code=code, detail=SESSION_CLOSED, fields=body)
             return ServerEvent(_E.AUTH_OK, tracing, code=code, fields=body)
         if cls == "TooManyRequestsErrorMessage":
             retry = body["retryAfter"]
