@@ -18,10 +18,11 @@ def _fmt(v: Any) -> str:
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     cells = [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "-" * len(line)]
     for r in cells:
-        out.append("  ".join(c.rjust(w) if c[:1].isdigit() or c == "-" else c.ljust(w) for c, w in zip(r, widths)))
+        out.append("  ".join(c.rjust(w) if c[:1].isdigit() or c == "-" else c.ljust(w)
+                             for c, w in zip(r, widths, strict=True)))
     return out
 
 
