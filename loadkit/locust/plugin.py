@@ -234,6 +234,11 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         rt.print_summary()  # Locust has printed its final tables by now
 
     _note_signals(rt)
+    # Locust schedules -t's stop right after this event, with gevent.spawn_later, which
+    # counts from the loop's cached "now"; that clock last moved when the loop last ran,
+    # maybe seconds ago (a slow start: imports on a busy machine, a blocking init). Stale,
+    # a 3 s run stopped after 0.1 s. Bring it to the present so -t counts from here.
+    gevent.get_hub().loop.update_now()
 
 
 def _note_signals(rt: Runtime) -> None:
