@@ -169,6 +169,8 @@ def _on_init(environment: Any, **_kw: Any) -> None:
             prometheus.install(environment, rt)
         except ConfigError as exc:
             _die(environment, str(exc))
+    # Last thing before Locust arms -t: a timer counts from the loop's cached time.
+    adapters.fresh_loop_clock()
 
     events_ = environment.events
 
