@@ -1,6 +1,6 @@
 """What the session driver needs from its transport, declared.
 
-``SessionDriver`` (loadkit/session.py) never touches a socket, an event
+``SessionDriver`` (loadkit/session/) never touches a socket, an event
 loop or a timer: it asks a ``Transport`` for the time, a pause, the token
 call and a WebSocket ``Connection``, and reads frames from that. Writing
 the contract down here, as ``typing.Protocol`` classes, does three jobs:
