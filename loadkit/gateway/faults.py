@@ -279,7 +279,7 @@ class FaultPlan:
     def session(self, seq: int) -> SessionPlan:
         f = self.faults
         rng = self.rng(seq, "session")
-        u = dict(zip(self.SESSION_DRAWS, (rng.random() for _ in self.SESSION_DRAWS)))
+        u = dict(zip(self.SESSION_DRAWS, (rng.random() for _ in self.SESSION_DRAWS), strict=True))
         refuse = u["refuse"] < f.refuse_upgrades_fraction
         low, high = f.drop_after_s
         return SessionPlan(
@@ -304,7 +304,7 @@ class FaultPlan:
         rng = self.rng(seq, "messages")
         low, high = self.agent_think_s
         while True:
-            u = dict(zip(self.MESSAGE_DRAWS, (rng.random() for _ in self.MESSAGE_DRAWS)))
+            u = dict(zip(self.MESSAGE_DRAWS, (rng.random() for _ in self.MESSAGE_DRAWS), strict=True))
             late = u["late"] < f.out_of_order
             ack = f.ack_delay.at(u["ack"]) + (f.out_of_order_delay.at(u["late_delay"]) if late else 0.0)
             think = low + (high - low) * u["think"] + f.agent_delay.at(u["agent"])

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["BOT_TEXT", "NOTICES", "bot_reply", "closed_session_body", "echo_body", "inbound", "is_presence_clear", "jwt_body",
-           "notice", "response", "session_body", "too_many"]
+__all__ = ["BOT_TEXT", "NOTICES", "bot_reply", "closed_session_body", "echo_body", "inbound", "is_presence_clear",
+           "jwt_body", "notice", "response", "session_body", "too_many"]
 
 BOT_TEXT = "Hi, how can I help?"
 
@@ -28,7 +28,7 @@ NOTICES = {
 
 
 def iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def response(cls: str, code: int, body: Any, tracing: Any = None) -> dict[str, Any]:

@@ -91,7 +91,8 @@ class GuestProfile:
         if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float))):
             raise ValueError("malformed token response: expiresAt must be a number of seconds")
         scopes = data.get("scopes")
-        extra = {"scopes": tuple(scopes)} if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes) else {}
+        listed = isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)
+        extra = {"scopes": tuple(scopes)} if listed else {}
         return TokenGrant(guest_id, token, expires, extra)
 
     # -- connection ----------------------------------------------------------
@@ -130,7 +131,7 @@ class GuestProfile:
 
     def classify(self, data: bytes | str) -> ServerEvent:
         obj = json_object(data)
-        if type(obj) is not dict:
+        if isinstance(obj, ServerEvent):
             return obj  # MALFORMED
         kind = obj.get("type")
         required = REQUIRED.get(kind) if type(kind) is str else None

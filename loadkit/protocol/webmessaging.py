@@ -117,9 +117,10 @@ class WebMessagingProfile:
     #: An Outbound message does not say which guest message it answers.
     reply_refs = False
 
-    def __init__(self, *, deployment_id: str = "", origin: str = "", application: str = "",
-                 path: str = "/v1", goodbye: str = "both", close_all_connections: bool = True,
-                 goodbye_timeout: float = GOODBYE_TIMEOUT_S, end_session_on: list[str] | None = None) -> None:
+    def __init__(self, *, deployment_id: Any = "", origin: Any = "", application: Any = "",
+                 path: Any = "/v1", goodbye: Any = "both", close_all_connections: Any = True,
+                 goodbye_timeout: Any = GOODBYE_TIMEOUT_S, end_session_on: list[str] | None = None) -> None:
+        """Options as a scenario file gives them (any TOML value): each is checked here, all at once."""
         #: Text frames only; echo replies and message echoes must carry a tracingId we sent.
         self.expects = Expects(required=REQUIRED, fatal=check_fatal(end_session_on, self.name))
         problems: list[tuple[str, Any, str]] = []
@@ -258,11 +259,11 @@ class WebMessagingProfile:
 
     def classify(self, data: bytes | str) -> ServerEvent:
         obj = json_object(data)
-        if type(obj) is not dict:
+        if isinstance(obj, ServerEvent):
             return obj  # MALFORMED
         cls = obj.get("class")
-        body = obj.get("body")
-        code = obj.get("code")
+        body: Any = obj.get("body")
+        code: Any = obj.get("code")
         tracing = obj.get("tracingId")
         if type(cls) is not str:
             return ServerEvent(_E.UNKNOWN, detail="no class", bad=UNKNOWN_TYPE)

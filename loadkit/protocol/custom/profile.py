@@ -102,7 +102,7 @@ class CustomProfile:
         if factory is not None and not problems:
             try:
                 obj = factory(p)
-            except Exception as exc:  # the user's code: say which and why, one line
+            except Exception as exc:  # noqa: BLE001 - the user's code: say which and why, one line
                 problems.append(("hook", hook, f"calling it with the template profile failed: "
                                  f"{exc.__class__.__name__}: {exc}"))
             else:
@@ -206,7 +206,8 @@ class CustomProfile:
             ref_key = f"{name}_ref"
             if name not in self.frames:
                 if ref_key in raw:
-                    problems.append((f"frames.{ref_key}", raw[ref_key], f"unknown here: there is no frames.{name} to point into"))
+                    problems.append((f"frames.{ref_key}", raw[ref_key],
+                                     f"unknown here: there is no frames.{name} to point into"))
                 continue
             default = "id" if "id" in raw[name] else MISSING
             ref = raw.get(ref_key, default)
@@ -256,7 +257,7 @@ class CustomProfile:
                     problems.append(("match", MISSING, "[[match]] tables for the server's frames, "
                                      "at least one with kind = \"auth_ok\""))
                 continue
-            section, _, name = part.partition(".")
+            _section, _, name = part.partition(".")
             have = self.ws_path is not None if part == "websocket_path" else name in self.frames
             if not have and not any(k == part for k, _v, _e in problems):
                 problems.append((part, MISSING, f"a template (or a hook that has {method})"))
@@ -297,7 +298,7 @@ class CustomProfile:
         if guest_id is MISSING or token is MISSING or guest_id is None or token is None:
             missing = ".".join(map(str, spec.guest_id if guest_id in (MISSING, None) else spec.token))
             raise ValueError(f"malformed token response: nothing at {missing!r}")
-        expires = get_path(data, spec.expires_at) if spec.expires_at else None
+        expires: Any = get_path(data, spec.expires_at) if spec.expires_at else None
         return TokenGrant(str(guest_id), str(token),
                           float(expires) if type(expires) in (int, float) else None)
 
@@ -348,7 +349,7 @@ class CustomProfile:
 
     def classify(self, data: bytes | str) -> ServerEvent:
         obj = json_object(data)
-        if type(obj) is not dict:
+        if isinstance(obj, ServerEvent):
             return obj  # MALFORMED
         for m in self.matchers:
             if m.matches(obj):
