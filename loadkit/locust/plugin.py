@@ -169,8 +169,6 @@ def _on_init(environment: Any, **_kw: Any) -> None:
             prometheus.install(environment, rt)
         except ConfigError as exc:
             _die(environment, str(exc))
-    # Last thing before Locust arms -t: a timer counts from the loop's cached time.
-    adapters.fresh_loop_clock()
 
     events_ = environment.events
 
@@ -236,11 +234,8 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         rt.print_summary()  # Locust has printed its final tables by now
 
     _note_signals(rt)
-    # Locust schedules -t's stop right after this event, with gevent.spawn_later, which
-    # counts from the loop's cached "now"; that clock last moved when the loop last ran,
-    # maybe seconds ago (a slow start: imports on a busy machine, a blocking init). Stale,
-    # a 3 s run stopped after 0.1 s. Bring it to the present so -t counts from here.
-    gevent.get_hub().loop.update_now()
+    # Last thing before Locust arms -t with gevent.spawn_later (see adapters.fresh_loop_clock).
+    adapters.fresh_loop_clock()
 
 
 def _note_signals(rt: Runtime) -> None:
