@@ -252,7 +252,7 @@ def test_health_404_and_the_exact_stats_shape(start: Any) -> None:
     assert gw.request("GET", "/api/v2/guest/websocket")[0] == 426
     stats = gw.stats()
     assert list(stats) == ["tokens", "upgrades", "sessions", "closes", "frames_received", "frames_sent",
-                           "errors_sent", "faults", "settings"]
+                           "errors_sent", "faults", "session_ages", "settings"]
     assert stats["upgrades"] == {"accepted": 0, "refused": {"503": 0, "429": 0}}
     assert stats["sessions"] == {"opened": 0, "authenticated": 0, "open": 0, "closed": 0}
     assert stats["frames_received"] == {"auth": 0, "ping": 0, "message": 0, "typing": 0, "other": 0}

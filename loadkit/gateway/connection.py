@@ -26,6 +26,7 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.datastructures import Headers
 from websockets.frames import CloseCode
 from websockets.http11 import Response
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from .faults import SessionPlan
@@ -137,10 +138,24 @@ class GatewayConnection(ServerConnection):
         self.plan: SessionPlan | None = None
         self.opener: Callable[[SessionPlan], AdmittedSession] | None = None
         self.reserved = False  # holds one of max_connections
+        #: Loop time at which the WebSocket stopped being open: our close frame
+        #: sent, the peer's received, or the link lost (the end of a session's age).
+        self.closing_at: float | None = None
+
+    def _note_closing(self) -> None:
+        if self.closing_at is None and self._websocket and self.protocol.state is not State.OPEN \
+                and self.protocol.state is not State.CONNECTING:
+            self.closing_at = self.loop.time()
+
+    async def close(self, code: CloseCode | int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        if self.closing_at is None and self.protocol.state is State.OPEN:
+            self.closing_at = self.loop.time()  # the close frame goes out now
+        await super().close(code, reason)
 
     def data_received(self, data: bytes) -> None:
         if self._websocket:
             super().data_received(data)
+            self._note_closing()
             return
         if self._http is None:
             return  # plain HTTP request already answered; ignore the rest
@@ -227,10 +242,12 @@ class GatewayConnection(ServerConnection):
     def eof_received(self) -> None:
         if self._websocket:
             super().eof_received()
+            self._note_closing()
         # else: returning None lets asyncio close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._note_closing()
         if self.reserved:
             self.reserved = False
             self.owner.release(self)

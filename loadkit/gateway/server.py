@@ -240,7 +240,7 @@ class Gateway:
             record = await session.run()
         finally:
             self.sessions.discard(session)
-        self.stats.session_closed(record)
+        self.stats.session_closed(record, session.age_at_end())
         log.debug("session %d closed: %s", conn.plan.seq, record)
 
     # --- plain HTTP ----------------------------------------------------------

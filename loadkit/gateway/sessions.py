@@ -77,9 +77,30 @@ class Session(abc.ABC):
         self.conn = conn
         self.plan = plan
         self.loop = asyncio.get_running_loop()
-        self.phase: Phase = "pre_auth"
+        self._phase: Phase = "pre_auth"
+        #: loop time at which ``phase`` became "authenticated" (the start of the session's age)
+        self.authenticated_at: float | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.messages = ctx.faults.messages(plan.seq)
+
+    @property
+    def phase(self) -> Phase:
+        """``pre_auth`` until the protocol's auth answer was sent, then ``authenticated``."""
+        return self._phase
+
+    @phase.setter
+    def phase(self, value: Phase) -> None:
+        # Kept here, not in each protocol's code, so every session type times its age the same way.
+        if value == "authenticated" and self.authenticated_at is None:
+            self.authenticated_at = self.loop.time()
+        self._phase = value
+
+    def age_at_end(self) -> float | None:
+        """Seconds from the auth answer to the connection's close (None if never authenticated)."""
+        if self.authenticated_at is None:
+            return None
+        end = self.conn.closing_at if self.conn.closing_at is not None else self.loop.time()
+        return max(0.0, end - self.authenticated_at)
 
     @abc.abstractmethod
     async def serve(self) -> None:

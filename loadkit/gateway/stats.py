@@ -7,6 +7,14 @@ close is recorded from the close frames that really crossed the connection
 phase the session was in. A harness test can then assert "the client counted
 exactly what the gateway counted".
 
+Session ages (``session_ages``): each authenticated session's age at its end
+(from ``auth_ok`` sent to the first close frame or the lost link) and whether
+the guest lost it (the gateway's close, or no close at all) or ended it
+(censored). That is what a Kaplan-Meier survival estimate needs, so the
+harness's ``survival`` can be recomputed from the gateway's side. Ages are
+counted in buckets (``age_bucket_ms``), so the record stays bounded however
+long the soak, and a dict of counts sums exactly across processes.
+
 Pure: counters and a snapshot; the server feeds it. No clock, no sockets.
 """
 
@@ -18,13 +26,25 @@ from typing import Any, Literal
 
 from loadkit.closes import CloseFrame, Initiator, attribute_close
 
-__all__ = ["CloseRecord", "GatewayStats", "close_record", "merge_snapshots"]
+__all__ = ["AGE_BITS", "CloseRecord", "GatewayStats", "age_bucket_ms", "close_record", "merge_snapshots"]
 
 Phase = Literal["pre_auth", "authenticated"]
 
 FRAMES_RECEIVED = ("auth", "ping", "message", "typing", "other")
 FRAMES_SENT = ("auth_ok", "pong", "ack", "message", "error", "session_expired")
 ERROR_CODES = ("4011", "4029", "4400", "4001", "4003")
+
+#: Significant bits kept of a session's age in ms: exact below 512 ms, then
+#: 256 buckets per doubling (each age rounded down by less than 1/256 = 0.4 %),
+#: so a day of distinct ages needs fewer than 5,000 keys per kind.
+AGE_BITS = 9
+
+
+def age_bucket_ms(age_s: float) -> int:
+    """The bucket of an age: its milliseconds rounded down to AGE_BITS significant bits."""
+    ms = max(0, int(age_s * 1000.0))
+    shift = max(0, ms.bit_length() - AGE_BITS)
+    return (ms >> shift) << shift
 
 
 @dataclass(frozen=True)
@@ -73,15 +93,27 @@ class GatewayStats:
         self.drops: Counter[str] = Counter({"1011": 0, "reset": 0})
         self.faults: Counter[str] = Counter()
         self.faults_upgrade_refused: Counter[str] = Counter({"429": 0, "503": 0})
+        #: authenticated sessions by age bucket (ms) at their end: lost by the guest, or censored
+        self.ages_dropped: Counter[int] = Counter()
+        self.ages_censored: Counter[int] = Counter()
 
     def session_opened(self) -> None:
         self.opened += 1
         self.open += 1
 
-    def session_closed(self, record: CloseRecord) -> None:
+    def session_closed(self, record: CloseRecord, age_s: float | None = None) -> None:
+        """One session ended; ``age_s`` is its age at the end if it was authenticated.
+
+        From the guest's side the session was lost (a Kaplan-Meier event)
+        when the gateway closed first or nobody did (1006); a close the
+        guest started is its own goodbye (or its stop): censored at that age.
+        """
         self.open -= 1
         self.closed += 1
         self.closes[record] += 1
+        if age_s is not None and record.phase == "authenticated":
+            ages = self.ages_censored if record.initiator == "client" else self.ages_dropped
+            ages[age_bucket_ms(age_s)] += 1
 
     def frame_received(self, frame_type: object) -> None:
         self.received[frame_type if frame_type in FRAMES_RECEIVED else "other"] += 1
@@ -121,8 +153,13 @@ class GatewayStats:
                 "agent_replies_delayed": f["agent_replies_delayed"],
                 "sessions_expired": f["sessions_expired"],
             },
+            "session_ages": {"dropped_ms": _by_age(self.ages_dropped), "censored_ms": _by_age(self.ages_censored)},
             "settings": settings,
         }
+
+
+def _by_age(ages: Counter[int]) -> dict[str, int]:
+    return {str(ms): n for ms, n in sorted(ages.items())}
 
 
 def merge_snapshots(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,6 +168,7 @@ def merge_snapshots(docs: list[dict[str, Any]]) -> dict[str, Any]:
     Every number is summed, key by key, at any depth (a key one process
     lacks counts as 0); ``closes`` rows are summed by (code, reason,
     initiator, phase) and sorted as ``GatewayStats.snapshot`` sorts them;
+    ``session_ages`` buckets are summed by age and kept in age order;
     text and ``settings`` are taken from the first document (the processes of
     one gateway share their settings). Works for ``/_gateway/stats`` and
     ``/_gateway/webmessaging`` alike.
@@ -145,6 +183,8 @@ def merge_snapshots(docs: list[dict[str, Any]]) -> dict[str, Any]:
         merged["closes"] = [
             {"code": code, "reason": reason, "initiator": initiator, "phase": phase, "count": n}
             for (code, reason, initiator, phase), n in sorted(closes.items(), key=lambda kv: (-kv[1], kv[0]))]
+    for kind, ages in merged.get("session_ages", {}).items():  # summed in arrival order: sort by age again
+        merged["session_ages"][kind] = dict(sorted(ages.items(), key=lambda kv: int(kv[0])))
     if docs and "settings" in docs[0]:
         merged["settings"] = docs[0]["settings"]
     order = list(docs[0]) if docs else []
