@@ -1,0 +1,90 @@
+"""Noise bounds of ``loadkit compare``: when a change beyond its limit is still not a regression.
+
+Why apart: this is the statistics (order-statistic intervals of percentiles,
+binomial and Poisson bounds, Kaplan-Meier intervals, sample minimums and the
+latency floor), the part that decides whether two runs of the same target
+"differ"; the comparison only asks it. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from loadkit.report.thresholds import Metric
+
+__all__ = ["DEFAULT_LATENCY_FLOOR_MS", "MIN_SESSIONS", "MIN_TAIL_SAMPLES", "within_noise"]
+
+#: Latency changes smaller than this (ms) are never regressions by default (--latency-floor).
+DEFAULT_LATENCY_FLOOR_MS = 5.0
+#: A percentile needs this many samples beyond it (n·(1-q)) in each run to be compared.
+MIN_TAIL_SAMPLES = 5
+#: A rate needs this many sessions under it in each run.
+MIN_SESSIONS = 20
+_Z95 = 1.959963984540054
+
+
+def _get(report: Mapping[str, Any], *path: str) -> Any:
+    node: Any = report
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def within_noise(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str, Any],
+                  worsening: float, floor_ms: float) -> str | None:
+    """Why a change beyond its limit is still not a regression ("noise", "too few samples"), or None.
+
+    Latency percentiles: each run's distribution-free interval
+    (``latency_ms.PHASE.ci``, order statistics) must not overlap, the change
+    must exceed the absolute floor, and both runs need enough samples in the
+    tail. Rates of sessions: a two-proportion (binomial) bound. Drops per
+    session-hour: a Poisson bound. Survival: the Kaplan-Meier intervals.
+    """
+    family = metric.family
+    if family in ("PHASE.STAT", "reconnect.STAT"):
+        if worsening <= floor_ms:
+            return "below floor"
+        stat = metric.args[-1]
+        if family == "PHASE.STAT" and stat.startswith("p"):
+            q = float(stat[1:]) / 100.0
+            phase = metric.args[1]
+            for report in (baseline, candidate):
+                n = _get(report, "latency_ms", phase, "count") or 0
+                if n * (1 - q) < MIN_TAIL_SAMPLES:
+                    return "too few samples"
+            b = _get(baseline, "latency_ms", phase, "ci", stat)
+            c = _get(candidate, "latency_ms", phase, "ci", stat)
+            if isinstance(b, list) and isinstance(c, list) and None not in (*b, *c):
+                overlap = c[0] <= b[1] if metric.direction > 0 else c[1] >= b[0]
+                if overlap:
+                    return "noise"
+        return None
+    if family.endswith(".rate") or metric.name == "drop_rate":
+        base = ("sessions", "authenticated") if metric.name == "drop_rate" else ("sessions", "started")
+        n1, n2 = _get(baseline, *base) or 0, _get(candidate, *base) or 0
+        if min(n1, n2) < MIN_SESSIONS:
+            return "too few samples"
+        p1, _ = metric.measure(baseline)
+        p2, _ = metric.measure(candidate)
+        if p1 is None or p2 is None:
+            return None
+        pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+        sd = (pooled * (1 - pooled) * (1 / n1 + 1 / n2)) ** 0.5
+        return "noise" if abs(worsening) <= _Z95 * sd else None
+    if metric.name == "drops_per_session_hour":
+        d1, d2 = _get(baseline, "drops") or 0, _get(candidate, "drops") or 0
+        h1, h2 = _get(baseline, "session_hours") or 0, _get(candidate, "session_hours") or 0
+        if not h1 or not h2:
+            return "too few samples"
+        sd = ((d1 + 1) / h1 ** 2 + (d2 + 1) / h2 ** 2) ** 0.5
+        return "noise" if worsening <= _Z95 * sd else None
+    if metric.family == "survival.MARK":
+        mark = metric.name.split(".")[1]
+        b, c = _get(baseline, "survival", mark) or {}, _get(candidate, "survival", mark) or {}
+        if None not in (b.get("lower"), c.get("upper")) and c["upper"] >= b["lower"]:
+            return "noise"
+    return None
+
