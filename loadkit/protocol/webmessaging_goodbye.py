@@ -30,7 +30,7 @@ import math
 import uuid
 from collections.abc import Callable
 
-from loadkit.protocol.base import EventKind, ServerEvent, Taken
+from loadkit.protocol.base import EventKind, GoodbyeFlow, ServerEvent, Taken
 
 __all__ = ["CLEAR", "CLOSE_SESSION", "SESSION_CLOSED", "WebMessagingGoodbye"]
 
@@ -139,3 +139,8 @@ class WebMessagingGoodbye:
         else:
             self.done = True
             self.next_at = math.inf
+
+
+def _conforms(flow: WebMessagingGoodbye) -> GoodbyeFlow:
+    """mypy: the web messaging goodbye is a ``GoodbyeFlow`` as the driver declares it."""
+    return flow
