@@ -141,6 +141,8 @@ class GatewayConnection(ServerConnection):
         #: Loop time at which the WebSocket stopped being open: our close frame
         #: sent, the peer's received, or the link lost (the end of a session's age).
         self.closing_at: float | None = None
+        #: Called with each pong the client sends (a ping flood counts its answers); None: not asked.
+        self.on_pong: Callable[[], None] | None = None
 
     def _note_closing(self) -> None:
         if self.closing_at is None and self._websocket and self.protocol.state is not State.OPEN \
@@ -238,6 +240,25 @@ class GatewayConnection(ServerConnection):
         out += parser.send(h11.EndOfMessage()) or b""
         self.transport.write(out)
         self.transport.close()
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write ``data`` to the socket as it is, after whatever websockets has queued.
+
+        For the anomaly faults (``anomalies.py``): frames no library writes
+        (invalid UTF-8, reserved bits, a flood in one write with auth_ok).
+        Complete frames only: websockets keeps no state about data frames it
+        did not write. Like ``send``, it raises ``ConnectionClosed`` (after
+        the closing handshake) when the connection is no longer open, and it
+        waits for the socket's buffer to drain.
+        """
+        async with self.send_context():
+            self.send_data()  # the protocol's own frames, already due, go first
+            self.transport.write(data)
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        if self.on_pong is not None:
+            self.on_pong()
+        super().acknowledge_pings(data)
 
     def eof_received(self) -> None:
         if self._websocket:

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .anomalies import AnomalySettings
+
 __all__ = ["Delay", "FaultSettings", "FaultPlan", "SessionPlan", "MessagePlan", "DROP_CODES"]
 
 Z_99 = 2.326  # standard normal quantile of 0.99: p99 = median * exp(Z_99 * sigma)
@@ -196,6 +198,8 @@ class FaultSettings:
     goodbye_retry_after_s) goodbye_refusals times before one is accepted."""
     goodbye_refusals: int = 1
     goodbye_retry_after_s: int = 1
+    anomalies: AnomalySettings = field(default_factory=AnomalySettings)
+    """The ``[faults.anomalies]`` table: frames a broken target sends (``anomalies.py``)."""
 
     def __post_init__(self) -> None:
         for name in ("drop_fraction", "silent_close_after_auth", "out_of_order",
@@ -241,6 +245,10 @@ class SessionPlan:
     #: web messaging: how many Presence Clears are refused (429) before one is accepted
     goodbye_refusals: int = 0
     goodbye_retry_after_s: int = 1
+    #: the anomalous frame written with auth_ok (one of ``anomalies.ANOMALY_KINDS``), if any
+    anomaly: str | None = None
+    #: RFC 6455 pings written just before auth_ok, in the same write (0: none)
+    ping_flood: int = 0
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,7 @@ class FaultPlan:
 
     #: New draws go at the end: the draws before them, and so every earlier fault, stay as they were.
     SESSION_DRAWS = ("refuse", "stall", "handshake", "silent", "auth", "drop", "drop_at",
-                     "goodbye_unanswered", "goodbye_delay", "goodbye_refused")
+                     "goodbye_unanswered", "goodbye_delay", "goodbye_refused", "anomaly", "flood")
     MESSAGE_DRAWS = ("ack", "late", "late_delay", "think", "agent")
 
     def __init__(self, faults: FaultSettings, seed: int, agent_think_s: tuple[float, float] = (0.0, 0.0)) -> None:
@@ -282,6 +290,7 @@ class FaultPlan:
         u = dict(zip(self.SESSION_DRAWS, (rng.random() for _ in self.SESSION_DRAWS), strict=True))
         refuse = u["refuse"] < f.refuse_upgrades_fraction
         low, high = f.drop_after_s
+        a = f.anomalies
         return SessionPlan(
             seq=seq,
             refuse_status=f.refuse_upgrades_status if refuse else None,
@@ -296,6 +305,8 @@ class FaultPlan:
             goodbye_delay_s=f.goodbye_delay.at(u["goodbye_delay"]),
             goodbye_refusals=f.goodbye_refusals if u["goodbye_refused"] < f.goodbye_refused else 0,
             goodbye_retry_after_s=f.goodbye_retry_after_s,
+            anomaly=a.pick(u["anomaly"]),
+            ping_flood=a.ping_flood_size if u["flood"] < a.ping_flood else 0,
         )
 
     def messages(self, seq: int) -> Iterator[MessagePlan]:

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
-from . import custom
+from . import anomalies, custom
 from .connection import GatewayConnection
 from .faults import SessionPlan
 from .limiter import SlidingWindow
@@ -65,6 +65,7 @@ class GuestSession(Session):
         self.replies = 0
         self.last_frame = self.loop.time()
         self.expires_at = math.inf  # loop time
+        self.flood_at: float | None = None  # loop time of the ping flood's write, until its first pong
 
     async def serve(self) -> None:
         if await self.authenticate():
@@ -156,11 +157,38 @@ class GuestSession(Session):
         assert verdict.claims is not None
         self.expires_at = self.loop.time() + (verdict.claims.expires_at - time.time())
         idle = self.settings.idle_timeout_s
-        await self.send({"type": "auth_ok", "guestId": guest_id, "sessionId": str(uuid.uuid4()),
-                         "idleTimeout": int(idle) if idle == int(idle) else idle})
+        await self.send_auth_ok({"type": "auth_ok", "guestId": guest_id, "sessionId": str(uuid.uuid4()),
+                                 "idleTimeout": int(idle) if idle == int(idle) else idle})
         self.phase = "authenticated"
         self.stats.authenticated += 1
         return True
+
+    async def send_auth_ok(self, frame: dict[str, Any]) -> None:
+        """Answer the auth frame; with the planned anomaly or ping flood, in one raw write.
+
+        An anomaly is counted when its bytes are handed to the socket: a
+        session whose client closed first gets none (``send_raw`` then raises
+        ConnectionClosed, as ``send`` would).
+        """
+        kind, pings = self.plan.anomaly, self.plan.ping_flood
+        if kind is None and not pings:
+            await self.send(frame)
+            return
+        data = anomalies.auth_ok_write(orjson.dumps(frame), kind, pings)
+        if self.conn.protocol.state is OPEN:  # so send_raw writes before it first waits: count it now
+            now = self.loop.time()
+            self.stats.frame_sent("auth_ok")
+            if kind is not None:
+                self.stats.anomalies[kind] += 1
+            if pings:
+                self.conn.on_pong, self.flood_at = self.flood_pong, now
+                self.stats.ping_flood.flooded(pings, (now - self.last_frame) * 1000)
+        await self.conn.send_raw(data)
+
+    def flood_pong(self) -> None:
+        """A pong to the flood: the first is timed from the write, every one is counted."""
+        at, self.flood_at = self.flood_at, None
+        self.stats.ping_flood.pong(None if at is None else (self.loop.time() - at) * 1000)
 
     async def reject(self, code: int, message: str) -> None:
         """Refuse an auth attempt: silently (1000 or 4003) or with an error frame first."""

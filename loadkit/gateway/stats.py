@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from loadkit.closes import CloseFrame, Initiator, attribute_close
 
+from .anomalies import ANOMALY_KINDS, FloodRecord
+
 __all__ = ["AGE_BITS", "CloseRecord", "GatewayStats", "age_bucket_ms", "close_record", "merge_snapshots"]
 
 Phase = Literal["pre_auth", "authenticated"]
@@ -96,6 +98,9 @@ class GatewayStats:
         #: authenticated sessions by age bucket (ms) at their end: lost by the guest, or censored
         self.ages_dropped: Counter[int] = Counter()
         self.ages_censored: Counter[int] = Counter()
+        #: anomalous frames injected, by kind (``anomalies.py``), and what the ping floods measured
+        self.anomalies: Counter[str] = Counter(dict.fromkeys(ANOMALY_KINDS, 0))
+        self.ping_flood = FloodRecord()
 
     def session_opened(self) -> None:
         self.opened += 1
@@ -152,6 +157,8 @@ class GatewayStats:
                 "acks_out_of_order": f["acks_out_of_order"],
                 "agent_replies_delayed": f["agent_replies_delayed"],
                 "sessions_expired": f["sessions_expired"],
+                "anomalies": dict(self.anomalies),
+                "ping_flood": self.ping_flood.as_dict(),
             },
             "session_ages": {"dropped_ms": _by_age(self.ages_dropped), "censored_ms": _by_age(self.ages_censored)},
             "settings": settings,
@@ -166,8 +173,9 @@ def merge_snapshots(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """One document from the snapshots of several gateway processes, exactly.
 
     Every number is summed, key by key, at any depth (a key one process
-    lacks counts as 0); ``closes`` rows are summed by (code, reason,
-    initiator, phase) and sorted as ``GatewayStats.snapshot`` sorts them;
+    lacks counts as 0), but for keys named ``*_min`` and ``*_max``, which
+    merge as the least and the greatest value (``None`` meaning none yet);
+    ``closes`` rows are summed by (code, reason, initiator, phase) and sorted as ``GatewayStats.snapshot`` sorts them;
     ``session_ages`` buckets are summed by age and kept in age order;
     text and ``settings`` are taken from the first document (the processes of
     one gateway share their settings). Works for ``/_gateway/stats`` and
@@ -193,7 +201,11 @@ def merge_snapshots(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _add(into: dict[str, Any], doc: dict[str, Any]) -> None:
     for key, value in doc.items():
-        if isinstance(value, dict):
+        if key.endswith(("_min", "_max")) and (value is None or isinstance(value, (int, float))):
+            have = into.get(key)
+            pick = min if key.endswith("_min") else max
+            into[key] = value if have is None else have if value is None else pick(have, value)
+        elif isinstance(value, dict):
             _add(into.setdefault(key, {}), value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             into[key] = into.get(key, 0) + value
