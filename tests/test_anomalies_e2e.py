@@ -2,8 +2,11 @@
 
 One Locust run against a gateway that writes one anomaly (at most) into
 most sessions, each kind in its own share (``faults.anomalies``). Each guest
-runs one session and then pauses past the end of the run, so no stop cuts a
-session short and every count can be exact: what the harness classified,
+runs one session and then pauses past the end of the run; all of them
+start at once (Locust's run-time timer can fire early: its clock may be
+stale by the start-up time) and the stop waits for sessions still running
+(``--stop-timeout``), so no stop cuts a session short and every count can
+be exact: what the harness classified,
 per kind and per phase, equals what the gateway says it wrote, and each
 fatal kind ends exactly its sessions with its close code, as the gateway
 received it. (The ping flood, a timing check, is in test_gateway_anomalies.py:
@@ -54,7 +57,7 @@ def test_every_injected_anomaly_is_counted_by_kind_and_phase(
     gw = gateway_factory(**settings, seed=SEED)
     run = run_locust(tmp_path, "--host", gw.url, "--session-seconds", "0.6-0.9", "--keepalive-interval", "0.3",
                      "--message-interval", "0.2-0.3", "--guest-pause", "60-60", "--reconnect-max-attempts", "0",
-                     users=GUESTS, rate=15, run_time="5s")
+                     "--stop-timeout", "10", users=GUESTS, rate=GUESTS, run_time="3s")
     stats = settled_stats(gw)
     report = run.report
     assert report is not None, run.stderr[-2000:]
@@ -62,7 +65,7 @@ def test_every_injected_anomaly_is_counted_by_kind_and_phase(
     sessions = report["sessions"]
     # Every guest ran its one session to its end: nothing was cut by the run's stop.
     assert sessions["started"] == GUESTS == stats["sessions"]["authenticated"] == stats["upgrades"]["accepted"]
-    assert sessions["outcomes"].get("stopped_by_harness", 0) == 0
+    assert sessions["outcomes"].get("stopped_by_harness", 0) == 0, sessions
 
     injected = stats["faults"]["anomalies"]
     assert injected == {kind: expected[kind] for kind in ANOMALY_KINDS}  # the gateway did what its plan says
