@@ -7,7 +7,8 @@ them:
 
 - the upgrade (``server.Gateway.admit``): refuse, stall, slow handshake;
 - the auth frame (``guest.GuestSession.authenticate``): silent close, auth
-  latency, degradation;
+  latency, degradation, and (``send_auth_ok``) the anomalous frames and ping
+  flood written raw with auth_ok (``anomalies.py``);
 - each accepted message (``guest.GuestSession.on_message`` and the Web
   Messaging socket's ``on_message``): ack and agent delays, out-of-order acks
   (a ``faults.MessagePlan`` per message);
