@@ -3,13 +3,11 @@
 One Locust run against a gateway that writes one anomaly (at most) into
 most sessions, each kind in its own share (``faults.anomalies``). Each guest
 runs one session and then pauses past the end of the run; all of them
-start at once (Locust's run-time timer can fire early: its clock may be
-stale by the start-up time) and the stop waits for sessions still running
-(``--stop-timeout``), so no stop cuts a session short and every count can
-be exact: what the harness classified,
-per kind and per phase, equals what the gateway says it wrote, and each
-fatal kind ends exactly its sessions with its close code, as the gateway
-received it. (The ping flood, a timing check, is in test_gateway_anomalies.py:
+start at once and the stop waits for sessions still running
+(``--stop-timeout``), however slow the machine, so no stop cuts a session
+short and every count can be exact: what the harness classified, per kind
+and per phase, equals what the gateway says it wrote, and each fatal kind
+ends exactly its sessions with its close code, as the gateway received it. (The ping flood, a timing check, is in test_gateway_anomalies.py:
 thirty floods at once would measure the machine, not the harness.)
 """
 
