@@ -5,7 +5,7 @@ loop or a timer: it asks a ``Transport`` for the time, a pause, the token
 call and a WebSocket ``Connection``, and reads frames from that. Writing
 the contract down here, as ``typing.Protocol`` classes, does three jobs:
 
-- mypy checks that ``GeventTransport`` (loadkit/transport.py) provides all
+- mypy checks that ``GeventTransport`` (loadkit/transport/) provides all
   of it, structurally: no base class to inherit, no registration;
 - a test can drive a whole session over a scripted fake with a fake clock
   (tests/test_session_driver.py), no sockets and no gevent, and know it
@@ -22,6 +22,8 @@ connection is over, with the close code, reason and initiator of the close
 frames actually exchanged; ``close`` returns that same record instead of
 raising. ``connect`` and ``http`` raise ``ConnectRefused``, ``ConnectFailed``
 or ``UpgradeRefused`` (loadkit/errors.py) when the target did not let us in.
+A stop that interrupts ``connect`` is raised on, and how the half-made
+connection was left is recorded on the ``ConnectAttempt`` the driver passed.
 """
 
 from __future__ import annotations
@@ -29,8 +31,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from loadkit.errors import ConnectionEnded
+from loadkit.errors import ConnectionEnded, UpgradeRefused
 from loadkit.protocol.base import TokenRequest
+
+
+class ConnectAttempt:
+    """How an interrupted connect left the connection it was making; the driver holds one per connect.
+
+    A stop (gevent's ``GreenletExit``) that arrives mid-upgrade must still
+    end the session with what the wire saw: the transport finishes the
+    upgrade briefly and closes 1001 (unless the target refused it first),
+    then raises the stop on. ``connect`` cannot return that record while
+    raising, so it writes it here, on an object its caller made and reads in
+    its own handler: declared and typed, instead of an attribute on the
+    exception.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        #: the close of the connection left behind, the target's refusal, or
+        #: None (not interrupted, or nothing was opened)
+        self.left: ConnectionEnded | UpgradeRefused | None = None
 
 
 class HttpResult(Protocol):
@@ -105,12 +127,12 @@ class Transport(Protocol):
         ...
 
     def connect(self, url: str, headers: list[tuple[str, str]] | None = None,
-                timeout: float | None = None) -> Connection:
+                timeout: float | None = None, attempt: ConnectAttempt | None = None) -> Connection:
         """TCP (+TLS) and the upgrade, until the socket is open.
 
         Raises ``ConnectRefused``, ``ConnectFailed`` or ``UpgradeRefused``.
         A ``BaseException`` that is not an ``Exception`` (the harness
-        stopping) may carry ``loadkit_close``: how the half-made connection
-        was left (a ``ConnectionEnded`` or ``UpgradeRefused``).
+        stopping) is raised on; when it came mid-upgrade, how the half-made
+        connection was left is recorded on ``attempt`` first.
         """
         ...

@@ -68,7 +68,7 @@ class FakeTransport:
             return self._http()  # type: ignore[no-any-return]
         return HttpAnswer(201, GRANT, 0.001, 0.0)
 
-    def connect(self, url: str, headers: Any, timeout: float) -> FakeWs:
+    def connect(self, url: str, headers: Any, timeout: float, attempt: Any = None) -> FakeWs:
         return self.ws
 
 

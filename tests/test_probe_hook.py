@@ -8,7 +8,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
 from loadkit.probe.trace import TraceRecorder
-from loadkit.transport import _FrameLog
+from loadkit.transport.tracing import FrameLog
 
 
 def traced() -> tuple[Protocol, list[tuple[str, dict[str, Any]]], TraceRecorder]:
@@ -19,7 +19,7 @@ def traced() -> tuple[Protocol, list[tuple[str, dict[str, Any]]], TraceRecorder]
         seen.append((event, fields))
         rec.transport_hook(event, fields)
 
-    return Protocol(Side.CLIENT, state=State.OPEN, logger=_FrameLog(hook)), seen, rec
+    return Protocol(Side.CLIENT, state=State.OPEN, logger=FrameLog(hook)), seen, rec
 
 
 def server(frame: Frame) -> bytes:

@@ -140,7 +140,7 @@ class ScriptedTransport:
     def sleep(self, seconds: float) -> None:
         self.clock[0] += seconds
 
-    def connect(self, url: str, headers: Any, timeout: float) -> ScriptedSocket:
+    def connect(self, url: str, headers: Any, timeout: float, attempt: Any = None) -> ScriptedSocket:
         return ScriptedSocket(self.clock, self.frames, self.end)
 
 

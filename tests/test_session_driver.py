@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from loadkit.connection import Connection, Transport
+from loadkit.connection import ConnectAttempt, Connection, Transport
 from loadkit.errors import (
     ConnectFailed,
     ConnectionEnded,
@@ -177,10 +177,17 @@ class FakeConnection:
         return self.ended
 
 
+class StoppedMidUpgrade(NamedTuple):
+    """A connect a stop interrupted: the transport records how it left the connection, then raises the stop."""
+
+    stop: BaseException
+    left: ConnectionEnded | UpgradeRefused
+
+
 class FakeTransport:
     """Token endpoint and connects as scripted; ``sleep`` moves the clock."""
 
-    def __init__(self, *connections: FakeConnection | BaseException,
+    def __init__(self, *connections: FakeConnection | BaseException | StoppedMidUpgrade,
                  tokens: list[Answer | BaseException] | None = None) -> None:
         self.clock = Clock()
         self.connections = list(connections)
@@ -205,11 +212,15 @@ class FakeTransport:
         return answer
 
     def connect(self, url: str, headers: list[tuple[str, str]] | None = None,
-                timeout: float | None = None) -> Connection:
+                timeout: float | None = None, attempt: ConnectAttempt | None = None) -> Connection:
         self.connects += 1
         assert self.connections, "the driver connected more often than the test scripted"
         conn = self.connections.pop(0)
         self.clock.t += CONNECT_S
+        if isinstance(conn, StoppedMidUpgrade):
+            assert attempt is not None, "the driver gave the transport nowhere to say how it left"
+            attempt.left = conn.left
+            raise conn.stop
         if isinstance(conn, BaseException):
             raise conn
         conn.opened(self.clock)
@@ -533,16 +544,14 @@ def test_a_stop_while_established_is_stopped_by_harness_closed_1001_and_raised_o
 
 
 def test_a_stop_mid_upgrade_is_stopped_by_harness_before_open_with_the_close_the_transport_made() -> None:
-    stop = Stop()
-    stop.loadkit_close = ConnectionEnded(1001, "harness stopping", "client")  # type: ignore[attr-defined]
+    stop = StoppedMidUpgrade(Stop(), ConnectionEnded(1001, "harness stopping", "client"))
     rec, live = run_guest_stopped(FakeTransport(stop), Stop)
     assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.BEFORE_OPEN)
     assert_close_recorded(rec, Phase.BEFORE_OPEN, 1001, "client", "harness stopping")
 
 
 def test_a_stop_mid_upgrade_that_the_server_refused_is_upgrade_refused() -> None:
-    stop = Stop()
-    stop.loadkit_close = UpgradeRefused(429)  # type: ignore[attr-defined]
+    stop = StoppedMidUpgrade(Stop(), UpgradeRefused(429))
     rec, live = run_guest_stopped(FakeTransport(stop), Stop)
     assert_ended_as((rec, live), Outcome.UPGRADE_REFUSED, Phase.BEFORE_OPEN)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from loadkit.connection import Connection
+from loadkit.connection import ConnectAttempt, Connection
 from loadkit.errors import (
     ConnectFailed,
     ConnectionEnded,
@@ -94,13 +94,14 @@ class SessionDriver(Phases, Established):
         self.live.open += 1
         ws: Connection | None = None
         ending: Ending | None = None
+        attempt = ConnectAttempt()  # how a stop mid-upgrade left the connection
         self._refused = False
         self._expired = False
         self._bad_seen = False
         try:
             try:
                 grant = self._token(lc, grant, guest_no)
-                ws = self._connect(lc, grant)
+                ws = self._connect(lc, grant, attempt)
                 ending = self._authenticate(lc, ws, grant, behaviour)
                 if ending is None:
                     if end_at is None:
@@ -127,11 +128,11 @@ class SessionDriver(Phases, Established):
             stopping = not isinstance(failure, Exception)
             cause = Cause.STOPPED if stopping else Cause.HARNESS_ERROR
             ending = None
-            left = getattr(failure, "loadkit_close", None)  # stopped mid-upgrade: how we left
+            left = attempt.left  # stopped mid-upgrade: how we left
             try:
                 if ws is None and isinstance(left, UpgradeRefused):
                     ending = Ending(Cause.UPGRADE_REFUSED, detail=f"HTTP {left.status}")
-                elif ws is None and left is not None:
+                elif ws is None and isinstance(left, ConnectionEnded):
                     ending = Ending(Cause.CLOSED if left.initiator == "server" else cause,
                                     left.code, left.reason, left.initiator)
                 else:

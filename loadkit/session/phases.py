@@ -11,7 +11,7 @@ answer ends auth at once, and a bad frame is counted in ``during_auth``.
 from __future__ import annotations
 
 
-from loadkit.connection import Connection
+from loadkit.connection import ConnectAttempt, Connection
 from loadkit.errors import (
     ConnectFailed,
     ConnectionEnded,
@@ -73,13 +73,13 @@ class Phases(SessionBase):
         lc.step(Step.TOKEN_OK, t.now())
         return grant
 
-    def _connect(self, lc: Lifecycle, grant: TokenGrant) -> Connection:
+    def _connect(self, lc: Lifecycle, grant: TokenGrant, attempt: ConnectAttempt) -> Connection:
         t = self.transport
         url = self.profile.websocket_url(self.base_url, grant)
         headers = self.profile.handshake_headers(self.base_url)
         t0 = t.now()
         try:
-            ws = t.connect(url, headers, self.settings.connect_timeout_s)
+            ws = t.connect(url, headers, self.settings.connect_timeout_s, attempt)
         except (ConnectRefused, ConnectFailed, UpgradeRefused) as exc:
             self.report("connect", (t.now() - t0) * 1000.0, exc, 0)
             raise
