@@ -45,7 +45,7 @@ from locust.event import Events  # noqa: E402
 from locust.stats import RequestStats, setup_distributed_stats_event_listeners  # noqa: E402
 
 from loadkit.lifecycle import Outcome, Phase, Result  # noqa: E402
-from loadkit.locust.distributed import Ledger  # noqa: E402
+from loadkit.locust.ledger import Ledger  # noqa: E402
 from loadkit.metrics.histogram import Histogram  # noqa: E402
 from loadkit.metrics.recorder import Recorder  # noqa: E402
 
@@ -148,37 +148,40 @@ def v1_hist_from_wire(data: dict[str, Any]) -> Histogram:
 
 
 def v1_to_wire(rec: Recorder) -> dict[str, Any]:
-    return {
-        "marks": list(rec.marks), "started": rec.started, "authenticated": rec.authenticated,
-        "ended": [[o, p, n] for (o, p), n in rec.ended.items()],
-        "close_codes": [[p, c, r, i, n] for (p, c, r, i), n in rec.close_codes.items()],
-        "latency": {k: v1_hist_to_wire(h) for k, h in rec.latency.items() if h},
-        "recover": v1_hist_to_wire(rec.recover), "errors": dict(rec.errors),
-        "bad_frames": [[k, p, n] for (k, p), n in rec.bad_frames.items()], "bad_sessions": rec.bad_sessions,
-        "messages": [rec.messages_sent, rec.messages_answered, rec.agent_messages],
-        "reconnect": [rec.reconnect_attempts, rec.reconnect_successes, rec.not_resumed],
-        "missed_pongs": rec.missed_pongs, "silence": v1_hist_to_wire(rec.silence),
-        "session_seconds": rec.session_seconds,
-        "survival": [[m, rec.survival_reached[m], rec.survival_died[m]] for m in rec.marks],
-    }
+    """Every field as version 1 shipped it: histograms as bucket lists, Counters as rows."""
+    out: dict[str, Any] = {"marks": list(rec.marks)}
+    for name in Recorder.__slots__:
+        value = getattr(rec, name)
+        if name == "marks" or not value:
+            continue
+        if isinstance(value, Histogram):
+            out[name] = v1_hist_to_wire(value)
+        elif isinstance(value, Counter):
+            out[name] = [[*k, n] if isinstance(k, tuple) else [k, n] for k, n in value.items()]
+        elif isinstance(value, dict):
+            out[name] = {k: v1_hist_to_wire(h) for k, h in value.items() if h}
+        else:
+            out[name] = value
+    return out
 
 
 def v1_from_wire(data: dict[str, Any]) -> Recorder:
     rec = Recorder(data["marks"])
-    rec.started, rec.authenticated = data["started"], data["authenticated"]
-    rec.ended = Counter({(o, p): n for o, p, n in data["ended"]})
-    rec.close_codes = Counter({(p, int(c), r, i): n for p, c, r, i, n in data["close_codes"]})
-    for k, h in data["latency"].items():
-        rec.latency[k] = v1_hist_from_wire(h)
-    rec.recover, rec.silence = v1_hist_from_wire(data["recover"]), v1_hist_from_wire(data["silence"])
-    rec.errors = Counter(data["errors"])
-    rec.bad_frames = Counter({(k, p): n for k, p, n in data["bad_frames"]})
-    rec.bad_sessions = data["bad_sessions"]
-    rec.messages_sent, rec.messages_answered, rec.agent_messages = data["messages"]
-    rec.reconnect_attempts, rec.reconnect_successes, rec.not_resumed = data["reconnect"]
-    rec.missed_pongs, rec.session_seconds = data["missed_pongs"], float(data["session_seconds"])
-    for m, reached, died in data["survival"]:
-        rec.survival_reached[m], rec.survival_died[m] = reached, died
+    for name, value in data.items():
+        if name == "marks":
+            continue
+        mine = getattr(rec, name)
+        if isinstance(mine, Histogram):
+            setattr(rec, name, v1_hist_from_wire(value))
+        elif isinstance(mine, Counter):
+            setattr(rec, name, Counter({(tuple(row[:-1]) if len(row) > 2 else row[0]): row[-1] for row in value}))
+        elif isinstance(mine, dict):
+            for k, h in value.items():
+                mine[k] = v1_hist_from_wire(h)
+        elif isinstance(mine, list):
+            setattr(rec, name, list(value))
+        else:
+            setattr(rec, name, type(mine)(value))
     return rec
 
 
@@ -202,6 +205,7 @@ class MasterRuntime:
         self.total, self.window = Recorder(), Recorder()
         self.worker_open: dict[str, int] = {}
         self.lost_workers: set[str] = set()
+        self.left_workers: dict[str, str] = {}
 
     def absorb(self, delta: Recorder) -> None:
         self.total.merge(delta)
@@ -241,7 +245,7 @@ def one_pass(reports: list[bytes], codec: str, best: dict[str, float]) -> None:
     CPU µs per report on the master: msgpack, Locust's statistics, loadkit's
     part; and the ms of one series window's read of the merged window.
     """
-    from loadkit.locust import distributed
+    from loadkit.locust import ledger as distributed
 
     events = Events()
     stats = RequestStats()
