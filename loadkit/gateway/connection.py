@@ -96,6 +96,8 @@ class AdmittedSession(Protocol):
 
     async def run(self) -> CloseRecord: ...
 
+    def age_at_end(self) -> float | None: ...
+
 
 class Owner(Protocol):
     """What a connection needs from its gateway."""
