@@ -19,6 +19,7 @@ from loadkit.report.compare import (
     parse_limit,
     parse_limits,
 )
+from loadkit.report.compare_noise import harness_slowdown
 from loadkit.report.exitcodes import ExitCode
 
 
@@ -388,8 +389,9 @@ def test_main_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 # ---------------------------------------------------------------- noise (real histograms)
 
 
-def run_report(shift_us: int = 0, seed: int = 1, n: int = 2000) -> dict[str, Any]:
-    """A report built the harness's way from samples: a lognormal auth latency around 20 ms, plus a shift."""
+def run_report(shift_us: int = 0, seed: int = 1, n: int = 2000, scale: float = 1.0) -> dict[str, Any]:
+    """A report built the harness's way from samples: a lognormal auth latency around 20 ms, times a scale,
+    plus a shift."""
     import random
 
     from loadkit.lifecycle import Outcome, Phase, Result
@@ -401,8 +403,8 @@ def run_report(shift_us: int = 0, seed: int = 1, n: int = 2000) -> dict[str, Any
     for _ in range(n):
         rec.session_started()
         rec.session_authenticated()
-        rec.observe("auth", int(rng.lognormvariate(9.9, 0.5)) + shift_us)
-        rec.observe("connect", int(rng.lognormvariate(7.0, 0.3)))
+        rec.observe("auth", int(rng.lognormvariate(9.9, 0.5) * scale) + shift_us)
+        rec.observe("connect", int(rng.lognormvariate(7.0, 0.3) * scale))
         rec.session_ended(Result(Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED, True), 30.0, (1000, "", "client"))
     return build_report(rec, open_sessions=0, run={})
 
@@ -431,6 +433,42 @@ def test_too_few_samples_are_shown_not_counted() -> None:
     change = by_metric(_compare(base, cand))["auth.p99"]  # 200 * 1 % = 2 samples beyond p99
     assert change.status == "too few samples" and not change.regression
     assert by_metric(_compare(base, cand))["auth.p95"].regression  # 10 beyond p95: enough
+
+
+def with_lag(report: dict[str, Any], p50_ms: float, count: int = 600) -> dict[str, Any]:
+    """The report with its harness's timer lag (``harness.lag_ms``) set."""
+    report["harness"] = {"lag_ms": {"count": count, "p50": p50_ms, "p95": 5 * p50_ms, "p99": 8 * p50_ms}}
+    return report
+
+
+def test_a_candidate_whose_harness_was_twice_as_late_is_judged_against_a_baseline_twice_as_slow() -> None:
+    """Two runs of one target on a shared machine: everything took twice as long, and so did the harness's wake-ups."""
+    base, cand = with_lag(run_report(seed=1), 0.85), with_lag(run_report(seed=2, scale=2.0), 1.75)
+    assert harness_slowdown(base, cand) == pytest.approx(1.75 / 0.85)
+    comparison = _compare(base, cand)
+    assert comparison.regressions == [], comparison.format_table()
+    assert by_metric(comparison)["auth.p50"].status == "harness lag"
+    # without the lag the same figures are regressions: the harness's own account is what explains them
+    assert {"auth.p50", "auth.p95"} <= {c.metric for c in _compare(run_report(seed=1), run_report(seed=2, scale=2.0)).regressions}
+
+
+def test_a_regression_beyond_what_a_busier_harness_explains_is_still_one() -> None:
+    base, cand = with_lag(run_report(seed=1), 0.85), with_lag(run_report(shift_us=50_000, seed=2), 1.4)
+    regressions = {c.metric for c in _compare(base, cand).regressions}
+    assert {"auth.p50", "auth.p95"} <= regressions
+
+
+@pytest.mark.parametrize(("base_lag", "cand_lag", "count", "slowdown"), [
+    (0.85, 1.25, 600, 1.0),   # grew by less than 0.5 ms: two runs on one quiet machine
+    (0.85, 1.75, 10, 1.0),    # too few wake-ups to say
+    (1.75, 0.85, 600, 1.0),   # the candidate's harness was less busy: nothing to explain
+    (0.5, 2.0, 600, 4.0),
+])
+def test_the_harness_slowdown_is_the_ratio_of_median_lags_when_it_clearly_grew(
+        base_lag: float, cand_lag: float, count: int, slowdown: float) -> None:
+    base, cand = with_lag(make_report(), base_lag, count), with_lag(make_report(), cand_lag, count)
+    assert harness_slowdown(base, cand) == pytest.approx(slowdown)
+    assert harness_slowdown(make_report(), cand) == 1.0  # a report without the harness's account
 
 
 def test_a_file_that_is_not_a_loadkit_report_is_bad_input(tmp_path: Any, capsys: Any) -> None:

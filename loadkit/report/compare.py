@@ -44,7 +44,7 @@ from loadkit.report.compare_limits import (
     parse_limit,
     parse_limits,
 )
-from loadkit.report.compare_noise import DEFAULT_LATENCY_FLOOR_MS, within_noise
+from loadkit.report.compare_noise import DEFAULT_LATENCY_FLOOR_MS, harness_slowdown, within_noise
 from loadkit.report.compare_table import DIRECTIONS, Change, Comparison
 from loadkit.report.exitcodes import ExitCode
 from loadkit.report.thresholds import Metric, ThresholdError, parse_metric
@@ -145,7 +145,7 @@ def _change(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str,
     relative = absolute / abs(before) if before else (0.0 if absolute == 0 else None)
     worsening = abs(absolute) if metric.direction == 0 else absolute * metric.direction
     regression = limit is not None and limit.exceeded(worsening, before)
-    why = within_noise(metric, baseline, candidate, worsening, floor_ms) if regression and noise else None
+    why = within_noise(metric, baseline, candidate, worsening, floor_ms, limit) if regression and noise else None
     if why is not None:
         regression = False
     if regression:
@@ -273,6 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdict = report.get("verdict")
         if verdict not in (None, "pass", "fail"):
             print(f"note: the {role} run's verdict is {verdict!r}: its figures may not be comparable")
+    slowdown = harness_slowdown(baseline, candidate)
+    if slowdown > 1.0 and not args.no_noise:
+        lags = [f"{report['harness']['lag_ms']['p50']:g}" for report in (baseline, candidate)]
+        print(f"note: the candidate's harness woke up {slowdown:.2f}x later than the baseline's (median timer lag "
+              f"{lags[0]} -> {lags[1]} ms): its latencies are judged against the baseline's scaled by that "
+              "('harness lag' where that explains the change)")
     print(comparison.format_table())
     print(comparison.summary())
     return int(comparison.exit_code)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from loadkit.report.compare_limits import Limit
 from loadkit.report.thresholds import Metric
 
-__all__ = ["DEFAULT_LATENCY_FLOOR_MS", "MIN_SESSIONS", "MIN_TAIL_SAMPLES", "within_noise"]
+__all__ = ["DEFAULT_LATENCY_FLOOR_MS", "LAG_SHIFT_MS", "MIN_LAG_SAMPLES", "MIN_SESSIONS", "MIN_TAIL_SAMPLES",
+           "harness_slowdown", "within_noise"]
 
 #: Latency changes smaller than this (ms) are never regressions by default (--latency-floor).
 DEFAULT_LATENCY_FLOOR_MS = 5.0
@@ -21,6 +23,11 @@ DEFAULT_LATENCY_FLOOR_MS = 5.0
 MIN_TAIL_SAMPLES = 5
 #: A rate needs this many sessions under it in each run.
 MIN_SESSIONS = 20
+#: The harness's median timer lag must have grown by at least this (ms) to count as a busier harness
+#: (two runs on one quiet machine differ by a tenth of that).
+LAG_SHIFT_MS = 0.5
+#: Fewer timer wake-ups than this in either run and the harness's lag is not compared.
+MIN_LAG_SAMPLES = 20
 _Z95 = 1.959963984540054
 
 
@@ -33,34 +40,45 @@ def _get(report: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
-def within_noise(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str, Any],
-                  worsening: float, floor_ms: float) -> str | None:
-    """Why a change beyond its limit is still not a regression ("noise", "too few samples"), or None.
+def harness_slowdown(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> float:
+    """How many times later the candidate's harness woke up than the baseline's (1.0: not busier).
 
-    Latency percentiles: each run's distribution-free interval
-    (``latency_ms.PHASE.ci``, order statistics) must not overlap, the change
-    must exceed the absolute floor, and both runs need enough samples in the
-    tail. Rates of sessions: a two-proportion (binomial) bound. Drops per
-    session-hour: a Poisson bound. Survival: the Kaplan-Meier intervals.
+    Why: every latency the harness measures includes its own scheduling
+    delay, and on a shared machine the target's too; the harness measures
+    that delay directly (``harness.lag_ms``: timer wake-ups against when
+    they were due, hundreds per run). The ratio of the two runs' median lag
+    is how much slower the machine was for the candidate. It counts only
+    when the median grew by at least LAG_SHIFT_MS and both runs have
+    MIN_LAG_SAMPLES wake-ups: between two runs on a quiet machine it is 1.
+    """
+    lags = [_get(report, "harness", "lag_ms") or {} for report in (baseline, candidate)]
+    if any((lag.get("count") or 0) < MIN_LAG_SAMPLES for lag in lags):
+        return 1.0
+    before, after = (lag.get("p50") for lag in lags)
+    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or before <= 0:
+        return 1.0
+    return after / before if after - before >= LAG_SHIFT_MS else 1.0
+
+
+def within_noise(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str, Any],
+                 worsening: float, floor_ms: float, limit: Limit | None = None) -> str | None:
+    """Why a change beyond its limit is still not a regression ("noise", "too few samples", ...), or None.
+
+    Latency percentiles: the change must exceed the absolute floor; both
+    runs need enough samples in the tail; a candidate whose harness was
+    busier (:func:`harness_slowdown`) is judged against the baseline scaled
+    by that slowdown ("harness lag" when that explains the change); and
+    each run's distribution-free interval (``latency_ms.PHASE.ci``, order
+    statistics) must not overlap. Rates of sessions: a two-proportion
+    (binomial) bound. Drops per session-hour: a Poisson bound. Survival:
+    the Kaplan-Meier intervals.
     """
     family = metric.family
     if family in ("PHASE.STAT", "reconnect.STAT"):
         if worsening <= floor_ms:
             return "below floor"
-        stat = metric.args[-1]
-        if family == "PHASE.STAT" and stat.startswith("p"):
-            q = float(stat[1:]) / 100.0
-            phase = metric.args[1]
-            for report in (baseline, candidate):
-                n = _get(report, "latency_ms", phase, "count") or 0
-                if n * (1 - q) < MIN_TAIL_SAMPLES:
-                    return "too few samples"
-            b = _get(baseline, "latency_ms", phase, "ci", stat)
-            c = _get(candidate, "latency_ms", phase, "ci", stat)
-            if isinstance(b, list) and isinstance(c, list) and None not in (*b, *c):
-                overlap = c[0] <= b[1] if metric.direction > 0 else c[1] >= b[0]
-                if overlap:
-                    return "noise"
+        if family == "PHASE.STAT":
+            return _latency_noise(metric, baseline, candidate, worsening, floor_ms, limit)
         return None
     if family.endswith(".rate") or metric.name == "drop_rate":
         base = ("sessions", "authenticated") if metric.name == "drop_rate" else ("sessions", "started")
@@ -88,3 +106,28 @@ def within_noise(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping
             return "noise"
     return None
 
+
+def _latency_noise(metric: Metric, baseline: Mapping[str, Any], candidate: Mapping[str, Any],
+                   worsening: float, floor_ms: float, limit: Limit | None) -> str | None:
+    _, phase, stat = metric.args
+    percentile = stat.startswith("p")
+    if percentile:
+        q = float(stat[1:]) / 100.0
+        for report in (baseline, candidate):
+            n = _get(report, "latency_ms", phase, "count") or 0
+            if n * (1 - q) < MIN_TAIL_SAMPLES:
+                return "too few samples"
+    slowdown = harness_slowdown(baseline, candidate)
+    before, _ = metric.measure(baseline)
+    if metric.direction > 0 and slowdown > 1.0 and before is not None:
+        left = worsening - (slowdown - 1.0) * before  # what a machine that much slower does not explain
+        if left <= floor_ms or (limit is not None and not limit.exceeded(left, before * slowdown)):
+            return "harness lag"
+    if percentile:
+        b = _get(baseline, "latency_ms", phase, "ci", stat)
+        c = _get(candidate, "latency_ms", phase, "ci", stat)
+        if isinstance(b, list) and isinstance(c, list) and None not in (*b, *c):
+            overlap = c[0] <= b[1] if metric.direction > 0 else c[1] >= b[0]
+            if overlap:
+                return "noise"
+    return None
