@@ -22,7 +22,7 @@ from loadkit.config import load_scenario
 from loadkit.errors import ConnectionEnded, TargetProtocolError
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol import get_profile
-from loadkit.protocol.base import BAD_FRAME_KINDS, BinaryFrame, EventKind, ServerEvent, TokenGrant
+from loadkit.protocol.base import BAD_FRAME_KINDS, BinaryFrame, EventKind, ServerEvent, Taken, TokenGrant
 from loadkit.session import LiveSessions, SessionDriver
 from loadkit.settings import Behaviour, HarnessSettings
 
@@ -185,3 +185,38 @@ def test_the_driver_ends_every_frame_sequence_classified_and_accounted(
     assert result.outcome.value != "harness_error"
     if isinstance(end, TargetProtocolError) and result.authenticated is False and not rec.bad_frames:
         pytest.fail("a protocol error went uncounted")
+
+
+# -- the web messaging goodbye, fed arbitrary events -------------------------------------------
+
+goodbye_events = st.builds(
+    ServerEvent,
+    st.sampled_from(list(EventKind)),
+    ref=st.none() | st.text(max_size=8),
+    code=st.none() | st.sampled_from([200, 400, 4006, 4007, 4029, 429]),
+    retry_after=st.none() | st.floats(0.001, 60.0),
+    detail=st.sampled_from(["", "SessionClearedEvent", "ConnectionClosedEvent", "LogoutEvent",
+                            "SessionResponse connected=false", "Inbound Event"]),
+)
+
+
+@pytest.mark.parametrize("goodbye", ["both", "clear", "close_session", "none"])
+@settings(max_examples=200, deadline=1000)
+@given(events=st.lists(st.tuples(goodbye_events, st.booleans(), st.floats(0.0, 3.0)), max_size=12))
+def test_the_goodbye_flow_takes_any_events_and_ends_done_failed_or_waiting(
+        goodbye: str, events: list[tuple[ServerEvent, bool, float]]) -> None:
+    """Whatever comes during a goodbye: no exception, one request in flight at most, one end."""
+    flow = get_profile("webmessaging", deployment_id="d-1", goodbye=goodbye).goodbye_flow(TokenGrant("g", "t"))
+    now = 0.0
+    for ev, answers_ours, step in events:
+        sent = flow.frames(now)
+        assert len(sent) <= 1 and all(isinstance(f, bytes) for f in sent)
+        if answers_ours and flow.ref is not None:
+            ev.ref = flow.ref
+        taken = flow.feed(ev, now)
+        assert isinstance(taken, Taken)
+        assert not (flow.done and flow.failed)
+        if flow.done or flow.failed:
+            assert flow.frames(now + 100.0) == [] and flow.feed(ev, now) is Taken.NOT_MINE
+        now += step
+    assert flow.done or flow.failed or flow.waiting_for() != "nothing"
