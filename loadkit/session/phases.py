@@ -10,7 +10,6 @@ answer ends auth at once, and a bad frame is counted in ``during_auth``.
 
 from __future__ import annotations
 
-
 from loadkit.connection import ConnectAttempt, Connection
 from loadkit.errors import (
     ConnectFailed,
