@@ -81,8 +81,10 @@ def test_an_auth_delay_injected_at_the_gateway_shows_in_the_auth_percentiles(tmp
     assert_matches_gateway(run.report, settled_stats(gw))
     auth = run.report["latency_ms"]["auth"]
     assert auth["count"] >= 6
-    # The gateway sleeps 200 ms before auth_ok; the rest is loopback and two event loops.
-    assert auth["min"] >= 200.0 and auth["p50"] <= 210.0 and auth["p99"] <= 230.0, auth
+    # The gateway sleeps 200 ms before auth_ok; the rest is loopback and two event loops,
+    # plus, at the tail, what the harness says its own loop was late (its lag, reported apart).
+    lag = run.report["harness"]["lag_ms"]
+    assert auth["min"] >= 200.0 and auth["p50"] <= 210.0 and auth["p99"] <= 230.0 + lag["max"], (auth, lag)
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -227,14 +229,18 @@ def test_a_guest_mix_reproduces_each_mistake_in_its_share(tmp_path, gateway_fact
 def test_a_hung_gateway_is_detected_by_the_keepalive_and_counted_as_the_gateway_saw_it(tmp_path, gateway):
     """SIGSTOP the gateway: TCP stays up, pongs stop; guests end with keepalive_timeout."""
     report_path = tmp_path / "report.json"
-    cmd = locust_command("--headless", "-u", "4", "-r", "10", "-t", "6s", "--host", gateway.url,
+    cmd = locust_command("--headless", "-u", "4", "-r", "10", "-t", "7s", "--host", gateway.url,
                          "--session-seconds", "30-30", "--keepalive-interval", "0.3", "--pong-timeout", "1",
                          "--message-interval", "30-30", "--reconnect-max-attempts", "0", "--close-timeout", "0.5",
                          "--loadkit-report", str(report_path), "--only-summary")
     harness = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
-        time.sleep(2)
+        deadline = time.monotonic() + 30  # every guest authenticated, however slowly Locust started
+        while gateway.stats()["sessions"]["authenticated"] < 4 and time.monotonic() < deadline:
+            assert harness.poll() is None, harness.communicate()[1][-3000:]
+            time.sleep(0.1)
+        time.sleep(0.3)
         os.kill(gateway.pid, signal.SIGSTOP)
         time.sleep(2.5)
         os.kill(gateway.pid, signal.SIGCONT)
