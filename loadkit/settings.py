@@ -182,5 +182,5 @@ def backoff(attempt: int, base: float, cap: float, rng: Rng) -> float:
     Equal rather than full jitter so a reconnect storm still spreads out but
     no attempt hammers a restarting gateway after a near-zero pause.
     """
-    delay = min(cap, base * (2 ** min(max(0, attempt - 1), 60)))
+    delay = min(cap, base * 2.0 ** min(max(0, attempt - 1), 60))
     return delay / 2 + rng.uniform(0.0, delay / 2)
