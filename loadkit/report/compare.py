@@ -275,10 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: the {role} run's verdict is {verdict!r}: its figures may not be comparable")
     slowdown = harness_slowdown(baseline, candidate)
     if slowdown > 1.0 and not args.no_noise:
-        lags = [f"{report['harness']['lag_ms']['p50']:g}" for report in (baseline, candidate)]
-        print(f"note: the candidate's harness woke up {slowdown:.2f}x later than the baseline's (median timer lag "
-              f"{lags[0]} -> {lags[1]} ms): its latencies are judged against the baseline's scaled by that "
-              "('harness lag' where that explains the change)")
+        lags = [report["harness"]["lag_ms"] for report in (baseline, candidate)]
+        shown = ", ".join(f"{stat} {lags[0].get(stat)} -> {lags[1].get(stat)} ms" for stat in ("p50", "p95"))
+        print(f"note: the candidate's harness woke up {slowdown:.2f}x later than the baseline's (timer lag {shown}): "
+              "its latencies are judged against the baseline's scaled by that ('harness lag' where that explains "
+              "the change)")
     print(comparison.format_table())
     print(comparison.summary())
     return int(comparison.exit_code)
