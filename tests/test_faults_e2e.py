@@ -176,7 +176,11 @@ def test_a_killed_gateway_is_seen_as_lost_connections_and_guests_recover_after_i
     harness = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
-        time.sleep(3)
+        deadline = time.monotonic() + 30  # every guest holds its session, however slowly Locust started
+        while first.stats()["sessions"]["open"] < 5 and time.monotonic() < deadline:
+            assert harness.poll() is None, harness.communicate()[1][-3000:]
+            time.sleep(0.1)
+        time.sleep(0.5)
         # Freeze the harness so nothing changes while the ground truth is read.
         os.kill(harness.pid, signal.SIGSTOP)
         time.sleep(0.3)
