@@ -1,4 +1,4 @@
-"""Checks of a run's configuration that need more than one option: the profile, the users, the CA file.
+"""Checks of a run's configuration that need more than one option: the profile, the guest mix, the users, the CA file.
 
 Each raises ``ConfigError`` with one line (exit 2 at ``init``; refused at
 ``test_start`` or in the web form). Called by ``Runtime.configure``.
@@ -12,7 +12,8 @@ from typing import Any
 from loadkit.config import Scenario
 from loadkit.errors import ConfigError
 from loadkit.protocol import get_profile
-from loadkit.protocol.base import Profile, ProfileOptionError
+from loadkit.protocol.base import Profile, ProfileOptionError, auth_styles
+from loadkit.settings import behaviour
 
 
 def make_profile(scenario: Scenario | None, name: str) -> Profile:
@@ -26,6 +27,16 @@ def make_profile(scenario: Scenario | None, name: str) -> Profile:
         raise ConfigError(f"--protocol {name}: the {name} profile needs its options ({keys}): give them in the "
                           f"[tool.loadkit.profile] table of a scenario file, --config FILE.toml "
                           f"(see docs/profiles.md)") from None
+
+
+def check_guest_mix(profile: Profile, mix: Any) -> None:
+    """Every guest in the mix must be able to send its auth with this profile."""
+    styles = auth_styles(profile)
+    for name, weight in mix:
+        style = behaviour(name).auth_style
+        if weight > 0 and style not in styles:
+            raise ConfigError(f"--guest-mix: the {profile.name} profile cannot send the {name!r} "
+                              f"guest's auth ({style}); remove it from the mix")
 
 
 def check_users(opts: Any) -> None:

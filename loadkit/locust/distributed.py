@@ -98,8 +98,6 @@ def install(environment: Any, rt: Any) -> None:
     if runners.STATE_MISSING != STATE_MISSING:  # pragma: no cover - a Locust we don't know
         raise RuntimeError(f"locust.runners.STATE_MISSING is {runners.STATE_MISSING!r}, not {STATE_MISSING!r}")
     runner = environment.runner
-    rt.lost_workers = set()  # read by the plugin's run_info (run.workers.lost)
-    rt.left_workers = {}  # worker -> why it did not stay to the end (run.workers.left)
     if isinstance(runner, runners.WorkerRunner):
         _install_worker(environment, rt, runner)
     elif isinstance(runner, runners.MasterRunner):
@@ -226,7 +224,8 @@ def _install_master(environment: Any, rt: Any, runner: Any) -> None:
     import gevent
 
     events = environment.events
-    ledger = rt.ledger = Ledger(rt)
+    ledger = rt.ledger = Ledger(rt.figures)  # it adds into the run's figures (loadkit.locust.aggregation)
+    rt.figures.take_revived = ledger.take_revived
 
     @on(events.test_start)
     def _new_run(**_kw: Any) -> None:
@@ -297,9 +296,10 @@ def await_final_reports(environment: Any, rt: Any) -> None:
     for cid in sorted(ledger.running):
         ledger.write_off(cid, why)
     ledger.settled = True
-    if rt.lost_workers:
+    lost = ledger.rt.lost_workers
+    if lost:
         logger.warning("loadkit: %d worker(s) lost during the run: %s; see outcome %s in the summary",
-                       len(rt.lost_workers), ledger.names(rt.lost_workers), LOST_OUTCOME)
+                       len(lost), ledger.names(lost), LOST_OUTCOME)
 
 
 def quit_stragglers(environment: Any, rt: Any) -> None:

@@ -40,7 +40,7 @@ def default_processes(protocol: str, cores: int) -> int:
 
 def start(gateway_sets: list[str], port: int = 0, protocol: str = "guest") -> Any:
     """Start the gateway with ``--set`` items on ``port`` (0: any free port); its handle."""
-    from loadkit.gateway.process import GatewayProcess
+    from loadkit.gateway.process import GatewayProcess, GatewayStartError
 
     args: list[str] = []
     for item in gateway_sets:
@@ -52,7 +52,7 @@ def start(gateway_sets: list[str], port: int = 0, protocol: str = "guest") -> An
     gateway = GatewayProcess(args, port=port)
     try:
         url = gateway.start()
-    except Exception as exc:
+    except (GatewayStartError, OSError, UnicodeError) as exc:  # it could not start: bad input, exit 2
         raise ConfigError(f"the embedded gateway did not start: {exc}") from None
     logger.info("loadkit: no --host given; started the reference gateway at %s", url)
     return gateway

@@ -16,6 +16,7 @@ from typing import Any
 
 import gevent
 
+from loadkit.locust.listen import on
 from loadkit.metrics.recorder import HARNESS_LAG
 
 #: How often the probe wakes up (s).
@@ -39,7 +40,7 @@ def install(environment: Any, rt: Any) -> None:
         return
     state: dict[str, Any] = {"greenlet": None}
 
-    @environment.events.test_start.add_listener
+    @on(environment.events.test_start)
     def _start(**_kw: Any) -> None:
         rt.live.stopping = False
         if state["greenlet"] is None or state["greenlet"].dead:
@@ -48,7 +49,7 @@ def install(environment: Any, rt: Any) -> None:
     # Stop measuring when the stop begins: Locust's stop holds the loop for
     # tens of milliseconds (it inspects the stack to log its caller), which
     # is not lag the run's sessions saw.
-    @environment.events.test_stopping.add_listener
+    @on(environment.events.test_stopping)
     def _stop(**_kw: Any) -> None:
         rt.live.stopping = True
         greenlet, state["greenlet"] = state["greenlet"], None

@@ -29,10 +29,11 @@ STATE_MISSING = "missing"
 class Ledger:
     """The master's book of the workers in the current run.
 
-    ``rt`` is the plugin's ``Runtime`` (anything with ``absorb``, ``total``,
-    ``window``, ``worker_open`` and ``lost_workers`` will do): the ledger adds
-    deltas to its totals, keeps ``worker_open`` (the gauges) and
-    ``lost_workers`` (the names in the report) up to date.
+    ``rt`` is the run's figures (``loadkit.locust.aggregation.Figures``;
+    anything with ``absorb``, ``total``, ``window``, ``worker_open``,
+    ``lost_workers`` and ``left_workers`` will do): the ledger adds deltas
+    to its totals, keeps ``worker_open`` (the gauges), ``lost_workers`` and
+    ``left_workers`` (the names in the report) up to date.
     """
 
     def __init__(self, rt: Any) -> None:

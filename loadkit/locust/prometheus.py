@@ -124,12 +124,12 @@ class LoadkitCollector:
         yield outcomes
         codes: dict[tuple[str, str, str], int] = {}
         for (phase, code, _reason, initiator), n in total.close_codes.items():
-            key = (_code_label(code), _known(phase, SESSION_PHASES), _known(initiator, INITIATORS))
-            codes[key] = codes.get(key, 0) + n
+            code_key = (_code_label(code), _known(phase, SESSION_PHASES), _known(initiator, INITIATORS))
+            codes[code_key] = codes.get(code_key, 0) + n
         closes = CounterMetricFamily("loadkit_close_codes", METRICS["loadkit_close_codes"],
                                      labels=["code", "phase", "initiator"])
-        for key, n in sorted(codes.items()):
-            closes.add_metric(list(key), n)
+        for code_key, n in sorted(codes.items()):
+            closes.add_metric(list(code_key), n)
         yield closes
         yield counter("loadkit_drops", total.drops())
         yield counter("loadkit_session_seconds", total.session_seconds)
@@ -187,10 +187,10 @@ def install_route(web_ui: Any, rt: Any) -> None:
 
     registry = registry_for(rt)
 
-    @web_ui.app.route("/metrics")
-    @web_ui.auth_required_if_enabled
     def _metrics() -> Any:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    web_ui.app.add_url_rule("/metrics", view_func=web_ui.auth_required_if_enabled(_metrics))
 
 
 def serve(rt: Any, host: str, port: int) -> Any:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-from loadkit.metrics.recorder import Recorder
+from loadkit.locust.listen import on
 
 logger = logging.getLogger("loadkit")
 
@@ -81,20 +80,10 @@ def reset_live(rt: Any) -> None:
     """RESET: loadkit's figures start again now (see the module docstring)."""
     rt.collect_local()  # local: what users recorded so far belongs to before the reset
     carried = rt.open_sessions()  # no switch since the collect: one instant
-    marks = rt.settings.survival_marks
-    rt.total = Recorder(marks)
-    rt.total.started = carried
-    rt.window = Recorder(marks)
-    rt.window.started = carried
-    rt.series_rows = []
-    rt.drift_first, rt.drift_last = {}, {}
-    rt.cpu_samples = []
-    rt.started_wall = time.time()
-    rt.started_mono = time.monotonic()
-    rt.window_started = rt.started_mono
+    rt.figures.restart(rt.settings.survival_marks, carried)
     if rt.gateway is not None:
         try:
-            rt.gateway_baseline = rt.gateway.stats()
+            rt.outputs.gateway_baseline = rt.gateway.stats()
         except (OSError, RuntimeError) as exc:  # the figures reset all the same
             logger.warning("loadkit: could not read the gateway's stats at the reset: %s", exc)
     logger.info("loadkit: figures reset (%d session(s) open carried over)", carried)
@@ -104,14 +93,14 @@ def install(environment: Any, rt: Any) -> None:
     """RESET, and in the web UI, one report per test (at its ``test_stop``)."""
     events = environment.events
 
-    @events.reset_stats.add_listener
+    @on(events.reset_stats)
     def _on_reset(**_kw: Any) -> None:
         reset_live(rt)
 
     if getattr(environment.parsed_options, "headless", False) or environment.web_ui is None:
         return  # a headless run has one test; it ends at quitting
 
-    @events.test_stop.add_listener
+    @on(events.test_stop)
     def _on_test_stop(**_kw: Any) -> None:
         if rt.finished or rt.test_done:  # quitting is writing the report itself
             return

@@ -99,7 +99,6 @@ def install(web_ui: Any, environment: Any, rt: Any) -> None:
         runner = environment.runner
         return runner is not None and runner.state in ("spawning", "running", "stopping")
 
-    @web_ui.app.before_request
     def _swarm_form() -> Any:
         if request.path != "/swarm" or request.method != "POST":
             return None
@@ -160,6 +159,8 @@ def install(web_ui: Any, environment: Any, rt: Any) -> None:
             rest["host"] = [host or (rt.gateway.url if rt.gateway is not None else "")]
         request.form = ImmutableMultiDict([(k, v) for k, vs in rest.items() for v in vs])
         return None
+
+    web_ui.app.before_request(_swarm_form)  # a plain call, not a decorator: web_ui is untyped
 
 
 def _check_gateway_sets(items: list[str]) -> None:

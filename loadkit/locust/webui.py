@@ -130,17 +130,18 @@ def install(web_ui: Any, rt: Any) -> None:
     web_ui.template_args["extended_tabs"] = [TAB]
     web_ui.template_args["extended_tables"] = [{"key": TAB["key"], "structure": STRUCTURE}]
 
-    @web_ui.app.route("/loadkit/report")
-    @web_ui.auth_required_if_enabled
     def _report() -> Any:
         rt.collect_local()
         return Response(orjson.dumps(rt.build(final=False), option=orjson.OPT_NON_STR_KEYS),
                         mimetype="application/json")
 
-    @web_ui.app.after_request
     def _extend(response: Any) -> Any:
         if request.path == "/stats/requests" and response.is_json:
             data = response.get_json()
             data["extended_stats"] = [{"key": TAB["key"], "data": live_rows(rt)}]
             response.set_data(orjson.dumps(data))
         return response
+
+    # plain calls, not decorators: web_ui is untyped (mypy --strict)
+    web_ui.app.add_url_rule("/loadkit/report", view_func=web_ui.auth_required_if_enabled(_report))
+    web_ui.app.after_request(_extend)
