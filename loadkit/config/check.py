@@ -1,60 +1,25 @@
-"""Scenario files: one TOML file for Locust and loadkit, validated all at once.
+"""Validation of a scenario file's ``[tool.loadkit]`` table: every problem found, at once.
 
-Theory of operation
--------------------
-``locust --config scenario.toml`` makes Locust read the file's
-``[tool.locust]`` table (users, spawn rate, run time, locustfile…). The same
-file's ``[tool.loadkit]`` table describes everything loadkit-specific in
-sections a person can read::
-
-    [tool.loadkit.target]      host, profile
-    [tool.loadkit.lifecycle]   session_seconds, keepalive_interval, … (a guest's life)
-    [tool.loadkit.mix]         behaviour = weight
-    [tool.loadkit]             thresholds = ["auth.p95 < 300", …]
-    [tool.loadkit.gateway]     settings of the embedded reference gateway
-    [tool.loadkit.profile]     options of the chosen profile (secrets from env vars)
-    [tool.loadkit.report]      report, series, html, series_interval
-
-``load_scenario(path)`` reads and checks the whole table and raises one
-``ScenarioError`` listing *every* problem, one per line, each naming the
-file, the full key, the value found and what was expected (unknown keys get
-a "did you mean"). Nothing is checked twice in different words: values are
-validated by the same parsers the command-line options use
-(``loadkit.settings``, ``loadkit.report.thresholds``, the gateway's
-settings, the profile's own constructor).
-
-The keys of ``lifecycle``, ``report`` and ``target.profile`` are those of
-the option table (``loadkit.options.OPTIONS``, an entry's ``key``), each
-TOML value parsed by its option's own parser. The result is a
-``Scenario``. ``option_values()`` are the loadkit options as the command
-line would have spelt them (``OptionText``: the text, with its parsed
-value), keyed by their argparse ``dest``, ready to fill in whatever the
-command line did not set: **command line > scenario file > defaults**
-(``apply_to``, given what argparse recorded as given). ``profile_options`` are the
-keyword arguments for ``get_profile``, with ``{env = "NAME"}`` values
-resolved; those values are ``secrets``, which ``redact`` removes from any
-text before it is printed or written.
-
-Pure: reads one file and the environment, imports neither Locust nor gevent.
+``check_table`` walks the table section by section (see ``loadkit.config``
+for the theory of operation) and raises one ``ScenarioError`` listing every
+problem, each naming the file, the full key, the value found and what was
+expected; values are checked by the same parsers the command-line options
+use. Pure: reads the environment (``{env = "NAME"}`` values), no files.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from loadkit import options as option_table
+from loadkit.config.scenario import SECTIONS, Scenario
 from loadkit.errors import MISSING, ConfigError, Problem, ScenarioError
 from loadkit.gateway.settings import SettingsError, load_settings
-from loadkit.protocol import get_profile, registry
+from loadkit.protocol import registry
 from loadkit.protocol.base import (
-    Profile,
     ProfileOptionError,
     auth_styles,
     check_keepalive,
@@ -62,117 +27,21 @@ from loadkit.protocol.base import (
 from loadkit.report import thresholds
 from loadkit.settings import BEHAVIOURS
 
-__all__ = [
-    "SECTIONS",
-    "Problem",
-    "Scenario",
-    "ScenarioError",
-    "load_scenario",
-    "redact",
-]
+__all__ = ["check_table"]
 
-#: The sections of ``[tool.loadkit]`` (``thresholds`` is a list, the rest tables).
-SECTIONS = ("target", "lifecycle", "mix", "thresholds", "gateway", "profile", "report")
 
 #: ``[tool.loadkit.SECTION]`` → its keys, from the option table
 def _keys(section: str) -> tuple[str, ...]:
     return tuple(k.split(".", 1)[1] for k in option_table.BY_KEY if k.startswith(section + "."))
 
 
+
 _TARGET_KEYS = ("host", "profile")
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret (and its URL-quoted form) replaced by ``<secret>``."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret:
-            forms.add(secret)
-            forms.add(quote(secret, safe=""))
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, "<secret>")
-    return text
-
-
-# -- the scenario -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, repr=False)
-class Scenario:
-    """A validated scenario file."""
-
-    path: str
-    #: ``[tool.loadkit.target] profile``, or None (the command line's ``--protocol`` or its default)
-    profile: str | None = None
-    #: ``[tool.loadkit.target] host``, or None (Locust's ``--host``, or the embedded gateway)
-    host: str | None = None
-    values: Mapping[str, str | list[option_table.OptionText]] = field(default_factory=dict)
-    #: keyword arguments for ``get_profile(profile, **profile_options)``, env values resolved
-    profile_options: Mapping[str, Any] = field(default_factory=dict)
-    #: values never to print: every value taken from the environment, the gateway's secret
-    secrets: frozenset[str] = frozenset()
-    #: the file's ``[tool.locust]`` table, as Locust reads it
-    locust: Mapping[str, Any] = field(default_factory=dict)
-
-    def option_values(self) -> dict[str, str | list[option_table.OptionText]]:
-        """loadkit's options as the command line spells them, by argparse dest.
-
-        Text for single values ("10-30", "20", "normal=95,no_keepalive=5"), lists
-        for the repeatable ``threshold`` and ``gateway_set``; ``protocol`` and
-        Locust's own ``host`` when the file sets them. Only what the file sets.
-        """
-        return {k: list(v) if isinstance(v, list) else v for k, v in self.values.items()}
-
-    def redact(self, text: str) -> str:
-        return redact(text, self.secrets)
-
-    def apply_to(self, namespace: Any, given: Iterable[str] = ()) -> list[str]:
-        """Set each file value on ``namespace`` unless its dest is in ``given``; the dests set.
-
-        ``given`` are the dests the command line (or the environment) set:
-        they win over the file (``loadkit.locust.options.given``).
-        """
-        skip = set(given)
-        applied = []
-        for dest, value in self.option_values().items():
-            if dest not in skip:
-                setattr(namespace, dest, value)
-                applied.append(dest)
-        return applied
-
-    def make_profile(self, name: str | None = None) -> Profile:
-        """The profile ``name`` (default: the file's), with the file's options if it is the file's."""
-        chosen = name or self.profile or "guest"
-        options = dict(self.profile_options) if chosen == (self.profile or "guest") else {}
-        return get_profile(chosen, **options)
-
-    def __repr__(self) -> str:
-        return (f"Scenario(path={self.path!r}, profile={self.profile!r}, host={self.host!r}, "
-                f"options={sorted(self.values)}, profile_options={sorted(self.profile_options)}, "
-                f"secrets={len(self.secrets)})")
-
-
-# -- loading ---------------------------------------------------------------------------------------------
-
-
-def load_scenario(path: str | os.PathLike[str]) -> Scenario:
-    """Read and validate ``path``; raise ``ScenarioError`` listing every problem.
-
-    A file that does not end in ``.toml`` (a ``locust.conf``) has no loadkit
-    table: an empty ``Scenario``. A ``.toml`` without ``[tool.loadkit]`` is
-    fine too (only ``[tool.locust]`` then matters).
-    """
-    name = os.fspath(path)
-    if not name.endswith(".toml"):
-        return Scenario(name)
-    try:
-        with open(name, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ScenarioError([Problem(name, "file", MISSING, f"cannot be read: {exc.strerror or exc}")]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError([Problem(name, "file", MISSING, f"is not valid TOML: {exc}")]) from None
-    return _Loader(name, data, os.environ).load()
+def check_table(path: str, data: Mapping[str, Any], environ: Mapping[str, str]) -> Scenario:
+    """The ``Scenario`` of a parsed TOML document; ``ScenarioError`` listing every problem."""
+    return _Loader(path, data, environ).load()
 
 
 class _Loader:
