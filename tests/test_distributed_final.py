@@ -69,7 +69,7 @@ def test_the_report_holds_every_workers_last_window_which_comes_after_the_run_ti
     series = procs.tmp / "series.jsonl"
     master, port = start_master(procs, gateway.url, *LONG_SESSIONS, "--stop-timeout", "3",
                                 "--loadkit-series", str(series), "--series-interval", "1",
-                                run_time="5s", users=USERS)
+                                run_time="6s", users=USERS)
     workers = [start_worker(procs, f"worker{i}", port) for i in range(2)]
     wait_open(gateway, master, procs, USERS)
 
@@ -89,18 +89,26 @@ def test_the_report_holds_every_workers_last_window_which_comes_after_the_run_ti
     # the series too: every end is in a window that closed after the run time (the final numbers)
     rows = series_rows(series)
     assert rows and sum(r["ended"] for r in rows) == USERS
-    assert all(r["elapsed_s"] >= 5 for r in rows if r["ended"]), rows
+    assert all(r["elapsed_s"] >= 6 for r in rows if r["ended"]), rows  # -t 6s, then a 3 s stop timeout
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_worker_frozen_before_the_end_is_written_off_within_the_bound_and_named(
         procs: Processes, gateway: GatewayProcess) -> None:  # noqa: F811
-    master, port = start_master(procs, gateway.url, *LONG_SESSIONS, run_time="6s", users=USERS)
+    run_s = 8
+    master, port = start_master(procs, gateway.url, *LONG_SESSIONS, run_time=f"{run_s}s", users=USERS)
     workers = [start_worker(procs, f"worker{i}", port) for i in range(2)]
     victim = workers[0]
+    deadline = time.monotonic() + 40  # Locust starts its -t timer as it logs this line
+    while "Run time limit set to" not in procs.log("master") and time.monotonic() < deadline:
+        assert master.poll() is None, procs.log("master")[-4000:]
+        time.sleep(0.05)
+    timer_started = time.monotonic()
     wait_open(gateway, master, procs, USERS)
-    time.sleep(2.5)  # near the end: Locust marks a silent worker missing only ~3 s later
+    # 1.5 s before the planned end: Locust marks a silent worker missing only ~3 s later,
+    # so it is still in the run when the master starts waiting for its final numbers
+    time.sleep(max(0.0, timer_started + run_s - 1.5 - time.monotonic()))
     os.kill(victim.pid, signal.SIGSTOP)
     try:
         # the run stops: the other worker's sessions close at the gateway
