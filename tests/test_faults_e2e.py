@@ -228,6 +228,14 @@ def test_a_guest_mix_reproduces_each_mistake_in_its_share(tmp_path, gateway_fact
     assert run.report["expected_drops"]["by_behaviour"]["no_keepalive"]["dropped"] == \
         codes[(1001, "idle timeout", "server")]
     assert run.report["drops"] == 0 and run.report["drop_rate"] == 0.0
+    # every end the mix asked for is counted as asked for, from the gateway's side: nothing unexpected
+    assert run.report["sessions"]["expected"] == {
+        "auth_refused": codes[(1000, "", "server")], "auth_timeout": codes[(4008, "auth timeout", "server")],
+        "dropped_by_server": codes[(1001, "idle timeout", "server")]}
+    from loadkit.report.thresholds import evaluate
+    rows = evaluate(["outcome.auth_refused.unexpected.count == 0", "outcome.auth_refused.count == 0",
+                     "outcome.dropped_by_server.unexpected.rate == 0"], run.report)
+    assert [r["status"] for r in rows] == ["pass", "fail", "pass"], rows
 
 
 def test_a_hung_gateway_is_detected_by_the_keepalive_and_counted_as_the_gateway_saw_it(tmp_path, gateway):

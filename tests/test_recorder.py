@@ -52,7 +52,7 @@ def snapshot(rec: Recorder) -> dict[str, Any]:
         "survived": hist(rec.survived),
         "dropped_at": hist(rec.dropped_at),
         "failures": +rec.failures,
-        "expected": (+rec.expected_authenticated, +rec.expected_drops),
+        "expected": (+rec.expected_authenticated, +rec.expected_drops, +rec.expected_outcomes),
     }
 
 
@@ -383,7 +383,9 @@ def random_ops(rng: random.Random, n: int) -> list[Callable[[Recorder], None]]:
         elif kind == 3:
             result, est, close = random_session(rng)
             apart = rng.choice([None, None, None, "no_keepalive"])
-            add(lambda r, a=(result, est, close), apart=apart: r.session_ended(*a, expected_drop=apart))
+            meant = rng.random() < 0.2
+            add(lambda r, a=(result, est, close), apart=apart, meant=meant:
+                r.session_ended(*a, expected_drop=apart, expected=meant))
         elif kind == 4:
             code = rng.choice(["4029", "4011", "4400", "4001"])
             add(lambda r, code=code: r.errors.update([code]))

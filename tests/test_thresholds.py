@@ -158,7 +158,7 @@ def test_parse_metric_gives_canonical_names() -> None:
         ("outcome.auth_refused < 1", 'threshold "outcome.auth_refused < 1": "outcome.auth_refused" needs .count or .rate (e.g. outcome.auth_refused.rate < 0.001)'),
         ("outcome.auth_refused.sum < 1", 'threshold "outcome.auth_refused.sum < 1": unknown outcome statistic "sum" (expected count or rate, e.g. outcome.auth_refused.rate)'),
         ("outcome.a-b.count < 1", 'threshold "outcome.a-b.count < 1": outcome name "a-b" is not a valid name (expected letters, digits and _, e.g. outcome.auth_refused.count)'),
-        ("outcome.a.b.count < 1", 'threshold "outcome.a.b.count < 1": unknown metric "outcome.a.b.count" (expected outcome.NAME.count or outcome.NAME.rate)'),
+        ("outcome.a.b.count < 1", 'threshold "outcome.a.b.count < 1": unknown metric "outcome.a.b.count" (expected outcome.NAME.count, outcome.NAME.rate or outcome.NAME.unexpected.count|rate)'),
         ("reconnect < 1", 'threshold "reconnect < 1": "reconnect" needs a statistic (e.g. reconnect.p95; expected one of p50, p90, p95, p99, max, min, mean, count, attempts, successes, not_resumed, success_rate)'),
         ("reconnect.p96 < 1", 'threshold "reconnect.p96 < 1": unknown reconnect metric "p96" (expected one of p50, p90, p95, p99, max, min, mean, count, attempts, successes, not_resumed, success_rate)'),
         ("survival > 0.9", 'threshold "survival > 0.9": "survival" needs a mark (e.g. survival.30m > 0.99)'),

@@ -51,6 +51,7 @@ class Recorder:
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
         "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages", "failure_details",
         "messages_unanswered", "expected_authenticated", "expected_drops",
+        "expected_outcomes",
     )
 
     def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
@@ -102,6 +103,9 @@ class Recorder:
         #: ``drops``, ``drop_rate``, drops per session-hour and survival.
         self.expected_authenticated: Counter[str] = Counter()
         self.expected_drops: Counter[str] = Counter()
+        #: outcome -> sessions that ended as their guest's behaviour meant them to
+        #: (``Behaviour.expects``: a wrong auth frame refused, a silent guest idled out)
+        self.expected_outcomes: Counter[str] = Counter()
 
     # -- hot path --------------------------------------------------------------
 
@@ -120,17 +124,20 @@ class Recorder:
 
     def session_ended(self, result: Result, established_s: float,
                       close: tuple[int, str, str] | None, detail: str = "",
-                      expected_drop: str | None = None) -> None:
+                      expected_drop: str | None = None, expected: bool = False) -> None:
         """Count one ended session: its outcome, its close code, its survival.
 
         ``detail`` says what the wire said when a session failed before auth
         ("HTTP 500"); only the first few distinct ones per outcome are kept
         (per process: a merge adds them up as they are). ``expected_drop``
         names the behaviour of a guest meant to be dropped: its outcome and
-        close are counted as any other, its drop apart.
+        close are counted as any other, its drop apart. ``expected``: the
+        session ended as its guest's behaviour meant it to.
         """
         phase = result.phase.value
         self.ended[(result.outcome.value, phase)] += 1
+        if expected:
+            self.expected_outcomes[result.outcome.value] += 1
         if close is not None:
             code, reason, initiator = close
             self.close_codes[(phase, code, reason, initiator)] += 1

@@ -72,7 +72,8 @@ def build_model(total: Recorder, *, open_sessions: int, run: dict[str, Any],
     report = Report(
         loadkit_version=__version__,
         run=run,
-        sessions=Sessions(total.started, total.authenticated, open_sessions, outcomes, by_phase, failures),
+        sessions=Sessions(total.started, total.authenticated, open_sessions, outcomes, by_phase, failures,
+                          dict(sorted((k, n) for k, n in total.expected_outcomes.items() if n))),
         invariant=invariant,
         close_codes=[CloseRow(p, c, r, i, n) for (p, c, r, i), n in
                      sorted(total.close_codes.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2]))],

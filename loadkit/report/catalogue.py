@@ -154,6 +154,11 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("outcome.NAME.rate", "fraction", "sessions.outcomes.NAME / sessions.started", Kind.RATE, +1,
           NoData.NOT_MEASURED, "the same ÷ sessions started; none started: not measured",
           "outcome.auth_refused.rate < 0.001"),
+    Entry("outcome.NAME.unexpected.count", "sessions", "sessions.outcomes.NAME - sessions.expected.NAME",
+          Kind.COUNT, +1, NoData.NOT_MEASURED,
+          "sessions with that outcome that their guest's --guest-mix behaviour did not ask for (a wrong "
+          "auth frame refused, a silent guest idled out are asked for); also `.rate` (÷ sessions started)",
+          "outcome.auth_refused.unexpected.count == 0"),
     _count("close.CODE.count", "close_codes[code=CODE].count",
            "close frames with that code (1000-4999), any phase or initiator", "close.1011.count == 0",
            unit="closes"),

@@ -30,6 +30,8 @@ class Sessions:
     by_phase: dict[str, dict[str, int]]
     #: outcome -> {detail: sessions}, for sessions that never authenticated ("HTTP 500")
     failures: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: outcome -> sessions that ended as their guest's --guest-mix behaviour meant them to
+    expected: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -163,7 +163,8 @@ class SessionDriver(Phases, Established):
         established = lc.established_s(now)
         detail = ending.detail or (f"close {ending.code}" if ending.code is not None else "")
         self.recorder.session_ended(result, established, close, detail,
-                                    behaviour.name if behaviour.drop_expected else None)
+                                    behaviour.name if behaviour.drop_expected else None,
+                                    expected=result.outcome.value in behaviour.expects)
         ok = result.outcome.value in ("closed_normally", "stopped_by_harness")
         if not ok:
             # Locust's row names only what loadkit names; what the target said is a detail.

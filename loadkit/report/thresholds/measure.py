@@ -132,7 +132,9 @@ def _measure_close(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measurem
 
 
 def _measure_outcome(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measurement:
-    outcome, stat = args
+    outcome, stat = args[0], args[1]
+    if len(args) > 2 and args[2]:
+        return _measure_unexpected(outcome, stat, report)
     outcomes = _get(report, ("sessions", "outcomes"))
     if not isinstance(outcomes, Mapping):
         return _not_measured("sessions.outcomes is missing")
@@ -146,6 +148,17 @@ def _measure_outcome(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measur
         if outcome not in KNOWN_OUTCOMES:
             note = f'outcome "{outcome}" never occurred in this run and is not a known outcome: check its spelling'
     return _per_started(count, note, stat, report)
+
+
+def _measure_unexpected(outcome: str, stat: str, report: Mapping[str, Any]) -> Measurement:
+    """Sessions with that outcome less those whose guest's behaviour meant them to end so."""
+    counted = _measure_outcome((outcome, "count"), report)
+    if counted[0] is None:
+        return counted
+    expected = _get(report, ("sessions", "expected"))
+    if not isinstance(expected, Mapping):
+        return _not_measured("sessions.expected is missing (a report older than expected outcomes)")
+    return _per_started(counted[0] - (_number(expected.get(outcome, 0)) or 0), counted[1], stat, report)
 
 
 def _measure_reconnect_success_rate(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measurement:

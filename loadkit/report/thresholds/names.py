@@ -267,13 +267,17 @@ def _parse_outcome(text: str, parts: list[str], fail: Callable[[str], ThresholdE
                    "(expected letters, digits and _, e.g. outcome.auth_refused.count)")
     if len(parts) == 2:
         raise fail(f'"outcome.{outcome}" needs .count or .rate (e.g. outcome.{outcome}.rate < 0.001)')
-    if len(parts) > 3:
-        raise fail(f'unknown metric "{text}" (expected outcome.NAME.count or outcome.NAME.rate)')
-    stat = parts[2]
+    unexpected = len(parts) == 4 and parts[2] == "unexpected"
+    if len(parts) > 3 and not unexpected:
+        raise fail(f'unknown metric "{text}" (expected outcome.NAME.count, outcome.NAME.rate '
+                   "or outcome.NAME.unexpected.count|rate)")
+    stat = parts[-1]
     if stat not in ("count", "rate"):
         raise fail(f'unknown outcome statistic "{stat}" (expected count or rate, e.g. outcome.{outcome}.rate)')
-    return Metric(f"outcome.{outcome}.{stat}", "outcome", (outcome, stat), outcome_direction(outcome),
-                  +1 if stat == "count" else 0, f"outcome.NAME.{stat}")
+    middle = ".unexpected" if unexpected else ""
+    return Metric(f"outcome.{outcome}{middle}.{stat}", "outcome", (outcome, stat, unexpected),
+                  outcome_direction(outcome), +1 if stat == "count" and not unexpected else 0,
+                  f"outcome.NAME{middle}.{stat}")
 
 
 def _parse_survival(text: str, parts: list[str], fail: Callable[[str], ThresholdError]) -> Metric:
