@@ -13,6 +13,7 @@ from typing import Any
 
 from loadkit.report.compare_limits import Limit
 from loadkit.report.thresholds import Metric
+from loadkit.report.thresholds.measure import value_at
 
 __all__ = ["DEFAULT_LATENCY_FLOOR_MS", "INTERVAL_WIDENING", "LAG_SHIFT_MS", "MIN_LAG_SAMPLES", "MIN_SESSIONS",
            "MIN_TAIL_SAMPLES", "harness_slowdown", "within_noise"]
@@ -38,12 +39,7 @@ _Z95 = 1.959963984540054
 
 
 def _get(report: Mapping[str, Any], *path: str) -> Any:
-    node: Any = report
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
+    return value_at(report, path)
 
 
 def harness_slowdown(baseline: Mapping[str, Any], candidate: Mapping[str, Any]) -> float:

@@ -44,7 +44,8 @@ def _number(value: Any) -> Number | None:
     return value
 
 
-def _get(report: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+def value_at(report: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a report (nested mappings), or None where the path breaks off."""
     node: Any = report
     for key in path:
         if not isinstance(node, Mapping):
@@ -55,7 +56,7 @@ def _get(report: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 def number_at(report: Mapping[str, Any], path: tuple[str, ...]) -> Number | None:
     """The finite number at ``path`` in a report, or None (missing, null, not a number)."""
-    return _number(_get(report, path))
+    return _number(value_at(report, path))
 
 
 def _not_measured(where: str) -> Measurement:
@@ -135,7 +136,7 @@ def _measure_outcome(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measur
     outcome, stat = args[0], args[1]
     if len(args) > 2 and args[2]:
         return _measure_unexpected(outcome, stat, report)
-    outcomes = _get(report, ("sessions", "outcomes"))
+    outcomes = value_at(report, ("sessions", "outcomes"))
     if not isinstance(outcomes, Mapping):
         return _not_measured("sessions.outcomes is missing")
     note = None
@@ -155,7 +156,7 @@ def _measure_unexpected(outcome: str, stat: str, report: Mapping[str, Any]) -> M
     counted = _measure_outcome((outcome, "count"), report)
     if counted[0] is None:
         return counted
-    expected = _get(report, ("sessions", "expected"))
+    expected = value_at(report, ("sessions", "expected"))
     if not isinstance(expected, Mapping):
         return _not_measured("sessions.expected is missing (a report older than expected outcomes)")
     return _per_started(counted[0] - (_number(expected.get(outcome, 0)) or 0), counted[1], stat, report)
