@@ -543,6 +543,23 @@ def test_a_stop_while_established_is_stopped_by_harness_closed_1001_and_raised_o
     assert_close_recorded(rec, Phase.ESTABLISHED, 1001, "client", "harness stopping")
 
 
+def test_a_stop_before_the_auth_ok_was_read_counts_it_authenticated_when_it_arrives_while_we_close() -> None:
+    # the gateway answered (and counts the guest authenticated); the stop came before our read
+    conn = FakeConnection(during_auth=[(RTT / 2, Stop())])
+    rec, live = run_guest_stopped(FakeTransport(conn), Stop)
+    assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.JUST_AFTER_AUTH)
+    assert rec.authenticated == 1 and rec.latency["auth"].count == 0
+    assert conn.leftover and orjson.loads(conn.leftover[0])["type"] == "auth_ok"
+    assert_we_closed(conn, 1001, "harness stopping")
+
+
+def test_a_stop_during_auth_with_no_answer_on_its_way_is_stopped_during_auth() -> None:
+    conn = FakeConnection(auth=None, during_auth=[(RTT / 2, Stop())])
+    rec, live = run_guest_stopped(FakeTransport(conn), Stop)
+    assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.DURING_AUTH)
+    assert rec.authenticated == 0
+
+
 def test_a_stop_mid_upgrade_is_stopped_by_harness_before_open_with_the_close_the_transport_made() -> None:
     stop = StoppedMidUpgrade(Stop(), ConnectionEnded(1001, "harness stopping", "client"))
     rec, live = run_guest_stopped(FakeTransport(stop), Stop)

@@ -87,6 +87,8 @@ class SessionBase:
         self._dropped_at: float | None = None
         self._refused = False
         self._expired = False
+        #: an auth_ok read while closing (a stop caught the session between the gateway's answer and our read)
+        self._late_auth_ok = False
         self._expects = expects(profile)
         #: this session has had a bad frame already (for ``Recorder.bad_sessions``)
         self._bad_seen = False
@@ -155,6 +157,8 @@ class SessionBase:
             rec.errors[str(ev.code)] += 1
         elif kind is _E.SESSION_EXPIRED:
             self._expired = True
+        elif kind is _E.AUTH_OK:
+            self._late_auth_ok = True
 
     # -- closing -----------------------------------------------------------------
 

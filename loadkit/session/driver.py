@@ -21,7 +21,7 @@ from loadkit.errors import (
     UpgradeRefused,
 )
 from loadkit.failures import detail_text, ended_label
-from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, Step
+from loadkit.lifecycle import Cause, Ending, Lifecycle, Outcome, Result, State, Step
 from loadkit.metrics.recorder import HARNESS_LAG, Recorder
 from loadkit.protocol.base import (
     TokenGrant,
@@ -97,6 +97,7 @@ class SessionDriver(Phases, Established):
         attempt = ConnectAttempt()  # how a stop mid-upgrade left the connection
         self._refused = False
         self._expired = False
+        self._late_auth_ok = False
         self._bad_seen = False
         try:
             try:
@@ -141,6 +142,12 @@ class SessionDriver(Phases, Established):
                     ending = self._close(ws, cause, 1001 if stopping else 1011,
                                          "harness stopping" if stopping else "harness error", wait=stopping,
                                          detail="" if stopping else _harness_detail(failure))
+                    if stopping and self._late_auth_ok and lc.state is State.AUTHENTICATING:
+                        # The gateway's auth_ok was on its way when the stop came; read
+                        # while we closed, it authenticated the session, as the gateway
+                        # counts it (no latency sample: it was read late, by our doing).
+                        lc.step(Step.AUTH_OK, self.transport.now())
+                        rec.session_authenticated(behaviour.name if behaviour.drop_expected else None)
             finally:
                 if ending is None:
                     # Killed again during the close's I/O: still exactly one end.
