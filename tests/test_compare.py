@@ -484,3 +484,22 @@ def test_a_file_that_is_not_a_loadkit_report_is_bad_input(tmp_path: Any, capsys:
     (tmp_path / "run.json").write_text(json.dumps(run_report()))
     assert main([str(tmp_path / "empty.json"), str(tmp_path / "run.json")]) == 2
     assert "is not a loadkit report" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("candidate", "code"), [("same", 0), ("worse", 3)])
+def test_a_reader_that_leaves_early_changes_neither_the_exit_code_nor_prints_a_traceback(
+        files: dict[str, str], candidate: str, code: int) -> None:
+    """``loadkit compare A B | head``: the pipe closes before the table is written."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: every write to stdout fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "loadkit.cli", "compare", files["baseline"], files[candidate]],
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
@@ -269,20 +270,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"loadkit compare: error: {exc}", file=sys.stderr)
         return int(ExitCode.BAD_INPUT)
 
+    try:
+        _print_comparison(comparison, baseline, candidate, noise=not args.no_noise)
+    except BrokenPipeError:
+        # The reader left (``loadkit compare … | head``): the verdict stands, and
+        # what nobody read is not an error. Later writes (the exit's flush) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return int(comparison.exit_code)
+
+
+def _print_comparison(comparison: Comparison, baseline: dict[str, Any], candidate: dict[str, Any],
+                      noise: bool) -> None:
     for role, report in (("baseline", baseline), ("candidate", candidate)):
         verdict = report.get("verdict")
         if verdict not in (None, "pass", "fail"):
             print(f"note: the {role} run's verdict is {verdict!r}: its figures may not be comparable")
     slowdown = harness_slowdown(baseline, candidate)
-    if slowdown > 1.0 and not args.no_noise:
+    if slowdown > 1.0 and noise:
         lags = [report["harness"]["lag_ms"] for report in (baseline, candidate)]
         shown = ", ".join(f"{stat} {lags[0].get(stat)} -> {lags[1].get(stat)} ms" for stat in ("p50", "p95"))
         print(f"note: the candidate's harness woke up {slowdown:.2f}x later than the baseline's (timer lag {shown}): "
               "its latencies are judged against the baseline's scaled by that ('harness lag' where that explains "
               "the change)")
     print(comparison.format_table())
-    print(comparison.summary())
-    return int(comparison.exit_code)
+    print(comparison.summary(), flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
