@@ -18,25 +18,23 @@ from loadkit.errors import ConfigError
 from loadkit.streams import Rng
 
 #: Misbehaving guests (the seed thread's mistakes) and what each does.
-#: ``drop_expected``: the behaviour provokes the gateway into ending the session
-#: (idle timeout, repeated rate-limit violations); a gateway that does so is
-#: doing its job, so those sessions' drops are counted apart (report
-#: ``expected_drops``) and are not in ``drops``, ``drop_rate`` or survival.
 #: ``expects``: the outcomes the behaviour is meant to provoke; a session of
-#: that behaviour ending so is counted in ``sessions.expected`` too, so a gate
+#: that behaviour ending so is counted in ``sessions.expected``. A behaviour
+#: that expects a drop (idle timeout, repeated rate-limit violations) has its
+#: drops counted apart too (``expected_drops``; see loadkit.session.base), so a gate
 #: can ask for the ends nobody asked for (``outcome.auth_refused.unexpected.rate``)
 #: instead of one that a random draw of the mix can breach on a healthy gateway.
 _REFUSED = ("auth_refused", "auth_timeout")  # a wrong auth frame: refused, or ignored until the deadline
 BEHAVIOURS: dict[str, dict[str, Any]] = {
     "normal": {},
-    "no_keepalive": {"keepalive": False, "messages": False, "drop_expected": True,  # the idle timeout kills it
+    "no_keepalive": {"keepalive": False, "messages": False,                        # the idle timeout kills it
                      "expects": ("dropped_by_server",)},
     "wrong_case": {"auth_style": "wrong_case", "expects": _REFUSED},                # {"type":"Auth"}
     "command_auth": {"auth_style": "command", "expects": _REFUSED},                 # {"command":"auth",...}
     "bad_token": {"auth_style": "bad_token", "expects": _REFUSED},
     "no_auth": {"auth_style": "none", "expects": ("auth_timeout",)},                # never authenticates
     "fast_messages": {"message_interval": (0.02, 0.05), "honour_retry_after": False,
-                      "drop_expected": True, "expects": ("dropped_by_server",)},    # ignores retryAfter: closed 4029
+                      "expects": ("dropped_by_server",)},                          # ignores retryAfter: closed 4029
 }
 
 
@@ -48,7 +46,6 @@ class Behaviour:
     messages: bool = True
     message_interval: tuple[float, float] | None = None
     honour_retry_after: bool = True
-    drop_expected: bool = False
     expects: tuple[str, ...] = ()
 
 

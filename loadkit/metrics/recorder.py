@@ -98,7 +98,7 @@ class Recorder:
         #: e.g. ("token_refused", "HTTP 500"): what the summary names when nothing got through
         self.failures: Counter[tuple[str, str]] = Counter()
         #: behaviour -> authenticated sessions / drops of guests whose behaviour is
-        #: meant to make the gateway end them (``Behaviour.drop_expected``): a
+        #: meant to make the gateway end them (a drop among ``Behaviour.expects``): a
         #: gateway enforcing its idle timeout is healthy, so these stay out of
         #: ``drops``, ``drop_rate``, drops per session-hour and survival.
         self.expected_authenticated: Counter[str] = Counter()

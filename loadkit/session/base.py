@@ -20,7 +20,7 @@ from loadkit.errors import (
     TargetProtocolError,
 )
 from loadkit.failures import Failure, detail_text, label
-from loadkit.lifecycle import Cause, Ending, Lifecycle
+from loadkit.lifecycle import DROP_OUTCOMES, Cause, Ending, Lifecycle
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol.base import (
     BINARY_FRAME,
@@ -32,7 +32,7 @@ from loadkit.protocol.base import (
     expects,
     is_utf8,
 )
-from loadkit.settings import HarnessSettings
+from loadkit.settings import Behaviour, HarnessSettings
 from loadkit.streams import Rng
 
 logger = logging.getLogger("loadkit")
@@ -48,6 +48,15 @@ _UNNAMED_BAD = {_E.MALFORMED: "not_json", _E.UNKNOWN: "unknown_type"}
 #: where text was agreed is "unsupported data"; text that is no frame of the
 #: protocol is "invalid payload"; a readable frame that breaks the contract, "policy".
 _FATAL_CLOSE = {BINARY_FRAME: 1003, "not_json": 1007, "not_object": 1007, "too_deep": 1007}
+
+
+def expected_drop(behaviour: Behaviour) -> str | None:
+    """The behaviour's name if it is meant to be dropped (a drop among its ``expects``), else None.
+
+    Derived, not declared: what a behaviour expects is said once, in
+    ``loadkit.settings.BEHAVIOURS``; the recorder counts such guests' drops apart.
+    """
+    return behaviour.name if any(o in DROP_OUTCOMES for o in behaviour.expects) else None
 
 
 def _no_report(name: str, ms: float, error: BaseException | None, length: int) -> None:

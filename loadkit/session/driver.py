@@ -29,6 +29,7 @@ from loadkit.protocol.base import (
 from loadkit.settings import Behaviour, backoff
 from loadkit.session.base import (
     SessionEnded,
+    expected_drop,
     _frame_phase,
     _harness_detail,
     _interrupted_close,
@@ -147,7 +148,7 @@ class SessionDriver(Phases, Established):
                         # while we closed, it authenticated the session, as the gateway
                         # counts it (no latency sample: it was read late, by our doing).
                         lc.step(Step.AUTH_OK, self.transport.now())
-                        rec.session_authenticated(behaviour.name if behaviour.drop_expected else None)
+                        rec.session_authenticated(expected_drop(behaviour))
             finally:
                 if ending is None:
                     # Killed again during the close's I/O: still exactly one end.
@@ -170,7 +171,7 @@ class SessionDriver(Phases, Established):
         established = lc.established_s(now)
         detail = ending.detail or (f"close {ending.code}" if ending.code is not None else "")
         self.recorder.session_ended(result, established, close, detail,
-                                    behaviour.name if behaviour.drop_expected else None,
+                                    expected_drop(behaviour),
                                     expected=result.outcome.value in behaviour.expects)
         ok = result.outcome.value in ("closed_normally", "stopped_by_harness")
         if not ok:

@@ -26,7 +26,7 @@ from loadkit.protocol.base import (
     TokenGrant,
 )
 from loadkit.settings import Behaviour
-from loadkit.session.base import _E, SessionBase, SessionEnded
+from loadkit.session.base import _E, SessionBase, SessionEnded, expected_drop
 
 #: Answers to the auth frame that end auth at once as auth_refused.
 _AUTH_ENDERS = frozenset({_E.AUTH_REFUSED, _E.ERROR, _E.RATE_LIMITED, _E.SESSION_ENDED, _E.SESSION_EXPIRED})
@@ -151,7 +151,7 @@ class Phases(SessionBase):
                     self.recorder.not_resumed += 1
                 lc.step(Step.AUTH_OK, t1)
                 rec = self.recorder
-                rec.session_authenticated(behaviour.name if behaviour.drop_expected else None)
+                rec.session_authenticated(expected_drop(behaviour))
                 rec.observe("auth", int((t1 - t0) * 1e6))
                 self.report("auth", (t1 - t0) * 1000.0, None, len(data))
                 self._recovered(t1)
