@@ -81,10 +81,12 @@ def test_an_auth_delay_injected_at_the_gateway_shows_in_the_auth_percentiles(tmp
     assert_matches_gateway(run.report, settled_stats(gw))
     auth = run.report["latency_ms"]["auth"]
     assert auth["count"] >= 6
-    # The gateway sleeps 200 ms before auth_ok; the rest is loopback and two event loops,
-    # plus, at the tail, what the harness says its own loop was late (its lag, reported apart).
-    lag = run.report["harness"]["lag_ms"]
-    assert auth["min"] >= 200.0 and auth["p50"] <= 210.0 and auth["p99"] <= 230.0 + lag["max"], (auth, lag)
+    # The gateway sleeps 200 ms before auth_ok; the rest is loopback and two event loops. The
+    # median says the harness adds next to nothing; the tail is not bounded tightly, because on a
+    # busy machine the *gateway's* process can be descheduled too (CI saw one 284 ms sample of 13
+    # with the harness's own lag at 7 ms), and that is the target's time, correctly reported.
+    assert auth["min"] >= 200.0 and auth["p50"] <= 210.0, auth
+    assert auth["max"] < 200.0 + 1000.0, auth  # never a second delay, never a timeout counted as auth
 
 
 @pytest.mark.parametrize("status", [429, 503])
