@@ -40,11 +40,12 @@ from loadkit.locust import distributed  # noqa: E402
 from loadkit.locust.distributed import LOST_OUTCOME, LOST_PHASE, Ledger  # noqa: E402
 from loadkit.metrics.recorder import LATENCY_PHASES, Recorder  # noqa: E402
 from loadkit.report.build import build_report  # noqa: E402
+from tests.harness import LAG_ASIDE  # noqa: E402
 
 LOCUSTFILE = ROOT / "locustfile.py"
 #: Short sessions, frequent frames: a few seconds give every phase samples.
 TRAFFIC = ["--session-seconds", "1-2", "--keepalive-interval", "0.5", "--message-interval", "0.2-0.4",
-           "--guest-pause", "0-0.2", "--only-summary"]
+           "--guest-pause", "0-0.2", "--only-summary", *LAG_ASIDE]
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from loadkit.settings import backoff  # noqa: E402
 from loadkit.streams import Stream, cumulative, user_stream  # noqa: E402
+from tests.harness import LAG_ASIDE  # noqa: E402
 from tests.test_distributed import free_port  # noqa: E402
 
 
@@ -114,7 +115,7 @@ def run_drawing(tmp: Path, name: str, *args: str) -> tuple[list[dict[str, Any]],
     env = dict(os.environ, PYTHONPATH=str(ROOT), DRAWS_FILE=str(out))
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "6", "-r", "20",
            "-t", "4s", "--processes", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
-           "--master-port", port, "--session-seconds", "0.5-1", "--only-summary",
+           "--master-port", port, "--session-seconds", "0.5-1", "--only-summary", *LAG_ASIDE,
            "--loadkit-report", str(report), *args]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, env=env)

@@ -11,12 +11,12 @@ import time
 import pytest
 
 from loadkit.report.build import verdict_of
-from tests.harness import ROOT, assert_matches_gateway, locust_command, run_locust, settled_stats
+from tests.harness import LAG_ASIDE, ROOT, assert_matches_gateway, locust_command, run_locust, settled_stats
 
 pytestmark = pytest.mark.slow
 
 FAST = ("--session-seconds", "1.5-2.5", "--keepalive-interval", "0.5", "--message-interval", "0.2-0.4",
-        "--guest-pause", "0-0.2")
+        "--guest-pause", "0-0.2", *LAG_ASIDE)
 
 
 def rows_by_expr(report):
