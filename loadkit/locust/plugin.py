@@ -34,7 +34,7 @@ import gevent
 from locust import events
 
 from loadkit.errors import ConfigError
-from loadkit.locust import adapters, distributed, embedded, lag, options, prometheus, startup, testruns
+from loadkit.locust import adapters, distributed, embedded, lag, options, prometheus, request_stats, startup, testruns
 from loadkit.locust.listen import on
 from loadkit.locust.runtime import Runtime
 
@@ -43,6 +43,9 @@ __all__ = ["Runtime"]
 logger = logging.getLogger("loadkit")
 
 adapters.install()
+# Here, at import, so that it runs before the runner's own listener serialises Locust's statistics
+# (listeners added at ``init`` run after it): tallied timings go into this report, not the next.
+on(events.report_to_master)(request_stats.flush_all)
 
 
 @on(events.init_command_line_parser)
@@ -111,6 +114,10 @@ def _install_run_listeners(environment: Any, rt: Runtime) -> None:
         if rt.ticker is None:
             rt.ticker = gevent.spawn(rt.tick_forever)
 
+    @on(events_.test_stop)
+    def _on_test_stop(**_kw: Any) -> None:
+        rt.requests.flush()  # the users are stopped: Locust's final tables count every timing
+
     @on(events_.usage_monitor)
     def _on_usage(environment: Any, cpu_usage: float, **_kw: Any) -> None:
         if rt.is_master:
@@ -127,6 +134,7 @@ def _install_run_listeners(environment: Any, rt: Runtime) -> None:
         runner = environment.runner
         if runner is not None:
             runner.stop()  # before the gateway goes: users must not see it vanish
+        rt.requests.close()
         if rt.is_master:
             distributed.await_final_reports(environment, rt)  # done already by test_stop, unless a stop is under way
             distributed.quit_stragglers(environment, rt)

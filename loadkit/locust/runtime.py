@@ -29,6 +29,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadkit.locust import checks, options
 from loadkit.locust.aggregation import Figures
 from loadkit.locust.outputs import Outputs
+from loadkit.locust.request_stats import RequestBatcher
 from loadkit.locust.verdict import Verdict, iso
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol.base import check_keepalive
@@ -64,7 +65,9 @@ class Runtime:
         self.test_no = 0
         self.test_done = False
         self.last_code: int | None = None
-        self._fire = environment.events.request.fire
+        #: timings on their way to Locust's statistics (``report`` is the users' sink)
+        self.requests = RequestBatcher(environment)
+        self.report = self.requests.report
 
     def configure(self) -> None:
         """(Re)build everything that follows from the options; ConfigError if they are bad.
@@ -92,12 +95,6 @@ class Runtime:
         verdict: Verdict | None = getattr(self, "verdict", None)
         if verdict is not None:
             verdict.configure(self.options, self.thresholds, opts)
-
-    # -- the hot path's one Locust call ------------------------------------------
-
-    def report(self, name: str, ms: float, error: BaseException | None, length: int) -> None:
-        self._fire(request_type="WS", name=name, response_time=ms, response_length=length,
-                   exception=error, context=None)
 
     # -- what kind of process ---------------------------------------------------
 

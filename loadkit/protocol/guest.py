@@ -134,6 +134,10 @@ class GuestProfile:
         if isinstance(obj, ServerEvent):
             return obj  # MALFORMED
         kind = obj.get("type")
+        if kind == "ack":  # nearly every frame of a chat: its two fields checked directly, as REQUIRED says
+            ref, ts = obj.get("id"), obj.get("ts")
+            if type(ref) is str and (type(ts) is float or type(ts) is int):
+                return ServerEvent(_E.ACK, ref)
         required = REQUIRED.get(kind) if type(kind) is str else None
         if required is None:
             return ServerEvent(_E.UNKNOWN, detail="type=" + repr(kind)[:40], bad=UNKNOWN_TYPE)

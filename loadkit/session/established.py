@@ -45,6 +45,7 @@ _GONE_REFS = 256
 #: guest-hour. A late answer to an expired message is still recognised.
 PENDING_ANSWER_S = 60.0
 _ABSENT: Any = object()
+_NEVER = float("inf")
 
 
 class Established(SessionBase):
@@ -57,7 +58,7 @@ class Established(SessionBase):
         profile = self.profile
         rng = self.rng
         rec = self.recorder
-        report = self.report
+        sink = self._sink  # a success needs no failure text: straight to Locust's statistics
         now = t.now()
         keepalive = behaviour.keepalive
         interval = behaviour.message_interval or s.message_interval
@@ -78,6 +79,8 @@ class Established(SessionBase):
         #: when the server said the session expired (None: it has not)
         expired_at: float | None = None
         auth_at = lc.auth_at if lc.auth_at is not None else now
+        #: when the oldest pending send (ack or reply) expires: ``_expire`` runs only then
+        expire_at = _NEVER
         seq = 0
         misses = 0
         last_rx = now  # for "time since the last server frame" on a keepalive timeout
@@ -115,8 +118,8 @@ class Established(SessionBase):
                 pong_due = min(pings.values()) + s.pong_timeout_s if pings else float("inf")
             else:
                 pong_due = float("inf")
-            if acks or replies:
-                _expire(acks, replies, gone, now - PENDING_ANSWER_S, rec)
+            if now >= expire_at:
+                expire_at = _expire(acks, replies, gone, now - PENDING_ANSWER_S, rec)
             if now >= next_msg:
                 seq += 1
                 frame, ref = profile.message_frame(seq, text, grant)
@@ -127,6 +130,8 @@ class Established(SessionBase):
                     replies[ref] = now
                 else:
                     last_msg_at = now
+                if expire_at == _NEVER:
+                    expire_at = now + PENDING_ANSWER_S
                 next_msg = now + rng.uniform(*interval)
             wait = min(end_at, next_ping, next_msg, pong_due) - now
             data = ws.recv(wait if wait > 0 else 0)
@@ -157,7 +162,7 @@ class Established(SessionBase):
                         rec.messages_answered += 1
                     dt = last_rx - sent
                     rec.observe(phase, int(dt * 1e6))
-                    report(phase, dt * 1000.0, None, len(data))
+                    sink(phase, dt * 1000.0, None, len(data))
                 elif kind in match and gone.pop(ref, _ABSENT) is _ABSENT:  # an answer to nothing we sent
                     where = "just_after_auth" if last_rx - auth_at <= s.just_after_auth_s else "established"
                     if self._bad(UNMATCHED_ANSWER, where):
@@ -169,7 +174,7 @@ class Established(SessionBase):
                         dt = last_rx - last_msg_at
                         last_msg_at = None
                         rec.observe("reply", int(dt * 1e6))
-                        report("reply", dt * 1000.0, None, len(data))
+                        sink("reply", dt * 1000.0, None, len(data))
             elif kind is _E.SESSION_ENDED:  # e.g. ConnectionClosedEvent: the server is done with us
                 return self._close(ws, Cause.SERVER_ENDED, 1000, "", wait=True, detail=ev.detail or "session ended")
             elif kind is _E.SESSION_EXPIRED:
@@ -256,11 +261,17 @@ class Established(SessionBase):
 
 
 def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, None], before: float,
-            rec: Recorder) -> None:
-    """Drop pending answers sent before ``before``, oldest first (dicts keep send order)."""
+            rec: Recorder) -> float:
+    """Drop pending answers sent before ``before``, oldest first (dicts keep send order).
+
+    Returns when the oldest answer still pending expires (infinity: none is), so the
+    loop calls this only then, not on every wake-up.
+    """
+    oldest = _NEVER
     while acks:
         ref, sent = next(iter(acks.items()))
         if sent > before:
+            oldest = sent
             break
         del acks[ref]
         _forget(gone, ref)
@@ -268,9 +279,11 @@ def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, N
     while replies:
         ref, sent = next(iter(replies.items()))
         if sent > before:
+            oldest = min(oldest, sent)
             break
         del replies[ref]
         _forget(gone, ref)
+    return oldest + PENDING_ANSWER_S
 
 
 def _forget(gone: dict[Any, None], ref: Any) -> None:
