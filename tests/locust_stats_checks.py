@@ -131,11 +131,40 @@ def check_a_worker_report_carries_every_timing_tallied_before_it() -> None:
             getattr(events, name)._handlers[:] = handlers
 
 
+def check_a_reset_wipes_what_was_tallied_before_it() -> None:
+    """``--reset-stats`` once spawned, and the web UI's RESET: tallied timings are wiped with the rest."""
+    import loadkit.locust.plugin  # noqa: F401
+
+    events = locust.events
+    names = ("request", "report_to_master", "spawning_complete", "reset_stats")
+    saved = {name: list(getattr(events, name)._handlers) for name in names}
+    try:
+        env = Environment(events=events, user_classes=[], reset_stats=True)
+        env.create_local_runner()
+        batcher = RequestBatcher(env)
+        for ms in (1.0, 2.0, 3.0):
+            batcher.report("message", ms, None, 10)
+        events.spawning_complete.fire(user_count=3)  # the runner resets Locust's statistics here
+        batcher.report("message", 4.0, None, 10)
+        batcher.flush()
+        assert env.stats.total.num_requests == 1 and env.stats.total.max_response_time == 4.0
+        batcher.report("message", 5.0, None, 10)
+        events.reset_stats.fire()  # the web UI's RESET: the event, then Locust's reset_all
+        env.stats.reset_all()
+        batcher.flush()
+        assert env.stats.total.num_requests == 0
+        batcher.close()
+    finally:
+        for name, handlers in saved.items():
+            getattr(events, name)._handlers[:] = handlers
+
+
 CHECKS = {
     "batched_1": lambda: check_batched_timings_give_locusts_own_figures(1),
     "batched_2": lambda: check_batched_timings_give_locusts_own_figures(2),
     "another_listener": check_another_request_listener_hears_every_timing,
-    "worker_report": check_a_worker_report_carries_every_timing_tallied_before_it,  # last: it imports the plugin
+    "worker_report": check_a_worker_report_carries_every_timing_tallied_before_it,  # these import the plugin
+    "reset": check_a_reset_wipes_what_was_tallied_before_it,
 }
 
 if __name__ == "__main__":

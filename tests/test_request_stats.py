@@ -43,3 +43,8 @@ def test_another_request_listener_hears_every_timing(results):
 def test_a_worker_report_carries_every_timing_tallied_before_it(results):
     """The plugin's flush (added at import) runs before Locust's own serialisation for the master."""
     assert results.get("worker_report") == "ok", results
+
+
+def test_a_reset_of_locusts_statistics_wipes_what_was_tallied_before_it(results):
+    """``--reset-stats`` once spawned and the web UI's RESET: no timing from before it is counted after it."""
+    assert results.get("reset") == "ok", results

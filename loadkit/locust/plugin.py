@@ -43,9 +43,12 @@ __all__ = ["Runtime"]
 logger = logging.getLogger("loadkit")
 
 adapters.install()
-# Here, at import, so that it runs before the runner's own listener serialises Locust's statistics
-# (listeners added at ``init`` run after it): tallied timings go into this report, not the next.
+# Here, at import, so that these run before the runner's own listeners (those added at ``init`` run
+# after them): tallied timings go into this worker report, not the next, and a reset of Locust's
+# statistics (``--reset-stats`` once spawned, the web UI's RESET) wipes them as it wipes the rest.
 on(events.report_to_master)(request_stats.flush_all)
+on(events.spawning_complete)(request_stats.flush_all)
+on(events.reset_stats)(request_stats.flush_all)
 
 
 @on(events.init_command_line_parser)

@@ -22,9 +22,11 @@ When it is exact to batch:
   (``num_reqs_per_sec``) count every timing in its own second;
 - a tally is handed over when its second is over, at every
   ``report_to_master`` (before Locust's own listener serialises the
-  statistics: see ``loadkit.locust.plugin``), at ``test_stop`` and
-  ``quitting``, and by a ticker twice a second, so what Locust shows lags
-  by at most half a second and nothing is left behind.
+  statistics: see ``loadkit.locust.plugin``), before Locust resets its
+  statistics (``spawning_complete`` with ``--reset-stats``, the web UI's
+  ``reset_stats``), at ``test_stop`` and ``quitting``, and by a ticker
+  twice a second, so what Locust shows lags by at most half a second and
+  nothing is left behind or counted across a reset.
 """
 
 from __future__ import annotations
