@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -147,9 +148,25 @@ def test_a_token_that_expires_during_the_session_ends_it_as_session_expired(tmp_
 
 
 def test_a_rolling_restart_drops_every_session_and_guests_reconnect(tmp_path, gateway_factory):
-    gw = gateway_factory(**{"faults.restart_at_s": 2.5, "faults.restart_pause_s": 1.0})
+    gw = gateway_factory()
+    # The restart fires once all five guests are in (POST /_gateway/restart), not at a time
+    # counted from the gateway's start: Locust can take seconds to start on a busy machine.
+    fired: list[dict] = []
+
+    def restart_when_all_are_in() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if gw.stats()["sessions"]["authenticated"] >= 5:
+                fired.append(gw.restart(1.0))
+                return
+            time.sleep(0.05)
+
+    trigger = threading.Thread(target=restart_when_all_are_in, daemon=True)
+    trigger.start()
     run = run_locust(tmp_path, "--host", gw.url, "--session-seconds", "10-10", "--keepalive-interval", "0.5",
                      "--message-interval", "0.3-0.5", "--reconnect-backoff", "0.2-1", users=5, run_time="6s")
+    trigger.join(timeout=5)
+    assert fired, "the five guests never all authenticated"
     stats = settled_stats(gw)
     report = run.report
     assert_matches_gateway(report, stats)
