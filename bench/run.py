@@ -815,8 +815,8 @@ WHY = {
         "both); above it, Python (see chat_vs_raw)"),
     "chat_vs_raw": (
         "perf, 2026-12-01: per round trip both pay ~16 us in the kernel (18 % of loadkit's CPU, 17 % of "
-        "raw's); loadkit adds ~6.5 us of gevent/libev/greenlet C and ~6 us of libc; 1.5x raw's rate leaves "
-        "loadkit's Python ~33 us where it spends ~55 us (raw's websockets + asyncio: ~71 us): two greenlet "
+        "raw's); loadkit adds ~7 us of gevent/libev/greenlet C and ~7 us of libc; 1.5x raw's rate leaves "
+        "loadkit's Python ~30 us where it spends ~55 us (raw's websockets + asyncio: ~71 us): two greenlet "
         "wake-ups with a timer each, the session loop's pacing and bookkeeping, classification, two "
         "histogram records and Locust's statistics per round trip (docs/capacity.md)"),
     "churn_vs_threaded": (
