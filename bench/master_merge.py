@@ -1,26 +1,32 @@
 """What a Locust master pays per worker report: ``python bench/master_merge.py [--workers 1000]``.
 
 A simulation, no sockets: synthetic workers' 3-second deltas, built with
-realistic figures (every lifecycle phase's histogram full, close codes,
-outcomes by phase, survival, errors), go through exactly the code a real
-run uses: ``Recorder.detach().to_wire()`` and Locust's own statistics on the
-worker (``report_to_master``), Locust's msgpack codec both ways, and on the
-master Locust's ``worker_report`` statistics merge plus loadkit's
-``Ledger.receive`` (decode and merge into the run's total and the current
-window). Once per series window the master reads every window histogram
-(``close_window``): that cost is spread over the reports of the window.
+realistic figures (bench/report_profiles.py: every lifecycle phase's
+histogram full, close codes, outcomes by phase, survival, errors; the wide
+profile with many close codes, failure details and expected outcomes too),
+go through exactly the code a real run uses: ``Recorder.detach().to_wire()``
+and Locust's own statistics on the worker (``report_to_master``), Locust's
+msgpack codec both ways, and on the master Locust's ``worker_report``
+statistics merge plus loadkit's ``Ledger.receive`` (decode, and merge into
+the open series window). Once per series window the master reads every
+window histogram and adds the window to the run's closed windows
+(``Figures.close_window``): that cost is spread over the window's reports.
 
-The baseline in the same run is the previous wire form (version 1: bucket
-keys and counts as two msgpack lists, merged bucket by bucket), reproduced
-here so the ratio is measured, not remembered.
+The baseline in the same run is the previous wire form (version 2: one
+deflated stream per histogram, the report's fields as msgpack maps, every
+report merged into both the run's total and the window), run from the
+previous commit's own code (``git show BASELINE:...``), so the ratio is
+measured, not remembered. Without git history the baseline is skipped.
 
 The budget: N workers reporting every 3 s send N/3 reports a second; the
 master's share of one core is that rate times the CPU per report. The
 issue's target is 1,000 workers within 25 % of a core (750 µs a report, all
 of it: Locust's part, msgpack, loadkit's part) and reports of at most 16 KB.
+Locust's part (its msgpack and its RequestStats merge) is measured apart:
+it is not ours to change.
 
 Figures are CPU time (``time.process_time``) of this process, best of a few
-repeats: on a shared machine the minimum is the least disturbed.
+interleaved repeats: on a shared machine the minimum is the least disturbed.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import time
+import types
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,183 +47,109 @@ import msgpack
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from locust.event import Events  # noqa: E402
 from locust.stats import RequestStats, setup_distributed_stats_event_listeners  # noqa: E402
+from report_profiles import PROFILES, worker_delta  # noqa: E402
 
-from loadkit.lifecycle import Outcome, Phase, Result  # noqa: E402
+from loadkit.locust.aggregation import Figures  # noqa: E402
 from loadkit.locust.ledger import Ledger  # noqa: E402
 from loadkit.metrics.histogram import Histogram  # noqa: E402
-from loadkit.metrics.recorder import Recorder  # noqa: E402
+from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, Recorder  # noqa: E402
+from loadkit.session import LiveSessions  # noqa: E402
+
+#: The last commit whose workers sent wire version 2 (the baseline's code is read from it).
+BASELINE = "7681cad"
 
 REPORT_EVERY_S = 3.0
 SERIES_WINDOW_S = 10.0  # --series-interval's default
 BUDGET_SHARE = 0.25
 BUDGET_BYTES = 16 * 1024
 
-#: One worker's 3 s at the guests-per-worker figure of docs/capacity.md
-#: (4,400 guests, default timings: 0.26 messages and 0.046 new sessions per
-#: guest and second, a ping every 20 s, agent replies after 0.5–2 s). Each
-#: phase: (samples per report, a draw in µs). Log-normal spreads are those
-#: of a loaded gateway (p99 about 6× the median), wider than loopback's.
-PROFILES: dict[str, dict[str, tuple[int, Callable[[random.Random], float]]]] = {
-    "chatty worker (4,400 guests)": {
-        "token": (600, lambda r: r.lognormvariate(8.5, 0.8)),      # ~5 ms
-        "connect": (600, lambda r: r.lognormvariate(7.6, 0.8)),    # ~2 ms
-        "auth": (600, lambda r: r.lognormvariate(8.0, 0.8)),       # ~3 ms
-        "message": (3400, lambda r: r.lognormvariate(7.3, 0.8)),   # ~1.5 ms
-        "ping": (660, lambda r: r.lognormvariate(7.2, 0.8)),
-        "reply": (3400, lambda r: r.uniform(500_000, 2_000_000) + r.lognormvariate(7.3, 0.8)),
-        "harness_wait": (600, lambda r: r.lognormvariate(4.5, 1.0)),  # the token call's wait inside the harness
-        # generator lag: every guest's timer wake-up (messages, pings) and the 20 ms probe
-        "harness_lag": (4200, lambda r: r.lognormvariate(6.0, 1.2)),
-        "recover": (20, lambda r: r.lognormvariate(12, 1.0)),
-        "silence": (5, lambda r: r.uniform(20e6, 60e6)),
-    },
-    # A remote gateway: ten times the latency and twice the spread; every
-    # histogram spans more buckets (the worst case for the report's size).
-    "remote gateway, wide spread": {
-        "token": (600, lambda r: r.lognormvariate(11, 1.6)),
-        "connect": (600, lambda r: r.lognormvariate(10.5, 1.6)),
-        "auth": (600, lambda r: r.lognormvariate(10.8, 1.6)),
-        "message": (3400, lambda r: r.lognormvariate(10.5, 1.6)),
-        "ping": (660, lambda r: r.lognormvariate(10.4, 1.6)),
-        "reply": (3400, lambda r: r.uniform(1e6, 30e6) + r.lognormvariate(10.5, 1.6)),
-        "harness_wait": (600, lambda r: r.lognormvariate(4.5, 1.5)),
-        "harness_lag": (4200, lambda r: r.lognormvariate(6.0, 1.5)),
-        "recover": (20, lambda r: r.lognormvariate(13, 1.5)),
-        "silence": (5, lambda r: r.uniform(20e6, 60e6)),
-    },
-}
-
-_OUTCOMES = [  # (outcome, phase, close) and weight
-    ((Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED, (1000, "", "client")), 520),
-    ((Outcome.DROPPED_BY_SERVER, Phase.ESTABLISHED, (1012, "service restart", "server")), 20),
-    ((Outcome.DROPPED_BY_SERVER, Phase.ESTABLISHED, (1011, "internal error", "server")), 5),
-    ((Outcome.DROPPED_BY_SERVER, Phase.JUST_AFTER_AUTH, (1001, "idle timeout", "server")), 3),
-    ((Outcome.AUTH_REFUSED, Phase.DURING_AUTH, (4001, "unauthorized", "server")), 12),
-    ((Outcome.AUTH_TIMEOUT, Phase.DURING_AUTH, (4008, "auth timeout", "server")), 4),
-    ((Outcome.TOKEN_REFUSED, Phase.TOKEN, None), 10),
-    ((Outcome.CONNECT_FAILED, Phase.BEFORE_OPEN, None), 3),
-    ((Outcome.CONNECTION_LOST, Phase.ESTABLISHED, (1006, "", "none")), 10),
-    ((Outcome.STOPPED_BY_HARNESS, Phase.ESTABLISHED, (1000, "", "client")), 13),
-]
+# -- the previous form (version 2), from the previous commit's code ----------------------
 
 
-def worker_delta(rng: random.Random, profile: dict[str, tuple[int, Callable[[random.Random], float]]],
-                 stats: RequestStats) -> Recorder:
-    """One worker's 3 s: a Recorder and Locust's request statistics, fed alike."""
-    rec = Recorder()
-    for phase, (n, draw) in profile.items():
-        hist = rec.latency[phase] if phase in rec.latency else getattr(rec, phase)
-        for _ in range(n):
-            value = int(draw(rng))
-            hist.record(value)
-            if phase in ("token", "connect", "auth", "message", "ping", "reply"):
-                stats.log_request("WS", phase, value / 1000.0, 64)
-    kinds = [k for k, _ in _OUTCOMES]
-    weights = [w for _, w in _OUTCOMES]
-    for outcome, phase, close in rng.choices(kinds, weights, k=600):
-        rec.session_started()
-        authenticated = phase in (Phase.ESTABLISHED, Phase.JUST_AFTER_AUTH)
-        if authenticated:
-            rec.session_authenticated()
-        rec.session_ended(Result(outcome, phase, authenticated), rng.uniform(1, 4000) if authenticated else 0.0,
-                          close)
-    rec.errors.update({"4029": rng.randrange(5), "4003": rng.randrange(3)})
-    rec.bad_frames.update({("not_json", "established"): rng.randrange(1, 3), ("unknown_type", "during_auth"): 1})
-    rec.bad_sessions = 2
-    rec.messages_sent, rec.messages_answered, rec.agent_messages = 3400, 3398, 3400
-    rec.reconnect_attempts, rec.reconnect_successes, rec.missed_pongs = 20, 18, 3
+def load_baseline() -> types.ModuleType | None:
+    """The version-2 Recorder (and its Histogram), compiled from ``BASELINE``'s sources; None without git."""
+    def source(path: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), "show", f"{BASELINE}:{path}"], capture_output=True,
+                              text=True, check=True).stdout
+
+    try:
+        hist_src, rec_src = source("loadkit/metrics/histogram.py"), source("loadkit/metrics/recorder.py")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"(no baseline: the version-2 code of commit {BASELINE} is not readable here: {exc})")
+        return None
+    hist = types.ModuleType("v2_histogram")
+    exec(compile(hist_src, f"{BASELINE}:loadkit/metrics/histogram.py", "exec"), hist.__dict__)
+    sys.modules["v2_histogram"] = hist
+    rec = types.ModuleType("v2_recorder")
+    rec_src = rec_src.replace("from loadkit.metrics.histogram import", "from v2_histogram import")
+    exec(compile(rec_src, f"{BASELINE}:loadkit/metrics/recorder.py", "exec"), rec.__dict__)
+    assert rec.WIRE_VERSION == 2, rec.WIRE_VERSION
     return rec
 
 
-# -- the previous wire form (version 1), the baseline -------------------------------
-
-
-def v1_hist_to_wire(h: Histogram) -> dict[str, object]:
-    keys = list(h.counts)
-    return {"k": keys, "n": [h.counts[k] for k in keys], "t": h.total, "lo": h.min, "hi": h.max}
-
-
-def v1_hist_from_wire(data: dict[str, Any]) -> Histogram:
-    hist = Histogram()
-    hist.counts = {int(k): int(n) for k, n in zip(data["k"], data["n"], strict=True)}
-    hist.count = sum(hist.counts.values())
-    hist.total, hist.min, hist.max = int(data["t"]), data["lo"], data["hi"]
-    return hist
-
-
-def v1_to_wire(rec: Recorder) -> dict[str, Any]:
-    """Every field as version 1 shipped it: histograms as bucket lists, Counters as rows."""
-    out: dict[str, Any] = {"marks": list(rec.marks)}
+def as_v2(rec: Recorder, v2: types.ModuleType) -> Any:
+    """The same figures in a version-2 Recorder (what a worker of the previous commit would hold)."""
+    old = v2.Recorder(rec.marks)
     for name in Recorder.__slots__:
         value = getattr(rec, name)
-        if name == "marks" or not value:
-            continue
-        if isinstance(value, Histogram):
-            out[name] = v1_hist_to_wire(value)
-        elif isinstance(value, Counter):
-            out[name] = [[*k, n] if isinstance(k, tuple) else [k, n] for k, n in value.items()]
-        elif isinstance(value, dict):
-            out[name] = {k: v1_hist_to_wire(h) for k, h in value.items() if h}
+        if isinstance(value, Histogram | dict) and not isinstance(value, Counter):
+            hists = value if isinstance(value, dict) else {None: value}
+            for key, h in hists.items():
+                copy = v2.Histogram()
+                copy.counts = dict(h.counts)
+                copy.count, copy.total, copy.min, copy.max = h.count, h.total, h.min, h.max
+                if key is None:
+                    setattr(old, name, copy)
+                else:
+                    old.latency[key] = copy
         else:
-            out[name] = value
-    return out
+            setattr(old, name, value.copy() if isinstance(value, Counter | list) else value)
+    return old
 
 
-def v1_from_wire(data: dict[str, Any]) -> Recorder:
-    rec = Recorder(data["marks"])
-    for name, value in data.items():
-        if name == "marks":
-            continue
-        mine = getattr(rec, name)
-        if isinstance(mine, Histogram):
-            setattr(rec, name, v1_hist_from_wire(value))
-        elif isinstance(mine, Counter):
-            setattr(rec, name, Counter({(tuple(row[:-1]) if len(row) > 2 else row[0]): row[-1] for row in value}))
-        elif isinstance(mine, dict):
-            for k, h in value.items():
-                mine[k] = v1_hist_from_wire(h)
-        elif isinstance(mine, list):
-            setattr(rec, name, list(value))
-        else:
-            setattr(rec, name, type(mine)(value))
-    return rec
+class TwoPlaceFigures:
+    """The previous master: every report merged into the run's total and into the window."""
 
-
-class V1Recorder(Recorder):
-    """The master's merge as it was: histograms bucket by bucket (the same dict loop)."""
-
-    __slots__ = ()
-
-    @classmethod
-    def from_wire(cls, data: Any) -> Recorder:  # type: ignore[override]
-        return v1_from_wire(data)
-
-
-# -- the master's side --------------------------------------------------------------
-
-
-class MasterRuntime:
-    """The plugin Runtime's parts the Ledger uses (as in tests/test_distributed.py)."""
-
-    def __init__(self) -> None:
-        self.total, self.window = Recorder(), Recorder()
+    def __init__(self, v2: types.ModuleType) -> None:
+        self.total, self.window = v2.Recorder(), v2.Recorder()
         self.worker_open: dict[str, int] = {}
         self.lost_workers: set[str] = set()
         self.left_workers: dict[str, str] = {}
 
-    def absorb(self, delta: Recorder) -> None:
+    def absorb(self, delta: Any) -> None:
         self.total.merge(delta)
         self.window.merge(delta)
 
+    def close_window(self) -> None:
+        for hist in self.window.latency.values():
+            hist.summary_ms((50, 95, 99))
+        self.window.outcomes()
 
-#: worker CPU µs per report spent in the encoding (to_wire and msgpack), by codec
+
+def previous_receive(rt: TwoPlaceFigures, v2: types.ModuleType | None) -> Any:
+    """The previous ledger's ``receive`` for a running worker: decode to a Recorder, merge it twice."""
+    assert v2 is not None
+
+    def receive(cid: str, payload: dict[str, Any]) -> None:
+        rt.absorb(v2.Recorder.from_wire(payload["delta"]))
+        rt.worker_open[cid] = int(payload["open"])
+        _ = {k: payload.get(k) for k in ("pid", "hostname")}
+
+    return receive
+
+
+# -- workers and the master ------------------------------------------------------------
+
+
+#: worker CPU µs per report spent in the encoding (to_wire and msgpack), by form
 ENCODE_US: dict[str, float] = {}
 
 
-def make_reports(profile_name: str, n: int, codec: str, seed: int = 1) -> list[bytes]:
+def make_reports(profile: str, n: int, form: str, v2: types.ModuleType | None, seed: int = 1) -> list[bytes]:
     """``n`` distinct workers' report messages, msgpack-encoded as Locust sends them."""
     rng = random.Random(seed)
     out = []
@@ -225,64 +158,87 @@ def make_reports(profile_name: str, n: int, codec: str, seed: int = 1) -> list[b
         events = Events()
         stats = RequestStats()
         setup_distributed_stats_event_listeners(events, stats)
-        rec = worker_delta(rng, PROFILES[profile_name], stats)
+        rec = worker_delta(rng, profile, lambda phase, ms, stats=stats: stats.log_request("WS", phase, ms, 64))
         data: dict[str, Any] = {}
         events.report_to_master.fire(client_id=f"w{i}", data=data)
+        worker = as_v2(rec, v2) if form == "v2" else rec
         t0 = time.process_time()
-        delta = rec.detach()
-        wire = v1_to_wire(delta) if codec == "v1" else delta.to_wire()
-        data["loadkit"] = {"delta": wire, "open": 4400, "in_run": True, "pid": 1000 + i, "hostname": "sim"}
+        delta = worker.detach()
+        data["loadkit"] = {"delta": delta.to_wire(), "open": 4400, "in_run": True, "pid": 1000 + i,
+                           "hostname": "sim"}
         data["user_count"], data["user_classes_count"] = 4400, {"GuestUser": 4400}
         out.append(msgpack.packb({"type": "stats", "data": data, "node_id": f"w{i}"}, use_bin_type=True))
         spent += time.process_time() - t0
-    ENCODE_US[codec] = spent / n * 1e6
+    ENCODE_US[form] = spent / n * 1e6
     return out
 
 
-def one_pass(reports: list[bytes], codec: str, best: dict[str, float]) -> None:
+def locust_part(reports: list[bytes]) -> list[bytes]:
+    """The same messages without loadkit's part: what Locust alone sends."""
+    out = []
+    for raw in reports:
+        msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        del msg["data"]["loadkit"]
+        out.append(msgpack.packb(msg, use_bin_type=True))
+    return out
+
+
+def one_pass(reports: list[bytes], form: str, v2: types.ModuleType | None, best: dict[str, float]) -> None:
     """Feed every report to a fresh master once; keep the figures of the cheapest pass in ``best``.
 
     CPU µs per report on the master: msgpack, Locust's statistics, loadkit's
-    part; and the ms of one series window's read of the merged window.
+    part; and the ms of one series window's close (read and, for version 3,
+    added to the closed windows).
     """
-    from loadkit.locust import ledger as distributed
-
     events = Events()
     stats = RequestStats()
     setup_distributed_stats_event_listeners(events, stats)
-    rt = MasterRuntime()
+    rt: Any
+    if form == "v2":
+        assert v2 is not None
+        rt = TwoPlaceFigures(v2)
+    else:
+        rt = Figures(DEFAULT_SURVIVAL_MARKS, Recorder(), LiveSessions(), is_master=True)
+        rt.restart(DEFAULT_SURVIVAL_MARKS)
     ledger = Ledger(rt)
     ledger.new_run(f"w{i}" for i in range(len(reports)))
-    saved = distributed.Recorder
-    if codec == "v1":
-        distributed.Recorder = V1Recorder  # type: ignore[misc]
-    try:
-        t_unpack = t_locust = t_loadkit = 0.0
-        for raw in reports:
-            t0 = time.process_time()
-            msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-            t1 = time.process_time()
-            events.worker_report.fire(client_id=msg["node_id"], data=msg["data"])
-            t2 = time.process_time()
-            ledger.receive(msg["node_id"], msg["data"]["loadkit"])
-            t3 = time.process_time()
-            t_unpack += t1 - t0
-            t_locust += t2 - t1
-            t_loadkit += t3 - t2
-        # one series window's read of the merged window (what close_window does)
+    receive = ledger.receive if form == "v3" else previous_receive(rt, v2)
+    t_unpack = t_locust = t_loadkit = 0.0
+    for raw in reports:
         t0 = time.process_time()
-        for hist in rt.window.latency.values():
-            hist.summary_ms((50, 95, 99))
-        rt.window.outcomes()
-        t_window = time.process_time() - t0
-    finally:
-        distributed.Recorder = saved  # type: ignore[misc]
+        msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        t1 = time.process_time()
+        events.worker_report.fire(client_id=msg["node_id"], data=msg["data"])
+        t2 = time.process_time()
+        receive(msg["node_id"], msg["data"]["loadkit"])
+        t3 = time.process_time()
+        t_unpack += t1 - t0
+        t_locust += t2 - t1
+        t_loadkit += t3 - t2
+    assert not ledger.unreadable, ledger.unreadable
+    t0 = time.process_time()
+    rt.close_window()
+    t_window = time.process_time() - t0
     n = len(reports)
     got = {"msgpack": t_unpack / n * 1e6, "locust": t_locust / n * 1e6, "loadkit": t_loadkit / n * 1e6,
-           "window_read_ms": t_window * 1e3}
+           "window_ms": t_window * 1e3}
     got["per_report_us"] = got["msgpack"] + got["locust"] + got["loadkit"]
     if not best or got["per_report_us"] < best["per_report_us"]:
         best.update(got)
+
+
+def locust_only(reports: list[bytes], best: dict[str, float]) -> None:
+    """Locust's own part alone: its msgpack and its statistics merge, per report."""
+    events = Events()
+    stats = RequestStats()
+    setup_distributed_stats_event_listeners(events, stats)
+    t0 = time.process_time()
+    for raw in reports:
+        msg = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+        events.worker_report.fire(client_id=msg["node_id"], data=msg["data"])
+    us = (time.process_time() - t0) / len(reports) * 1e6
+    if not best or us < best["us"]:
+        best["us"] = us
 
 
 def run(workers: int, sample: int, repeats: int) -> dict[str, Any]:
@@ -291,51 +247,55 @@ def run(workers: int, sample: int, repeats: int) -> dict[str, Any]:
           f"({workers / REPORT_EVERY_S:,.0f} reports/s); budget {BUDGET_SHARE:.0%} of a core, "
           f"{BUDGET_BYTES // 1024} KB a report")
     print(f"({sample} distinct synthetic workers' reports per profile, best CPU of {repeats} interleaved "
-          "repeats; v1 = the previous wire form, measured in this run)")
+          f"repeats; v2 = the previous wire form and master, commit {BASELINE}'s code, in this run)")
     print("load average at the start: {:.1f} {:.1f} {:.1f} on {} cores (CPU time per operation grows with "
           "contention: trust the ratios)\n".format(*os.getloadavg(), os.cpu_count()))
+    v2 = load_baseline()
+    forms = ("v2", "v3") if v2 is not None else ("v3",)
+    rate = workers / REPORT_EVERY_S
     for profile in PROFILES:
+        reports = {form: make_reports(profile, sample, form, v2) for form in forms}
+        alone = locust_part(reports["v3"])
+        costs: dict[str, dict[str, float]] = {form: {} for form in forms}
+        locust: dict[str, float] = {}
+        for _ in range(repeats):  # interleaved, so a busy spell of the machine hits every form
+            for form in forms:
+                one_pass(reports[form], form, v2, costs[form])
+            locust_only(alone, locust)
         row: dict[str, Any] = {}
-        reports: dict[str, list[bytes]] = {}
-        encode: dict[str, float] = {}
-        for codec in ("v1", "v2"):
-            reports[codec] = make_reports(profile, sample, codec)
-            encode[codec] = ENCODE_US[codec]
-        costs: dict[str, dict[str, float]] = {"v1": {}, "v2": {}}
-        for _ in range(repeats):  # interleaved, so a busy spell of the machine hits both
-            for codec in ("v1", "v2"):
-                one_pass(reports[codec], codec, costs[codec])
-        for codec in ("v1", "v2"):
-            cost = costs[codec]
-            size = sum(map(len, reports[codec])) / len(reports[codec])
-            rate = workers / REPORT_EVERY_S
-            windows_per_s = 1.0 / SERIES_WINDOW_S
-            per_report = cost["per_report_us"]
-            # the window read, scaled from `sample` workers' merge to `workers` workers' merge is
-            # bounded by the number of buckets, not of workers: count it as measured
-            share = (rate * per_report + windows_per_s * cost["window_read_ms"] * 1e3) / 1e6
-            row[codec] = {**cost, "bytes": size, "core_share": share, "encode_us": encode[codec]}
+        for form in forms:
+            cost = costs[form]
+            size = sum(map(len, reports[form])) / sample
+            share = (rate * cost["per_report_us"] + cost["window_ms"] * 1e3 / SERIES_WINDOW_S) / 1e6
+            row[form] = {**cost, "bytes": size, "core_share": share, "encode_us": ENCODE_US[form]}
+        row["locust_alone"] = {"us": locust["us"], "bytes": sum(map(len, alone)) / sample,
+                               "core_share": rate * locust["us"] / 1e6}
         results[profile] = row
-        v1, v2 = row["v1"], row["v2"]
-        print(f"{profile}")
-        print(f"  {'':34}{'v1 (before)':>14}{'v2 (now)':>14}{'v2:v1':>8}")
+        now = row["v3"]
+        base = row.get("v2", now)
+        print(profile)
+        print(f"  {'':38}{'v2 (before)':>13}{'v3 (now)':>12}{'v3:v2':>8}")
         lines = [
-            ("bytes per report (msgpack)", "bytes", "{:,.0f}"),
-            ("worker µs per report: encode", "encode_us", "{:,.0f}"),
+            ("bytes per report (msgpack, all of it)", "bytes", "{:,.0f}"),
+            ("worker µs per report: loadkit encode", "encode_us", "{:,.0f}"),
             ("master µs per report: msgpack", "msgpack", "{:,.0f}"),
             ("  Locust's own statistics", "locust", "{:,.0f}"),
             ("  loadkit: decode and merge", "loadkit", "{:,.0f}"),
             ("  all", "per_report_us", "{:,.0f}"),
-            ("window read (every 10 s), ms", "window_read_ms", "{:,.2f}"),
+            (f"window close (every {SERIES_WINDOW_S:g} s), ms", "window_ms", "{:,.2f}"),
             (f"master core share at {workers:,} workers", "core_share", "{:.1%}"),
         ]
         for label, key, fmt in lines:
-            ratio = v2[key] / v1[key] if v1[key] else float("nan")
-            print(f"  {label:34}{fmt.format(v1[key]):>14}{fmt.format(v2[key]):>14}{ratio:>8.2f}")
-        fits = v2["core_share"] <= BUDGET_SHARE and v2["bytes"] <= BUDGET_BYTES
-        most = BUDGET_SHARE * 1e6 * REPORT_EVERY_S / v2["per_report_us"]
-        print(f"  {'MET' if fits else 'MISSED':6} {workers:,} workers in {v2['core_share']:.1%} of a core "
-              f"(goal <= {BUDGET_SHARE:.0%}), {v2['bytes'] / 1024:.1f} KB a report (goal <= 16 KB); "
+            ratio = now[key] / base[key] if base[key] else float("nan")
+            print(f"  {label:38}{fmt.format(base[key]):>13}{fmt.format(now[key]):>12}{ratio:>8.2f}")
+        la = row["locust_alone"]
+        print(f"  Locust alone (its msgpack and merge, {la['bytes']:,.0f} bytes): {la['us']:,.0f} µs a report, "
+              f"{la['core_share']:.1%} of a core at {workers:,} workers; loadkit adds "
+              f"{now['per_report_us'] - la['us']:,.0f} µs and {now['bytes'] - la['bytes']:,.0f} bytes")
+        fits = now["core_share"] <= BUDGET_SHARE and now["bytes"] <= BUDGET_BYTES
+        most = BUDGET_SHARE * 1e6 * REPORT_EVERY_S / now["per_report_us"]
+        print(f"  {'MET' if fits else 'MISSED':6} {workers:,} workers in {now['core_share']:.1%} of a core "
+              f"(goal <= {BUDGET_SHARE:.0%}), {now['bytes'] / 1024:.1f} KB a report (goal <= 16 KB); "
               f"the budget holds about {most:,.0f} such workers\n")
     return results
 

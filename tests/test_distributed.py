@@ -38,8 +38,10 @@ from loadkit.gateway.process import GatewayProcess  # noqa: E402
 from loadkit.lifecycle import Outcome, Phase, Result  # noqa: E402
 from loadkit.locust import distributed  # noqa: E402
 from loadkit.locust.distributed import LOST_OUTCOME, LOST_PHASE, Ledger  # noqa: E402
-from loadkit.metrics.recorder import LATENCY_PHASES, Recorder  # noqa: E402
+from loadkit.locust.aggregation import Figures  # noqa: E402
+from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, LATENCY_PHASES, Recorder  # noqa: E402
 from loadkit.report.build import build_report  # noqa: E402
+from loadkit.session import LiveSessions  # noqa: E402
 from tests.harness import LAG_ASIDE  # noqa: E402
 
 LOCUSTFILE = ROOT / "locustfile.py"
@@ -57,20 +59,13 @@ def wire(payload: dict[str, Any]) -> dict[str, Any]:
     return msgpack.unpackb(raw, raw=False, strict_map_key=False)  # type: ignore[no-any-return]
 
 
-class FakeRuntime:
-    """The parts of the plugin's ``Runtime`` that the ledger uses."""
+class FakeRuntime(Figures):
+    """The run's figures as the plugin's ``Runtime`` holds them (what the ledger adds into)."""
 
     def __init__(self) -> None:
-        self.total = Recorder()
-        self.window = Recorder()
-        self.worker_open: dict[str, int] = {}
-        self.lost_workers: set[str] = set()
-        self.left_workers: dict[str, str] = {}
+        super().__init__(DEFAULT_SURVIVAL_MARKS, Recorder(), LiveSessions(), is_master=True)
+        self.restart(DEFAULT_SURVIVAL_MARKS)
         self.environment = SimpleNamespace(host="http://127.0.0.1:1")
-
-    def absorb(self, delta: Recorder) -> None:
-        self.total.merge(delta)
-        self.window.merge(delta)
 
     def report(self) -> dict[str, Any]:
         return build_report(self.total, open_sessions=sum(self.worker_open.values()), run={})
@@ -314,9 +309,10 @@ def test_reviving_a_worker_written_off_in_a_closed_window_never_makes_a_row_nega
         a.session_started()
     ledger.receive("a", payload(a, 5))
     ledger.check({"a": node("missing"), "b": node()})
-    rows = [rt.window.outcomes()]  # window 1 closes: the write-off is in its row
+    row = rt.close_window()  # window 1 closes: the write-off is in its row
+    assert row is not None
+    rows = [row["outcomes"]]
     assert rows[0] == {LOST_OUTCOME: 5}
-    rt.window = Recorder()
 
     b.session_started()
     b.session_started()

@@ -1,4 +1,4 @@
-"""The mergeable µs histogram: percentiles against a sorted list, exact merges, wire forms.
+"""The mergeable µs histogram: percentiles against a sorted list, exact merges, dense bucket numbers.
 
 The oracle is the definition the docstring gives: the nearest rank of the
 p-th percentile of n samples is ``ceil(p/100 · n)`` (at least 1), computed
@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import math
 import random
-import zlib
 from collections.abc import Callable
 from fractions import Fraction
 
-import msgpack
 import pytest
 
 from loadkit.metrics.histogram import (
-    CHUNK,
     SUB_BITS,
-    WIRE_VERSION,
     Histogram,
-    WireError,
     bucket_of,
     bucket_upper,
     index_of,
@@ -246,26 +241,7 @@ def test_merge_leaves_the_merged_in_histogram_unchanged() -> None:
     assert_same_histogram(other, fed([5, 6, 7]))
 
 
-# -- wire --------------------------------------------------------------------------
-
-
-def locust_wire(data: object) -> object:
-    """What the master receives: Locust's msgpack options both ways."""
-    return msgpack.unpackb(msgpack.packb(data, use_bin_type=True), raw=False, strict_map_key=False)
-
-
-WIRE_CODECS = {
-    "dict": lambda d: d,
-    "msgpack": locust_wire,
-}
-
-
-@pytest.mark.parametrize("codec", WIRE_CODECS)
-@pytest.mark.parametrize("name", ["empty", *DISTRIBUTIONS])
-def test_to_wire_then_from_wire_gives_the_same_histogram(codec: str, name: str) -> None:
-    samples = [] if name == "empty" else DISTRIBUTIONS[name](random.Random(name), 500)
-    hist = fed(samples)
-    assert_same_histogram(Histogram.from_wire(WIRE_CODECS[codec](hist.to_wire())), hist)
+# -- dense bucket numbers (the wire form's runs: tests/test_wire.py) ---------------
 
 
 def test_dense_bucket_numbers_have_no_gaps_and_invert() -> None:
@@ -274,89 +250,6 @@ def test_dense_bucket_numbers_have_no_gaps_and_invert() -> None:
         assert key_of(index_of(key)) == key
     dense = [index_of(k) for k in keys if k < 1 << 16]
     assert dense == list(range(len(dense)))  # every bucket below 2**16 numbered 0, 1, 2, ...
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_merging_wire_histograms_equals_merging_the_histograms(seed: int) -> None:
-    # the master's path: wire forms merged as big integers, folded when read,
-    # mixed with a histogram that records locally
-    rng = random.Random(seed)
-    parts = [fed(DISTRIBUTIONS[name](rng, rng.randrange(1, 300))) for name in rng.sample(list(DISTRIBUTIONS), 4)]
-    local = fed(_exponential_ms(rng, 50))
-    want = fed([])
-    for h in [local, *parts]:
-        want.merge(h)
-    got = fed([])
-    got.merge(local)
-    for i, h in enumerate(parts):
-        got.merge(Histogram.from_wire(locust_wire(h.to_wire())))
-        if i == 1:  # a read in between folds; later merges go on adding
-            assert got.percentile(50) is not None
-        got.record(7)
-        want.record(7)
-    assert_same_histogram(got, want)
-    for h in parts:  # merging a wire histogram leaves it as it was
-        back = Histogram.from_wire(h.to_wire())
-        fed([1]).merge(back)
-        assert_same_histogram(back, h)
-
-
-def test_a_histogram_from_another_version_is_refused_with_what_to_do() -> None:
-    wire = fed([5, 6]).to_wire()
-    for version in (None, 1, WIRE_VERSION + 1):
-        data = dict(wire)
-        data.pop("v")
-        if version is not None:
-            data["v"] = version
-        with pytest.raises(WireError, match="same loadkit version on the master and every worker"):
-            Histogram.from_wire(data)
-
-
-def test_a_malformed_wire_histogram_is_refused() -> None:
-    wire = fed([*range(5, 20), 3_000_000]).to_wire()
-    assert "z" in wire and "sk" in wire  # a dense chunk and a sparse outlier
-    zeros = {k: v for k, v in wire.items() if k not in ("sk", "sn")}
-    zeros["z"] = zlib.compress(bytes(CHUNK))
-    for bad, why in (({**wire, "z": b"not deflated"}, "malformed"), ({**wire, "w": 3}, "width 3"),
-                     ({**wire, "m": 256}, "largest count 256"), (zeros, "no samples"),
-                     ({**wire, "o": [0, 1]}, "for 2 chunks"), ({**wire, "o": [10**6]}, "beyond"),
-                     ({**wire, "sn": []}, "do not pair up"),
-                     ({k: v for k, v in wire.items() if k != "t"}, "malformed")):
-        with pytest.raises(WireError, match=why):
-            Histogram.from_wire(bad)
-
-
-def test_counts_that_would_overflow_a_field_fold_first_and_stay_exact() -> None:
-    # one byte on the wire (count 200), two in the master's fields: about
-    # 327 such merges fit before a field could spill into the next
-    heavy = fed([1500] * 200 + [1501] * 3 + [9_000_000])
-    wider = fed([1500] * 300)  # two bytes on the wire: other fields
-    got = Histogram()
-    for i in range(700):
-        got.merge(Histogram.from_wire(locust_wire(heavy.to_wire())))
-        if i % 100 == 99:
-            got.merge(Histogram.from_wire(locust_wire(wider.to_wire())))
-    assert got.counts == {1500: 200 * 700 + 300 * 7, 1501: 3 * 700, bucket_of(9_000_000): 700}
-    assert got.count == 204 * 700 + 300 * 7 and got.max == 9_000_000
-
-
-def test_busy_chunks_go_dense_and_outliers_and_small_histograms_sparse() -> None:
-    few = fed([100, 5_000, 2_000_000])
-    assert "z" not in few.to_wire() and few.to_wire()["sk"] == [100, 4_900, bucket_of(2_000_000) - 5_000]
-    rng = random.Random(2)
-    busy = fed([rng.randrange(1000, 1200) for _ in range(2000)] + [40_000_000])
-    wire = busy.to_wire()
-    assert wire["o"] == sorted({index_of(v) // CHUNK for v in range(1000, 1200)})
-    assert wire["sk"] == [bucket_of(40_000_000)]
-
-
-def test_the_wire_form_is_compact_for_a_busy_worker() -> None:
-    # 3,400 round trips over about 3 s, log-normal around 1.5 ms: the legacy
-    # form (keys and counts as msgpack lists) took about 6 bytes a bucket
-    rng = random.Random(1)
-    hist = fed([int(rng.lognormvariate(7.3, 0.8)) for _ in range(3400)])
-    size = len(msgpack.packb(hist.to_wire(), use_bin_type=True))
-    assert size < 2 * len(hist.counts), (size, len(hist.counts))
 
 
 # -- summary ------------------------------------------------------------------------

@@ -7,11 +7,17 @@ the CPU samples are all "what happened so far"; the verdict
 (``loadkit.locust.outputs``) write them, but neither changes them.
 
 - Local users record into ``recorder``; ``collect_local`` moves that into
-  ``total`` (the whole run) and ``window`` (the current series window).
-  A master has no users: the ``Ledger`` (``loadkit.locust.ledger``) adds
-  each worker's delta with ``absorb`` and keeps ``worker_open`` and the
-  names of the workers that were lost or left.
-- ``close_window`` turns the window into one series row and starts the next.
+  ``window`` (the current series window). A master has no users: the
+  ``Ledger`` (``loadkit.locust.ledger``) adds each worker's delta with
+  ``absorb`` and keeps ``worker_open`` and the names of the workers that
+  were lost or left.
+- ``close_window`` turns the window into one series row, adds it to
+  ``closed`` (every closed window) and starts the next. The run's ``total``
+  is ``closed`` and the open window, added up when read. Why not add every
+  delta to the total as it comes: a master of 1,000 workers merges 300
+  reports a second, and each merge costs; merging each into one place and
+  the window into the total once per window halves that (the total is read
+  a few times a minute at most: the web UI, a Prometheus scrape, the report).
 - ``sample_cpu``: the harness's CPU (``usage_monitor``), for saturation.
 """
 
@@ -21,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from loadkit.metrics.recorder import HARNESS_SERIES, Recorder
+from loadkit.metrics.recorder import HARNESS_SERIES, Recorder, WireReport
 from loadkit.report.harness import harness_section
 from loadkit.session import LiveSessions
 
@@ -36,7 +42,7 @@ class Figures:
         self.recorder = recorder  # this process's users record here
         self.live = live
         self.is_master = is_master
-        self.total = Recorder(marks)     # merged: the whole run (local or master)
+        self.closed = Recorder(marks)    # merged: every closed time-series window of the run
         self.window = Recorder(marks)    # merged: the current time-series window
         #: a master's workers: their last open-sessions gauge; those lost, and why any left early
         self.worker_open: dict[str, int] = {}
@@ -61,8 +67,23 @@ class Figures:
         self.absorb(self.recorder.detach())
 
     def absorb(self, delta: Recorder) -> None:
-        self.total.merge(delta)
         self.window.merge(delta)
+
+    def absorb_wire(self, report: WireReport) -> None:
+        """A worker's delta as it came (read and checked), merged straight into the window."""
+        self.window.merge_wire(report)
+
+    @property
+    def total(self) -> Recorder:
+        """The whole run so far (local or master): the closed windows and the open one, added up now.
+
+        A new Recorder at each read: changing it changes nothing (the ledger
+        takes back write-offs from ``window`` and ``closed``).
+        """
+        total = Recorder(self.marks)
+        total.merge(self.closed)
+        total.merge(self.window)
+        return total
 
     def open_sessions(self) -> int:
         if self.is_master:
@@ -82,8 +103,7 @@ class Figures:
         a RESET carries the open ones, so ``started == ended + open`` holds.
         """
         self.marks = marks
-        self.total = Recorder(marks)
-        self.total.started = carried
+        self.closed = Recorder(marks)
         self.window = Recorder(marks)
         self.window.started = carried
         self.series_rows = []
@@ -137,6 +157,7 @@ class Figures:
         if revived:  # counted lost_with_worker in an earlier row, then the worker spoke again
             row["revived"] = revived
         self.series_rows.append(row)
+        self.closed.merge(w)
         self.window = Recorder(self.marks)
         self.window_started = now
         return row

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from loadkit.metrics.histogram import WireError
 from loadkit.metrics.recorder import Recorder
+from loadkit.metrics.wire import WireError
 
 __all__ = ["LOST_OUTCOME", "LOST_PHASE", "STATE_MISSING", "Ledger"]
 
@@ -30,10 +30,11 @@ class Ledger:
     """The master's book of the workers in the current run.
 
     ``rt`` is the run's figures (``loadkit.locust.aggregation.Figures``;
-    anything with ``absorb``, ``total``, ``window``, ``worker_open``,
+    anything with ``absorb_wire``, ``window`` (the open series window),
+    ``closed`` (the closed ones: the run's total is both), ``worker_open``,
     ``lost_workers`` and ``left_workers`` will do): the ledger adds deltas
-    to its totals, keeps ``worker_open`` (the gauges), ``lost_workers`` and
-    ``left_workers`` (the names in the report) up to date.
+    with ``absorb_wire``, keeps ``worker_open`` (the gauges), ``lost_workers``
+    and ``left_workers`` (the names in the report) up to date.
     """
 
     def __init__(self, rt: Any) -> None:
@@ -81,7 +82,7 @@ class Ledger:
         """
         if cid not in self.unreadable:
             try:
-                delta = Recorder.from_wire(payload["delta"])
+                report = Recorder.read_wire(payload["delta"])
             except WireError as exc:
                 self.unreadable[cid] = str(exc)
                 logger.error("loadkit: worker %s%s: %s; its numbers are left out and it counts as lost",
@@ -92,7 +93,7 @@ class Ledger:
             return
         if cid in self.written_off:
             self._revive(cid)
-        self.rt.absorb(delta)
+        self.rt.absorb_wire(report)
         self.rt.worker_open[cid] = int(payload["open"])
         self.info[cid] = {k: payload.get(k) for k in ("pid", "hostname")}
         if final:
@@ -145,9 +146,7 @@ class Ledger:
     def _count_lost(self, n: int) -> None:
         if not n:
             return
-        key = (LOST_OUTCOME, LOST_PHASE)
-        for rec in (self.rt.total, self.rt.window):
-            rec.ended[key] += n
+        self.rt.window.ended[(LOST_OUTCOME, LOST_PHASE)] += n  # the run's total is its windows
 
     def _uncount_lost(self, n: int) -> None:
         """Undo a write-off: in the run's total, and in the window it landed in.
@@ -161,16 +160,13 @@ class Ledger:
         if not n:
             return
         key = (LOST_OUTCOME, LOST_PHASE)
-        total = self.rt.total
-        total.ended[key] -= n
-        if total.ended[key] <= 0:
-            del total.ended[key]
-        window = self.rt.window
+        window, closed = self.rt.window, self.rt.closed
         here = min(n, window.ended.get(key, 0))
-        if here:
-            window.ended[key] -= here
-            if window.ended[key] == 0:
-                del window.ended[key]
+        for rec, k in ((window, here), (closed, n - here)):  # the run's total: closed + window
+            if k:
+                rec.ended[key] -= k
+                if rec.ended[key] <= 0:
+                    del rec.ended[key]
         self.revived += n - here
 
     def take_revived(self) -> int:

@@ -13,32 +13,32 @@ samples, which is what distributed runs need.
 Values are integers in microseconds. Exact ``min``, ``max`` and ``sum`` are
 kept beside the buckets, so ``max`` is the true maximum, not a bucket edge.
 
-Between processes (Locust workers → master) a histogram travels in a compact
-form (``to_wire``, version ``WIRE_VERSION``): its buckets are numbered
-densely (``index_of``), the counts of the occupied range are laid out as
-fixed-width little-endian integers and deflated. A master of 1,000 workers
-merges about 300 such reports a second, each with a few thousand buckets:
-merging them bucket by bucket in Python would take more than a core. So a
-histogram that arrives from the wire is kept as big integers made of
-fixed-width fields, one per run of ``CHUNK`` buckets (``_dense``: chunk c's
-field i is the count of bucket ``c * CHUNK + i``), and merging two of those
-is one big-integer addition per chunk, done in C. The counts are folded into the dict only when someone reads them
-(``counts``), which the master does once per series window, not per worker
-report. Exactness is kept by bookkeeping, not hope: ``_dense_room`` is how
-much any field may still grow without spilling into its neighbour (each
-report says its largest count), and a merge that would exceed it folds
-first. Fields are two bytes wide for reports whose counts fit in one byte
-(nearly all: a worker's 3 s rarely puts 256 samples in one 0.1 % bucket), so
-the master's integers stay small.
+Between processes (Locust workers → master) histograms travel in the
+compact form of ``loadkit.metrics.wire``. A master of 1,000 workers merges
+about 300 reports a second, each with a few thousand occupied buckets:
+merging them bucket by bucket in Python would take more than a core. So the
+busy stretches of a histogram merged from the wire are kept as big integers
+made of fixed-width fields (``_dense``), and adding a report's stretch is one
+big-integer addition, done in C. A *run* is ``CHUNK`` consecutive buckets by
+dense number; the wire sends a run as four-bit counts, two to a byte, and
+``add_runs`` turns those bytes into four *planes* (buckets 4j, 4j+1, 4j+2,
+4j+3) of 16-bit fields with one ``from_bytes`` and a few shifts and masks,
+all in C; each field has 12 bits of headroom. The counts are folded into the
+dict only when someone reads them (``counts``), which the master does once
+per series window, not per worker report. Exactness is kept by bookkeeping,
+not hope: ``_dense_room`` is how much any field may still grow without
+spilling into its neighbour (each report says its largest count), and a
+merge that would exceed it folds first. Buckets outside busy runs arrive by
+their dense number (``_sparse``, ``add_sparse``) and are keyed into the dict
+when read.
 """
 
 from __future__ import annotations
 
 import sys
-import zlib
 from array import array
-from collections.abc import Iterable, Mapping
-from itertools import accumulate, compress, pairwise
+from collections.abc import Iterable
+from itertools import compress
 from math import ceil
 
 #: Values below 2**SUB_BITS µs are kept exactly; above, 11 significant bits.
@@ -69,24 +69,23 @@ def key_of(index: int) -> int:
     return (index - (shift << (SUB_BITS - 1))) << shift
 
 
-#: The version of the wire form (``to_wire``); a receiver refuses any other.
-WIRE_VERSION = 2
 #: array typecodes by field width in bytes (the wire's counts are unsigned, little-endian)
-_TYPECODES = {array(t).itemsize: t for t in "QLIHB"}
-assert all(w in _TYPECODES for w in (1, 2, 4, 8)), _TYPECODES
-_BIG_ENDIAN = sys.byteorder == "big"
-#: Buckets per dense chunk (part of the wire format: a chunk is CHUNK counts).
-CHUNK = 256
-#: A chunk with fewer occupied buckets than this goes sparse: merging a
-#: sparse bucket costs the master about as much as inflating and converting
-#: ``CHUNK / DENSE_MIN`` dense fields (measured with bench/master_merge.py).
-DENSE_MIN = 8
-#: More buckets than any histogram has (64-bit values: 54 × 1,024 + 2,048).
+TYPECODES = {array(t).itemsize: t for t in "QLIHB"}
+assert all(w in TYPECODES for w in (1, 2, 4, 8)), TYPECODES
+BIG_ENDIAN = sys.byteorder == "big"
+#: Buckets per dense run (part of the wire format: a run is CHUNK four-bit counts). 1,024 is one
+#: octave of values (runs start at powers of two); fewer, longer runs cost the master fewer Python
+#: steps per report than 256 or 512 did, and the zeros they add cost deflate little (bench/master_merge.py).
+CHUNK = 1024
+#: A dense run's counts are below this (four bits: larger ones travel sparse).
+RUN_COUNT_LIMIT = 16
+#: A run's buckets, as four planes of 16-bit fields: plane k field j is bucket 4j + k
+PLANES = 4
+PLANE_FIELDS = CHUNK // PLANES
+_FIELD_MAX = 0xFFFF
+_NIBBLES = int.from_bytes(b"\x0f\x00" * PLANE_FIELDS, "little")
+#: More buckets than any histogram has (64-bit values: 54 × 1,024 + 2,048), and under 2**16.
 MAX_FIELDS = 60_000
-
-
-class WireError(ValueError):
-    """A histogram or recorder on the wire that this loadkit cannot read (version or shape)."""
 
 
 def bucket_upper(key: int) -> int:
@@ -100,17 +99,18 @@ def bucket_upper(key: int) -> int:
 class Histogram:
     """Counts of microsecond values, in buckets of 11 significant bits."""
 
-    __slots__ = ("_counts", "_dense", "_dense_width", "_dense_room", "count", "total", "min", "max")
+    __slots__ = ("_counts", "_dense", "_sparse", "_dense_room", "count", "total", "min", "max")
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
         #: counts merged in from the wire and not yet folded into ``_counts``:
-        #: chunk number -> an int of ``CHUNK`` fields of ``_dense_width`` bytes,
-        #: field i the count of bucket ``chunk * CHUNK + i``; no field may grow
-        #: by more than ``_dense_room`` any more
+        #: ``PLANES * run + k`` -> an int of ``PLANE_FIELDS`` 16-bit fields, field j
+        #: the count of bucket number ``run * CHUNK + PLANES * j + k``; no field
+        #: may grow by more than ``_dense_room`` any more
         self._dense: dict[int, int] = {}
-        self._dense_width = 0
-        self._dense_room = 0
+        #: bucket number (``index_of``) -> count, merged from the wire, not yet folded
+        self._sparse: dict[int, int] = {}
+        self._dense_room = _FIELD_MAX
         self.count = 0
         self.total = 0
         self.min: int | None = None
@@ -134,23 +134,79 @@ class Histogram:
     @property
     def counts(self) -> dict[int, int]:
         """bucket key -> samples in it (what was merged from the wire folded in first)."""
-        if self._dense:
+        if self._dense or self._sparse:
             self._fold()
         return self._counts
 
     @counts.setter
     def counts(self, value: dict[int, int]) -> None:
         self._counts = value
-        self._dense = {}
+        self._dense, self._sparse, self._dense_room = {}, {}, _FIELD_MAX
+
+    # -- merging from the wire (loadkit.metrics.wire locates and checks; these add) --
+
+    def add_runs(self, area: memoryview, at: int, runs: Iterable[int], top: int) -> None:
+        """Add dense runs: ``runs`` numbers them, their four-bit counts lie at ``area[at:]``, none above ``top``."""
+        if self._dense and top > self._dense_room:
+            self._fold()
+        dense = self._dense
+        get, from_bytes, m = dense.get, int.from_bytes, _NIBBLES
+        size = CHUNK // 2
+        for r in runs:
+            x = from_bytes(area[at:at + size], "little")
+            at += size
+            key = PLANES * r
+            v = x & m
+            if v:
+                dense[key] = get(key, 0) + v
+            v = (x >> 4) & m
+            if v:
+                dense[key + 1] = get(key + 1, 0) + v
+            v = (x >> 8) & m
+            if v:
+                dense[key + 2] = get(key + 2, 0) + v
+            v = (x >> 12) & m
+            if v:
+                dense[key + 3] = get(key + 3, 0) + v
+        self._dense_room -= top
+
+    def add_sparse(self, numbers: Iterable[int], counts: Iterable[int]) -> None:
+        """Add counts by bucket number (``index_of``)."""
+        sparse = self._sparse
+        if sparse:
+            get = sparse.get
+            for i, n in zip(numbers, counts, strict=True):
+                sparse[i] = get(i, 0) + n
+        else:
+            self._sparse = dict(zip(numbers, counts, strict=True))
+
+    def add_summary(self, count: int, total: int, lo: int, hi: int) -> None:
+        """Add the exact count and sum, and widen min and max, of samples added by bucket."""
+        self.count += count
+        self.total += total
+        if self.max is None or hi > self.max:
+            self.max = hi
+        if self.min is None or lo < self.min:
+            self.min = lo
 
     def merge(self, other: Histogram) -> None:
         """Add every sample of ``other`` to this histogram (exact; ``other`` is unchanged)."""
         if other._dense:
             self._add_dense(other)
+        if other._sparse:
+            sparse = self._sparse
+            if sparse:
+                for i, n in other._sparse.items():
+                    sparse[i] = sparse.get(i, 0) + n
+            else:
+                self._sparse = dict(other._sparse)
         if other._counts:
             counts = self._counts
-            for key, n in other._counts.items():
-                counts[key] = counts.get(key, 0) + n
+            if counts:
+                for key, n in other._counts.items():
+                    counts[key] = counts.get(key, 0) + n
+            else:  # an empty one (a fresh total or window): one copy in C
+                self._counts = dict(other._counts)
         self.count += other.count
         self.total += other.total
         if other.max is not None and (self.max is None or other.max > self.max):
@@ -247,149 +303,44 @@ class Histogram:
                 out[f"p{p:g}"] = [_ms(ci[0]), _ms(ci[1])]
         return out
 
-    # -- transport between processes (Locust workers → master) -------------
-
-    def to_wire(self) -> dict[str, object]:
-        """The compact, versioned form for msgpack (Locust's codec): see the module docstring.
-
-        Buckets are numbered densely (``index_of``) and cut into chunks of
-        ``CHUNK``. A chunk with at least ``DENSE_MIN`` occupied buckets goes
-        dense: ``o`` lists those chunks' numbers, ``z`` is their counts,
-        ``CHUNK`` per chunk, as unsigned little-endian integers of ``w``
-        bytes (the fewest that hold the largest count, ``m``), deflated. The
-        other buckets (tails, and histograms with few samples) go sparse:
-        ``sk`` their keys, each as the difference from the previous one,
-        ``sn`` their counts. ``c``, ``t``, ``lo``, ``hi`` are count, sum, min
-        and max. An empty histogram is ``{"v": 2, "c": 0}``.
-        """
-        if not self.count:
-            return {"v": WIRE_VERSION, "c": 0}
-        out: dict[str, object] = {"v": WIRE_VERSION, "c": self.count, "t": self.total, "lo": self.min,
-                                  "hi": self.max}
-        chunks: dict[int, list[tuple[int, int]]] = {}
-        for key, n in self.counts.items():
-            if n:
-                i = index_of(key)
-                chunks.setdefault(i // CHUNK, []).append((i, n))
-        dense = sorted(c for c, entries in chunks.items() if len(entries) >= DENSE_MIN)
-        if dense:
-            top = max(n for c in dense for _, n in chunks[c])
-            width = _width_for(top)
-            fields = array(_TYPECODES[width], bytes(width * CHUNK * len(dense)))
-            for slot, c in enumerate(dense):
-                start = slot * CHUNK - c * CHUNK
-                for i, n in chunks.pop(c):
-                    fields[start + i] = n
-            if _BIG_ENDIAN and width > 1:
-                fields.byteswap()
-            out.update(o=dense, w=width, m=top, z=zlib.compress(fields.tobytes(), 6))
-        rest = sorted(e for entries in chunks.values() for e in entries)
-        if rest:
-            keys = [key_of(i) for i, _ in rest]
-            out["sk"] = [keys[0], *(b - a for a, b in pairwise(keys))]
-            out["sn"] = [n for _, n in rest]
-        return out
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, object]) -> Histogram:
-        """Read ``to_wire``'s form; WireError for another version or a malformed one.
-
-        Each dense chunk becomes one big integer of fields twice as wide as
-        the wire's (merged with ``merge`` in C, folded into the dict when
-        read); the sparse buckets go into the dict.
-        """
-        version = data.get("v")
-        if version != WIRE_VERSION:
-            raise WireError(f"histogram wire format version {version!r}, this loadkit reads version "
-                            f"{WIRE_VERSION}: run the same loadkit version on the master and every worker")
-        hist = cls()
-        if not data.get("c"):
-            return hist
-        try:
-            if "z" in data:
-                hist._read_dense(data)
-            if "sk" in data:
-                keys, counts = data["sk"], data["sn"]
-                if not isinstance(keys, list) or not isinstance(counts, list) or len(keys) != len(counts):
-                    raise WireError("histogram on the wire: its sparse keys and counts do not pair up")
-                hist._counts = dict(zip(accumulate(keys), counts, strict=True))
-            hist.count = int(data["c"])  # type: ignore[call-overload]
-            hist.total = int(data["t"])  # type: ignore[call-overload]
-            hist.min = int(data["lo"])  # type: ignore[call-overload]
-            hist.max = int(data["hi"])  # type: ignore[call-overload]
-        except (KeyError, TypeError, zlib.error) as exc:
-            raise WireError(f"histogram on the wire is malformed: {exc!r}") from None
-        if not (hist._dense or hist._counts):
-            raise WireError(f"histogram on the wire has count {data['c']!r} but no samples in its buckets")
-        return hist
-
-    def _read_dense(self, data: Mapping[str, object]) -> None:
-        width, chunks, top, packed = data["w"], data["o"], data["m"], data["z"]
-        if (width not in (1, 2, 4, 8) or not isinstance(chunks, list) or not isinstance(top, int)
-                or not 0 < top < 1 << (8 * width) or not isinstance(packed, bytes)):
-            raise WireError(f"histogram on the wire has width {width!r}, chunks {chunks!r}, largest count {top!r}")
-        if len(chunks) > MAX_FIELDS // CHUNK or not all(isinstance(c, int) and 0 <= c < MAX_FIELDS // CHUNK
-                                                        for c in chunks):
-            raise WireError("histogram on the wire has chunks beyond any histogram's buckets")
-        inflate = zlib.decompressobj()
-        raw: bytes | bytearray = inflate.decompress(packed, len(chunks) * CHUNK * width)
-        if inflate.unconsumed_tail or len(raw) != len(chunks) * CHUNK * width:
-            raise WireError(f"histogram on the wire: {len(raw)} bytes of counts for {len(chunks)} chunks")
-        lane = min(2 * width, 8)
-        if lane != width:  # widen every count, byte column by byte column (in C)
-            wide = bytearray(len(raw) // width * lane)
-            for b in range(width):
-                wide[b::lane] = raw[b::width]
-            raw = wide
-        size = CHUNK * lane
-        dense = self._dense
-        for k, c in enumerate(chunks):
-            value = int.from_bytes(raw[k * size:(k + 1) * size], "little")
-            if value:
-                dense[c] = value
-        self._dense_width = lane
-        self._dense_room = (1 << (8 * lane)) - 1 - top
-
     def _add_dense(self, other: Histogram) -> None:
-        """Add ``other``'s dense counts to ours: one big-integer addition per chunk when the fields allow."""
-        bound = (1 << (8 * other._dense_width)) - 1 - other._dense_room  # other's largest field, at most
-        if self._dense and (self._dense_width != other._dense_width or bound > self._dense_room):
+        """Add ``other``'s dense counts to ours: one big-integer addition per plane when the fields allow."""
+        bound = _FIELD_MAX - other._dense_room  # other's largest field, at most
+        if self._dense and bound > self._dense_room:
             self._fold()  # would not fit: what we hold goes to the dict first
         if not self._dense:
             self._dense = dict(other._dense)
-            self._dense_width, self._dense_room = other._dense_width, other._dense_room
+            self._dense_room = other._dense_room
             return
         mine = self._dense
-        for chunk, value in other._dense.items():
-            mine[chunk] = mine.get(chunk, 0) + value
+        for key, value in other._dense.items():
+            mine[key] = mine.get(key, 0) + value
         self._dense_room -= bound
 
     def _fold(self) -> None:
-        """Move the counts kept as dense ints into the dict."""
-        dense, width = self._dense, self._dense_width
-        self._dense = {}
+        """Move the counts kept packed (dense planes, sparse bucket numbers) into the dict."""
+        dense, sparse = self._dense, self._sparse
+        self._dense, self._sparse, self._dense_room = {}, {}, _FIELD_MAX
         counts = self._counts
-        typecode = _TYPECODES[width]
-        for chunk, value in dense.items():
-            fields = array(typecode)
-            fields.frombytes(value.to_bytes(CHUNK * width, "little"))
-            if _BIG_ENDIAN and width > 1:
+        for plane_key, value in dense.items():
+            fields = array("H")
+            fields.frombytes(value.to_bytes(2 * PLANE_FIELDS, "little"))
+            if BIG_ENDIAN:
                 fields.byteswap()
-            base = chunk * CHUNK
-            for i, c in zip(compress(range(base, base + CHUNK), fields), compress(fields, fields), strict=True):
+            base = (plane_key // PLANES) * CHUNK + plane_key % PLANES
+            for i, c in zip(compress(range(base, base + CHUNK, PLANES), fields), compress(fields, fields),
+                            strict=True):
                 key = key_of(i)
                 counts[key] = counts.get(key, 0) + c
+        for i, c in sparse.items():
+            key = key_of(i)
+            counts[key] = counts.get(key, 0) + c
 
     def __bool__(self) -> bool:  # an empty histogram is falsy, like a container
         return self.count > 0
 
     def __repr__(self) -> str:
         return f"Histogram(count={self.count}, min={self.min}, max={self.max})"
-
-
-def _width_for(count: int) -> int:
-    """The fewest bytes (1, 2, 4 or 8) an unsigned ``count`` fits in."""
-    return 1 if count < 1 << 8 else 2 if count < 1 << 16 else 4 if count < 1 << 32 else 8
 
 
 def _ms(value_us: int | None) -> float | None:

@@ -17,12 +17,14 @@ instead of hiding in a derived number.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from loadkit.lifecycle import DROP_OUTCOMES, Result
-from loadkit.metrics.histogram import WIRE_VERSION, Histogram, WireError
+from loadkit.metrics.histogram import Histogram
+from loadkit.metrics.wire import Packer, Unpacker, WireError
 
 #: Latency series every report has, even when empty (the metric catalogue,
 #: loadkit.report.catalogue, reads the phases from here: metrics may not import report).
@@ -228,6 +230,9 @@ class Recorder:
                 mine.extend(theirs)
             else:
                 setattr(self, name, mine + theirs)
+        self._cap_details()
+
+    def _cap_details(self) -> None:
         if len(self.failure_details) > MAX_DETAILS:  # the cap holds across merges too
             capped, self.failure_details = self.failure_details, Counter()
             for text, n in capped.most_common():
@@ -250,11 +255,13 @@ class Recorder:
         """A compact, versioned, msgpack-safe form (Locust's worker → master codec).
 
         Field by field, by type (as ``merge``): numbers as they are, Counters
-        as ``[key, n]`` pairs (tuple keys as lists), histograms in their own
-        compact form (``Histogram.to_wire``), empty fields left out. ``v`` is
-        the wire version, checked by ``from_wire``.
+        as ``[key, n]`` pairs (tuple keys as lists), histograms as headers of
+        one shared area, empty fields left out; all of it deflated in one
+        stream (``loadkit.metrics.wire``). ``v`` is the wire version, checked
+        by ``from_wire``.
         """
-        out: dict[str, Any] = {"v": WIRE_VERSION, "marks": list(self.marks)}
+        out: dict[str, Any] = {"marks": list(self.marks)}
+        packer = Packer()
         for name in self.__slots__:
             if name in self.CONFIG_FIELDS:
                 continue
@@ -262,38 +269,113 @@ class Recorder:
             if not value:
                 continue
             if isinstance(value, Histogram):
-                out[name] = value.to_wire()
+                out[name] = packer.pack(value)
             elif isinstance(value, Counter):
                 out[name] = [[list(k) if isinstance(k, tuple) else k, n] for k, n in value.items() if n]
             elif isinstance(value, dict):
-                out[name] = {k: h.to_wire() for k, h in value.items() if h}
+                out[name] = {k: packer.pack(h) for k, h in value.items() if h}
             else:
                 out[name] = value
-        return out
+        return packer.seal(out)
+
+    @classmethod
+    def read_wire(cls, data: Mapping[str, Any]) -> WireReport:
+        """Read and check all of ``to_wire``'s form; WireError (saying what to do) for another version or shape.
+
+        Nothing is merged yet (``merge_wire`` does): a report that cannot be
+        read is refused whole, never half-merged.
+        """
+        if not isinstance(data, Mapping):
+            raise WireError(f"worker report is a {type(data).__name__}, not a map")
+        reader = Unpacker(data)
+        kinds = _field_kinds()
+        checked: list[tuple[str, str, Any]] = []
+        try:
+            for name, value in reader.fields.items():
+                if name in cls.CONFIG_FIELDS:
+                    continue
+                kind = kinds.get(name)
+                if kind is None:
+                    raise WireError(f"worker report has a field {name!r} this loadkit does not know: "
+                                    "run the same loadkit version on the master and every worker")
+                if kind == "histogram":
+                    checked.append((name, kind, reader.check(value)))
+                elif kind == "histograms":
+                    checked.append((name, kind, {str(k): reader.check(h) for k, h in value.items()}))
+                elif kind == "counter":
+                    keys, counts = zip(*value, strict=True) if value else ((), ())
+                    try:  # every count an integer: array refuses anything else, in C
+                        array("q", counts)
+                    except (TypeError, OverflowError):
+                        raise WireError(f"worker report: {name} has a count that is not an integer") from None
+                    named = [tuple(k) if k.__class__ is list else k for k in keys]
+                    checked.append((name, kind, list(zip(named, counts, strict=True))))
+                elif kind == "list":
+                    checked.append((name, kind, list(value)))
+                else:
+                    if not isinstance(value, int | float) or isinstance(value, bool):
+                        raise WireError(f"worker report: {name} is {value!r}, not a number")
+                    checked.append((name, kind, float(value) if kind == "float" else int(value)))
+            marks = tuple(int(m) for m in reader.fields.get("marks", DEFAULT_SURVIVAL_MARKS))
+        except (TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, WireError):
+                raise
+            raise WireError(f"worker report is malformed: {exc!r}") from None
+        return WireReport(reader, marks, checked)
+
+    def merge_wire(self, report: WireReport) -> None:
+        """Add a report read by ``read_wire``: histograms straight from its bytes, no Recorder in between."""
+        reader = report.reader
+        for name, kind, value in report.fields:
+            if kind == "histogram":
+                reader.merge(getattr(self, name), value)
+            elif kind == "histograms":
+                table = getattr(self, name)
+                for key, plan in value.items():
+                    hist = table.get(key)
+                    if hist is None:
+                        hist = table[key] = Histogram()
+                    reader.merge(hist, plan)
+            elif kind == "counter":
+                counter = getattr(self, name)
+                get = counter.get
+                for key, n in value:
+                    counter[key] = get(key, 0) + n
+            elif kind == "list":
+                getattr(self, name).extend(value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+        self._cap_details()
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Recorder:
-        """Read ``to_wire``'s form; WireError (saying what to do) for another version or shape."""
-        version = data.get("v")
-        if version != WIRE_VERSION:
-            raise WireError(f"worker report format version {version or 1!r}, this loadkit reads version "
-                            f"{WIRE_VERSION}: run the same loadkit version on the master and every worker")
-        rec = cls(data.get("marks", DEFAULT_SURVIVAL_MARKS))
-        for name, value in data.items():
-            if name in ("v", *cls.CONFIG_FIELDS):
-                continue
-            if name not in cls.__slots__:
-                raise WireError(f"worker report has a field {name!r} this loadkit does not know: "
-                                "run the same loadkit version on the master and every worker")
-            mine = getattr(rec, name)
-            if isinstance(mine, Histogram):
-                setattr(rec, name, Histogram.from_wire(value))
-            elif isinstance(mine, Counter):
-                setattr(rec, name, Counter({tuple(k) if isinstance(k, list) else k: n for k, n in value}))
-            elif isinstance(mine, dict):
-                mine.update((k, Histogram.from_wire(h)) for k, h in value.items())
-            elif isinstance(mine, list):
-                setattr(rec, name, list(value))
-            else:
-                setattr(rec, name, type(mine)(value))
+        """``to_wire``'s form as a Recorder of its own; WireError for another version or shape."""
+        report = cls.read_wire(data)
+        rec = cls(report.marks)
+        rec.merge_wire(report)
         return rec
+
+
+class WireReport(NamedTuple):
+    """A worker report read and checked whole (``Recorder.read_wire``), ready to merge."""
+
+    reader: Unpacker
+    marks: tuple[int, ...]
+    fields: list[tuple[str, str, Any]]
+
+
+_KINDS: dict[str, str] = {}
+
+
+def _field_kinds() -> dict[str, str]:
+    """Each field's kind, by the type a fresh Recorder gives it (``merge``'s rule, once)."""
+    if not _KINDS:
+        blank = Recorder()
+        for name in Recorder.__slots__:
+            if name in Recorder.CONFIG_FIELDS:
+                continue
+            value = getattr(blank, name)
+            _KINDS[name] = ("histogram" if isinstance(value, Histogram) else "counter" if isinstance(value, Counter)
+                            else "histograms" if isinstance(value, dict) else "list" if isinstance(value, list)
+                            else "float" if isinstance(value, float) else "int")
+    return _KINDS
