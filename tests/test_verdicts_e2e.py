@@ -26,7 +26,9 @@ def rows_by_expr(report):
 def test_thresholds_pass_and_fail_on_a_run_with_faults_chosen_to_breach_them(tmp_path, gateway_factory):
     gw = gateway_factory(**{"faults.auth_latency": "fixed:50", "faults.drop_fraction": 0.5,
                             "faults.drop_after_s": "0.1,0.6", "faults.drop_code": 1011}, seed=4)
-    passing = ["auth.p95 < 150", "drop_rate < 0.95", "close.4008.count == 0", "survival.1s < 0.99",
+    # auth.p95 against the fixed 50 ms: "< 40" must fail; the passing bound is loose because p95 of
+    # about 40 samples is the second highest, and on a busy machine that is the gateway's scheduling.
+    passing = ["auth.p95 < 1000", "drop_rate < 0.95", "close.4008.count == 0", "survival.1s < 0.99",
                "outcome.auth_refused.rate < 0.001", "reconnect.p95 < 5000", "sessions.started > 5"]
     failing = ["auth.p95 < 40", "drop_rate < 0.01", "close.1011.count == 0", "drops_per_session_hour < 0.5",
                "outcome.dropped_by_server.rate < 0.001", "survival.1s > 0.99", "reconnect.p95 < 1"]
