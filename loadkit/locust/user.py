@@ -7,11 +7,39 @@ from typing import Any
 
 from locust import User, task
 
-from loadkit.session import SessionDriver
-from loadkit.settings import behaviour
+from loadkit.session import Report, SessionDriver
+from loadkit.settings import Behaviour, behaviour
 from loadkit.streams import cumulative, new_seed, user_stream
 
 _user_numbers = itertools.count(1)
+
+
+class _Shared:
+    """What every user of one runtime and guest mix would otherwise hold a copy of.
+
+    An idle guest's memory is the product's capacity: the mix's names,
+    cumulative weights and ``Behaviour`` objects, and the report callback
+    (a bound method is a new object at each attribute access), are made
+    once per runtime and mix, and users hold a reference.
+    """
+
+    __slots__ = ("runtime", "mix", "behaviours", "cum_weights", "report")
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.mix = runtime.settings.guest_mix
+        self.behaviours: tuple[Behaviour, ...] = tuple(behaviour(name) for name, _ in self.mix)
+        self.cum_weights = cumulative([w for _, w in self.mix])
+        self.report: Report = runtime.report
+
+
+_shared: list[_Shared] = []  # the latest one (a new runtime or mix replaces it)
+
+
+def _shared_for(runtime: Any) -> _Shared:
+    if not _shared or _shared[0].runtime is not runtime or _shared[0].mix != runtime.settings.guest_mix:
+        _shared[:] = [_Shared(runtime)]
+    return _shared[0]
 
 
 class GuestUser(User):
@@ -35,12 +63,11 @@ class GuestUser(User):
             seed = rt.run_seed = rt.settings.seed if rt.settings.seed is not None else new_seed()
         index = getattr(environment.runner, "worker_index", 0)
         self.rng = user_stream(seed, index if isinstance(index, int) else 0, self.number)
+        self._shared = shared = _shared_for(rt)
         self.driver = SessionDriver(
             rt.transport, rt.profile, rt.recorder, rt.settings, self.host or environment.host,
-            rt.live, rt.report, self.rng,
+            rt.live, shared.report, self.rng,
         )
-        self._mix_names = [name for name, _ in rt.settings.guest_mix]
-        self._mix_cum = cumulative([w for _, w in rt.settings.guest_mix])
         self._guests = 0
 
     def wait_time(self) -> float:
@@ -49,5 +76,6 @@ class GuestUser(User):
     @task
     def guest(self) -> None:
         self._guests += 1
-        name = self._mix_names[self.rng.choice_index(self._mix_cum)]
-        self.driver.run_guest(self.number * 1_000_000 + self._guests, behaviour(name))
+        shared = self._shared
+        self.driver.run_guest(self.number * 1_000_000 + self._guests,
+                              shared.behaviours[self.rng.choice_index(shared.cum_weights)])

@@ -72,7 +72,9 @@ class GuestProfile:
     # -- token ---------------------------------------------------------------
 
     def token_request(self, base_url: str, guest_no: int) -> TokenRequest:
-        body = orjson.dumps({"displayName": f"Load Guest {guest_no}"})
+        # What orjson.dumps({"displayName": ...}) gives, without its 4 KiB buffer: the body
+        # lives through the token call, and such blocks fragment the heap (docs/capacity.md).
+        body = b'{"displayName":"Load Guest %d"}' % guest_no
         return TokenRequest(
             "POST",
             http_url_from_base(base_url, self.token_path),

@@ -80,7 +80,15 @@ class LiveSessions:
 
 
 class SessionBase:
-    """The driver's state and the frame and close handling every phase uses."""
+    """The driver's state and the frame and close handling every phase uses.
+
+    One per Locust user, for its life: slots, not a ``__dict__`` (the
+    subclasses add none), because an idle guest's memory is the product's
+    capacity (tests/test_session_memory.py keeps it so).
+    """
+
+    __slots__ = ("transport", "profile", "recorder", "settings", "base_url", "live", "_sink", "rng",
+                 "_dropped_at", "_refused", "_expired", "_late_auth_ok", "_expects", "_bad_seen")
 
     def __init__(self, transport: Transport, profile: Profile, recorder: Recorder,
                  settings: HarnessSettings, base_url: str, live: LiveSessions,

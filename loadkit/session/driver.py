@@ -39,8 +39,14 @@ from loadkit.session.established import Established
 from loadkit.session.phases import Phases
 
 
+#: The ``ConnectAttempt`` a session holds once its connection is open (nothing writes it then).
+_OPENED = ConnectAttempt()
+
+
 class SessionDriver(Phases, Established):
     """Drives guests through their lifecycle over ``transport``, counting into ``recorder``."""
+
+    __slots__ = ()
 
     # -- a guest: one session, plus reconnects after drops ---------------------------
 
@@ -104,6 +110,7 @@ class SessionDriver(Phases, Established):
             try:
                 grant = self._token(lc, grant, guest_no)
                 ws = self._connect(lc, grant, attempt)
+                attempt = _OPENED  # read only while ws is None: not kept for the session's life
                 ending = self._authenticate(lc, ws, grant, behaviour)
                 if ending is None:
                     if end_at is None:

@@ -26,6 +26,7 @@ from loadkit.metrics.recorder import HARNESS_LAG, Recorder
 from loadkit.protocol.base import (
     UNMATCHED_ANSWER,
     GoodbyeFlow,
+    ServerEvent,
     Taken,
     TokenGrant,
     goodbye_flow,
@@ -46,10 +47,22 @@ _GONE_REFS = 256
 PENDING_ANSWER_S = 60.0
 _ABSENT: Any = object()
 _NEVER = float("inf")
+#: The tables of messages awaiting an answer until the session sends its first
+#: message (and of refs answered elsewhere until it forgets one): one shared,
+#: always empty dict instead of three per session (an idle guest sends no
+#: message). It is only ever read; a session makes its own dicts before it
+#: stores anything (``_forget`` returns the one to keep).
+_NONE_PENDING: dict[Any, Any] = {}
+#: The text of the guests' messages, by length: one string for all sessions.
+_TEXTS: dict[int, str] = {}
+#: What each answer closes (its pending sends: ``pings``, ``acks`` or ``replies``) and its latency phase.
+_ANSWER_PHASE = {_E.ACK: "message", _E.PONG: "ping", _E.AGENT_MESSAGE: "reply"}
 
 
 class Established(SessionBase):
     """The established phase's loop, and the goodbye that ends it."""
+
+    __slots__ = ()
 
     def _established(self, lc: Lifecycle, ws: Connection, grant: TokenGrant, behaviour: Behaviour,
                      end_at: float) -> Ending:
@@ -65,15 +78,13 @@ class Established(SessionBase):
         next_ping = now + s.keepalive_s if keepalive else float("inf")
         next_msg = now + rng.uniform(*interval) if behaviour.messages else float("inf")
         pings: dict[Any, float] = {}
-        acks: dict[Any, float] = {}
-        replies: dict[Any, float] = {}
+        acks: dict[Any, float] = _NONE_PENDING  # its own dicts from the first message on
+        replies: dict[Any, float] = _NONE_PENDING
         track_replies = reply_refs(profile)  # else nothing would ever pop them
-        #: what each answer closes: its pending sends and its latency phase
-        waiting = {_E.ACK: (acks, "message"), _E.PONG: (pings, "ping"), _E.AGENT_MESSAGE: (replies, "reply")}
         match = self._expects.match
         #: refs of requests that left ``pending`` unanswered (expired, refused), oldest first:
         #: a late answer to one of them answers something we did send
-        gone: dict[Any, None] = {}
+        gone: dict[Any, None] = _NONE_PENDING
         #: without reply refs, an agent message answers the guest's last message (once)
         last_msg_at: float | None = None
         #: when the server said the session expired (None: it has not)
@@ -84,7 +95,9 @@ class Established(SessionBase):
         seq = 0
         misses = 0
         last_rx = now  # for "time since the last server frame" on a keepalive timeout
-        text = ("hello from loadkit " * (1 + s.message_chars // 19))[: s.message_chars]
+        text = _message_text(s.message_chars)
+        frame: bytes | None
+        ev: ServerEvent | None
         while True:
             now = t.now()
             if now >= end_at:
@@ -108,7 +121,7 @@ class Established(SessionBase):
                 if now - oldest >= s.pong_timeout_s:
                     for ref in [r for r, ts in pings.items() if now - ts >= s.pong_timeout_s]:
                         del pings[ref]
-                        _forget(gone, ref)
+                        gone = _forget(gone, ref)
                         rec.missed_pongs += 1
                         misses += 1
                     if misses >= s.keepalive_misses:
@@ -119,12 +132,14 @@ class Established(SessionBase):
             else:
                 pong_due = float("inf")
             if now >= expire_at:
-                expire_at = _expire(acks, replies, gone, now - PENDING_ANSWER_S, rec)
+                expire_at, gone = _expire(acks, replies, gone, now - PENDING_ANSWER_S, rec)
             if now >= next_msg:
                 seq += 1
                 frame, ref = profile.message_frame(seq, text, grant)
                 ws.send(frame)
                 rec.messages_sent += 1
+                if acks is _NONE_PENDING:
+                    acks, replies = {}, {}
                 acks[ref] = now
                 if track_replies:
                     replies[ref] = now
@@ -134,6 +149,7 @@ class Established(SessionBase):
                     expire_at = now + PENDING_ANSWER_S
                 next_msg = now + rng.uniform(*interval)
             wait = min(end_at, next_ping, next_msg, pong_due) - now
+            data = ev = frame = None  # the last frames in and out are not kept through the wait
             data = ws.recv(wait if wait > 0 else 0)
             if data is None:
                 if wait > 0 and not self.live.stopping:  # a timer wake-up: how late it came is the harness's lag
@@ -147,9 +163,9 @@ class Established(SessionBase):
                 if self._bad(ev.bad, phase):
                     return self._fatal(ws, ev.bad, ev.detail)
                 continue
-            answered = waiting.get(kind)
-            if answered is not None:  # an ack, a pong or the agent's reply: a round trip
-                pending, phase = answered
+            latency = _ANSWER_PHASE.get(kind)
+            if latency is not None:  # an ack, a pong or the agent's reply: a round trip
+                pending = pings if kind is _E.PONG else acks if kind is _E.ACK else replies
                 ref = ev.ref
                 try:
                     sent = pending.pop(ref, None)
@@ -158,11 +174,13 @@ class Established(SessionBase):
                 if sent is not None:
                     if kind is _E.PONG:
                         misses = 0
+                        if not pings:
+                            pings.clear()  # an emptied dict keeps its table: give it back while idle
                     elif kind is _E.ACK:
                         rec.messages_answered += 1
                     dt = last_rx - sent
-                    rec.observe(phase, int(dt * 1e6))
-                    sink(phase, dt * 1000.0, None, len(data))
+                    rec.observe(latency, int(dt * 1e6))
+                    sink(latency, dt * 1000.0, None, len(data))
                 elif kind in match and gone.pop(ref, _ABSENT) is _ABSENT:  # an answer to nothing we sent
                     where = "just_after_auth" if last_rx - auth_at <= s.just_after_auth_s else "established"
                     if self._bad(UNMATCHED_ANSWER, where):
@@ -193,7 +211,7 @@ class Established(SessionBase):
                 ref = ev.ref
                 try:
                     if acks.pop(ref, None) is not None:  # refused: no ack and no reply will come
-                        _forget(gone, ref)
+                        gone = _forget(gone, ref)
                     replies.pop(ref, None)
                 except TypeError:
                     pass
@@ -261,11 +279,11 @@ class Established(SessionBase):
 
 
 def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, None], before: float,
-            rec: Recorder) -> float:
+            rec: Recorder) -> tuple[float, dict[Any, None]]:
     """Drop pending answers sent before ``before``, oldest first (dicts keep send order).
 
     Returns when the oldest answer still pending expires (infinity: none is), so the
-    loop calls this only then, not on every wake-up.
+    loop calls this only then, not on every wake-up; and the ``gone`` to keep (see ``_forget``).
     """
     oldest = _NEVER
     while acks:
@@ -274,7 +292,7 @@ def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, N
             oldest = sent
             break
         del acks[ref]
-        _forget(gone, ref)
+        gone = _forget(gone, ref)
         rec.messages_unanswered += 1
     while replies:
         ref, sent = next(iter(replies.items()))
@@ -282,12 +300,26 @@ def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, N
             oldest = min(oldest, sent)
             break
         del replies[ref]
-        _forget(gone, ref)
-    return oldest + PENDING_ANSWER_S
+        gone = _forget(gone, ref)
+    return oldest + PENDING_ANSWER_S, gone
 
 
-def _forget(gone: dict[Any, None], ref: Any) -> None:
-    """Remember ``ref`` as sent and no longer awaited (bounded: oldest forgotten first)."""
+def _forget(gone: dict[Any, None], ref: Any) -> dict[Any, None]:
+    """Remember ``ref`` as sent and no longer awaited (bounded: oldest forgotten first); the dict to keep.
+
+    The session's first forgotten ref makes its own dict (until then it holds the shared empty one).
+    """
+    if gone is _NONE_PENDING:
+        gone = {}
     gone[ref] = None
     if len(gone) > _GONE_REFS:
         del gone[next(iter(gone))]
+    return gone
+
+
+def _message_text(chars: int) -> str:
+    """The text of a guest's message of ``chars`` characters, shared by every session."""
+    text = _TEXTS.get(chars)
+    if text is None:
+        text = _TEXTS[chars] = ("hello from loadkit " * (1 + chars // 19))[:chars]
+    return text

@@ -35,6 +35,8 @@ _AUTH_ENDERS = frozenset({_E.AUTH_REFUSED, _E.ERROR, _E.RATE_LIMITED, _E.SESSION
 class Phases(SessionBase):
     """Token, connect and auth, in that order; a reconnect's success is recorded here."""
 
+    __slots__ = ()
+
     def _token(self, lc: Lifecycle, grant: TokenGrant | None, guest_no: int) -> TokenGrant:
         t = self.transport
         if grant is not None:
@@ -100,6 +102,9 @@ class Phases(SessionBase):
             except ConnectionEnded as exc:
                 self.report("auth", (t.now() - t0) * 1000.0, exc, 0)
                 raise
+            # Not held through the wait: orjson's bytes carry a 4 KiB buffer, and blocks
+            # like it, freed between sessions' long-lived objects, fragment the heap.
+            del frame
         deadline = t0 + self.settings.auth_timeout_s
         refusal: str | None = None  # an explicit refusal came: what it said
         while True:
