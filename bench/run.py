@@ -802,11 +802,10 @@ def versus(doc: dict[str, Any], key: str, others: Iterable[str], fmt: Callable[[
 #: Why a target can be missed, from profiling (py-spy, perf, tracemalloc; see docs/capacity.md).
 WHY = {
     "idle_kb_per_guest": (
-        "tracemalloc slope (500 -> 2,500 idle guests): ~10 KB of Python heap per guest: the greenlet and "
-        "the C stack it saves (~3.3 KB, as for a bare user), websockets' Protocol + socket + watchers "
-        "(~2.2 KB), Locust's User/TaskSet (~1.3 KB), session state (~1.3 KB), the token grant (~0.5 KB); "
-        "RSS adds ~5 KB of frame-stack pages and allocator slack; spawning faster than the gateways "
-        "complete sessions adds ~2.7 KB more (heap fragmentation: keep idle_rate near ~500/s here)"),
+        "a bare Locust user costs ~9.9 KB (its greenlet, saved C stack and frame-stack page); a session adds "
+        "~2.3 KB (2026-12-01): the token grant, the driver, Lifecycle, the WebSocket, socket and watchers, "
+        "and ~1 KB of free blocks between them (fragmentation); bench/idle_memory.py splits it by allocator. "
+        "Spawning faster than the gateways complete sessions adds fragmentation (keep idle_rate near ~500/s)"),
     "chat_vs_threaded": (
         "the recipe's cost varies with how its threads happen to batch, so the ratio moves by about 10 % "
         "between runs"),
