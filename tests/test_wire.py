@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from loadkit.locust.aggregation import Figures
 from loadkit.locust.ledger import Ledger
-from loadkit.metrics.histogram import CHUNK, Histogram, bucket_of, index_of
+from loadkit.metrics.histogram import CHUNK, Histogram, index_of
 from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, Recorder
 from loadkit.metrics.wire import HEADER_LEN, WIRE_VERSION, Packer, Unpacker, WireError
 from loadkit.session import LiveSessions
@@ -92,19 +92,32 @@ def test_histograms_merged_from_the_wire_add_up_exactly(parts: list[list[int]], 
     assert_same_histogram(got, want)
 
 
-def test_counts_that_would_overflow_a_field_fold_first_and_stay_exact() -> None:
-    # one byte a bucket on the wire (count 200), two in the master's fields: about
-    # 327 such merges fit before a field could spill into the next one
-    heavy = fed([1500] * 200 + [1501] * 3 + [1502] * 9 + [1504] * 9 + [9_000_000])
-    wider = fed([1500] * 300 + [1502 + 2 * i for i in range(20)])  # two bytes a bucket on the wire
-    got = Histogram()
-    for i in range(700):
-        got.merge(through_wire(heavy))
-        if i % 100 == 99:
-            got.merge(through_wire(wider))
-    assert got.counts[1500] == 200 * 700 + 300 * 7 and got.counts[1501] == 3 * 700
-    assert got.counts[bucket_of(9_000_000)] == 700
-    assert got.count == heavy.count * 700 + wider.count * 7 and got.max == 9_000_000
+def test_counts_that_would_overflow_a_field_spill_or_fold_first_and_stay_exact() -> None:
+    # one dense run with counts up to 15 (four bits on the wire): the master's 8-bit fields
+    # must spill after 17 such reports, its 16-bit ones fold after 4,369
+    busy = fed([v for v in range(1100, 1140) for _ in range(15)] + list(range(1140, 1160)) + [1200] * 300)
+    packer = Packer()
+    head = packer.pack(busy)
+    assert head[RUNS] == 1 and head[TOP] == 15 and head[SPARSE] == 1  # 300 samples in one bucket go sparse
+    reader = Unpacker(locust_wire(packer.seal({"h": head})))
+    plan = reader.check(reader.fields["h"])
+    got, n = Histogram(), 5000
+    for i in range(n):
+        reader.merge(got, plan)
+        if i in (10, 4400):  # a read in between folds; merges go on adding
+            got.percentile(50)
+    assert got.counts == {key: c * n for key, c in busy.counts.items()}
+    assert (got.count, got.total, got.min, got.max) == (busy.count * n, busy.total * n, busy.min, busy.max)
+    parts = []  # packed accumulators added together (a window into the closed windows), unread
+    for k in (30, 20, 4000):
+        part = Histogram()
+        for _ in range(k):
+            reader.merge(part, plan)
+        parts.append(part)
+    whole = Histogram()
+    for part in parts:
+        whole.merge(part)
+    assert whole.counts == {key: c * 4050 for key, c in busy.counts.items()}
 
 
 def test_busy_runs_go_dense_and_outliers_and_small_histograms_sparse() -> None:

@@ -18,19 +18,23 @@ compact form of ``loadkit.metrics.wire``. A master of 1,000 workers merges
 about 300 reports a second, each with a few thousand occupied buckets:
 merging them bucket by bucket in Python would take more than a core. So the
 busy stretches of a histogram merged from the wire are kept as big integers
-made of fixed-width fields (``_dense``), and adding a report's stretch is one
-big-integer addition, done in C. A *run* is ``CHUNK`` consecutive buckets by
-dense number; the wire sends a run as four-bit counts, two to a byte, and
-``add_runs`` turns those bytes into four *planes* (buckets 4j, 4j+1, 4j+2,
-4j+3) of 16-bit fields with one ``from_bytes`` and a few shifts and masks,
-all in C; each field has 12 bits of headroom. The counts are folded into the
-dict only when someone reads them (``counts``), which the master does once
-per series window, not per worker report. Exactness is kept by bookkeeping,
-not hope: ``_dense_room`` is how much any field may still grow without
-spilling into its neighbour (each report says its largest count), and a
-merge that would exceed it folds first. Buckets outside busy runs arrive by
-their dense number (``_sparse``, ``add_sparse``) and are keyed into the dict
-when read.
+made of fixed-width fields, and adding a report's stretch is a big-integer
+addition, done in C. A *run* is ``CHUNK`` consecutive buckets by dense
+number; the wire sends a run as four-bit counts, two to a byte, and
+``add_runs`` turns those bytes into two 8-bit-field integers (even and odd
+buckets: one ``from_bytes``, a shift and two masks) added into ``_near``;
+before any 8-bit field could pass 255, ``_near`` is spilled into ``_dense``,
+four planes per run of 16-bit fields (buckets 4j, 4j+1, 4j+2, 4j+3). Two
+levels because each big-integer operation costs about as much as the
+bytes it touches: a report's run costs two extractions and two additions,
+not four of each, and the spill comes once every dozen or more reports. The counts are folded
+into the dict only when someone reads them (``counts``), which the master
+does once per series window, not per worker report. Exactness is kept by
+bookkeeping, not hope: ``_near_room`` and ``_dense_room`` are how much any
+field may still grow without spilling into its neighbour (each report says
+its largest count), and a merge that would exceed them spills or folds
+first. Buckets outside busy runs arrive by their dense number (``_sparse``,
+``add_sparse``) and are keyed into the dict when read.
 """
 
 from __future__ import annotations
@@ -83,7 +87,11 @@ RUN_COUNT_LIMIT = 16
 PLANES = 4
 PLANE_FIELDS = CHUNK // PLANES
 _FIELD_MAX = 0xFFFF
-_NIBBLES = int.from_bytes(b"\x0f\x00" * PLANE_FIELDS, "little")
+_NEAR_MAX = 0xFF
+#: a run's four-bit counts, even and odd buckets, in 8-bit fields
+_NIBBLES = int.from_bytes(b"\x0f" * (CHUNK // 2), "little")
+#: 8-bit fields' even and odd ones, in 16-bit fields
+_BYTES = int.from_bytes(b"\xff\x00" * (CHUNK // 4), "little")
 #: More buckets than any histogram has (64-bit values: 54 × 1,024 + 2,048), and under 2**16.
 MAX_FIELDS = 60_000
 
@@ -99,10 +107,15 @@ def bucket_upper(key: int) -> int:
 class Histogram:
     """Counts of microsecond values, in buckets of 11 significant bits."""
 
-    __slots__ = ("_counts", "_dense", "_sparse", "_dense_room", "count", "total", "min", "max")
+    __slots__ = ("_counts", "_near", "_near_room", "_dense", "_sparse", "_dense_room", "count", "total", "min", "max")
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
+        #: the latest runs merged from the wire: ``2 * run + k`` -> an int of ``CHUNK // 2``
+        #: 8-bit fields, field b the count of bucket ``run * CHUNK + 2 * b + k``; spilled into
+        #: ``_dense`` before any field could pass 255 (``_near_room`` is what is left)
+        self._near: dict[int, int] = {}
+        self._near_room = _NEAR_MAX
         #: counts merged in from the wire and not yet folded into ``_counts``:
         #: ``PLANES * run + k`` -> an int of ``PLANE_FIELDS`` 16-bit fields, field j
         #: the count of bucket number ``run * CHUNK + PLANES * j + k``; no field
@@ -134,7 +147,7 @@ class Histogram:
     @property
     def counts(self) -> dict[int, int]:
         """bucket key -> samples in it (what was merged from the wire folded in first)."""
-        if self._dense or self._sparse:
+        if self._near or self._dense or self._sparse:
             self._fold()
         return self._counts
 
@@ -142,33 +155,47 @@ class Histogram:
     def counts(self, value: dict[int, int]) -> None:
         self._counts = value
         self._dense, self._sparse, self._dense_room = {}, {}, _FIELD_MAX
+        self._near, self._near_room = {}, _NEAR_MAX
 
     # -- merging from the wire (loadkit.metrics.wire locates and checks; these add) --
 
     def add_runs(self, area: memoryview, at: int, runs: Iterable[int], top: int) -> None:
         """Add dense runs: ``runs`` numbers them, their four-bit counts lie at ``area[at:]``, none above ``top``."""
-        if self._dense and top > self._dense_room:
-            self._fold()
-        dense = self._dense
-        get, from_bytes, m = dense.get, int.from_bytes, _NIBBLES
+        if self._near and top > self._near_room:
+            self._spill()
+        near = self._near
+        get, from_bytes, m = near.get, int.from_bytes, _NIBBLES
         size = CHUNK // 2
         for r in runs:
             x = from_bytes(area[at:at + size], "little")
             at += size
-            key = PLANES * r
+            key = 2 * r
             v = x & m
             if v:
-                dense[key] = get(key, 0) + v
+                near[key] = get(key, 0) + v
             v = (x >> 4) & m
             if v:
-                dense[key + 1] = get(key + 1, 0) + v
-            v = (x >> 8) & m
+                near[key + 1] = get(key + 1, 0) + v
+        self._near_room -= top
+
+    def _spill(self) -> None:
+        """Move the 8-bit fields of ``_near`` into the 16-bit planes of ``_dense`` (C operations per run)."""
+        near, bound = self._near, _NEAR_MAX - self._near_room
+        self._near, self._near_room = {}, _NEAR_MAX
+        if self._dense and bound > self._dense_room:
+            self._fold_dense()
+        dense = self._dense
+        get, m = dense.get, _BYTES
+        for key, p in near.items():
+            r, k = divmod(key, 2)
+            low, high = PLANES * r + k, PLANES * r + k + 2
+            v = p & m
             if v:
-                dense[key + 2] = get(key + 2, 0) + v
-            v = (x >> 12) & m
+                dense[low] = get(low, 0) + v
+            v = (p >> 8) & m
             if v:
-                dense[key + 3] = get(key + 3, 0) + v
-        self._dense_room -= top
+                dense[high] = get(high, 0) + v
+        self._dense_room -= bound
 
     def add_sparse(self, numbers: Iterable[int], counts: Iterable[int]) -> None:
         """Add counts by bucket number (``index_of``)."""
@@ -191,6 +218,17 @@ class Histogram:
 
     def merge(self, other: Histogram) -> None:
         """Add every sample of ``other`` to this histogram (exact; ``other`` is unchanged)."""
+        if other._near:
+            bound = _NEAR_MAX - other._near_room
+            if self._near and bound > self._near_room:
+                self._spill()
+            if self._near:
+                near = self._near
+                for key, value in other._near.items():
+                    near[key] = near.get(key, 0) + value
+                self._near_room -= bound
+            else:
+                self._near, self._near_room = dict(other._near), other._near_room
         if other._dense:
             self._add_dense(other)
         if other._sparse:
@@ -307,7 +345,7 @@ class Histogram:
         """Add ``other``'s dense counts to ours: one big-integer addition per plane when the fields allow."""
         bound = _FIELD_MAX - other._dense_room  # other's largest field, at most
         if self._dense and bound > self._dense_room:
-            self._fold()  # would not fit: what we hold goes to the dict first
+            self._fold_dense()  # would not fit: what we hold goes to the dict first
         if not self._dense:
             self._dense = dict(other._dense)
             self._dense_room = other._dense_room
@@ -318,9 +356,19 @@ class Histogram:
         self._dense_room -= bound
 
     def _fold(self) -> None:
-        """Move the counts kept packed (dense planes, sparse bucket numbers) into the dict."""
-        dense, sparse = self._dense, self._sparse
-        self._dense, self._sparse, self._dense_room = {}, {}, _FIELD_MAX
+        """Move the counts kept packed (runs, sparse bucket numbers) into the dict."""
+        if self._near:
+            self._spill()
+        self._fold_dense()
+        sparse, self._sparse = self._sparse, {}
+        counts = self._counts
+        for i, c in sparse.items():
+            key = key_of(i)
+            counts[key] = counts.get(key, 0) + c
+
+    def _fold_dense(self) -> None:
+        dense = self._dense
+        self._dense, self._dense_room = {}, _FIELD_MAX
         counts = self._counts
         for plane_key, value in dense.items():
             fields = array("H")
@@ -332,9 +380,6 @@ class Histogram:
                             strict=True):
                 key = key_of(i)
                 counts[key] = counts.get(key, 0) + c
-        for i, c in sparse.items():
-            key = key_of(i)
-            counts[key] = counts.get(key, 0) + c
 
     def __bool__(self) -> bool:  # an empty histogram is falsy, like a container
         return self.count > 0
