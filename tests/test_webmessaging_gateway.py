@@ -178,6 +178,27 @@ def test_guests_live_their_sessions_and_both_sides_count_the_same(start: Any, wm
     assert wms["frames_received"]["echo"] == rec.latency["ping"].count + rec.missed_pongs
 
 
+def test_an_echo_answered_during_the_goodbye_is_a_ping_round_trip_like_any_other(start: Any, wm: WebMessagingProfile) -> None:
+    # The keepalive falls a millisecond before the planned end (less the time from auth_ok to the
+    # established loop): a guest's last echo goes out, its goodbye begins, and the answer arrives
+    # during the goodbye. Each is a round trip; none may be lost between the two. Whether an echo
+    # makes it out before the end is timing, so the round repeats until a few have.
+    gw = start(webmessaging__deployments=DEPLOYMENT)
+    quiet = Behaviour(name="normal", messages=False)
+    settings = dataclasses.replace(SETTINGS, session_seconds=(0.5, 0.5), keepalive_s=0.499)
+    pings = missed = echoes = 0
+    for _round in range(10):
+        rec, results, _ = drive(gw.url, wm, [quiet] * 10, settings)
+        _stats, wms = settled(gw)
+        assert {r.outcome.value for r in results} == {"closed_normally"}
+        pings, missed = pings + rec.latency["ping"].count, missed + rec.missed_pongs
+        echoes = wms["frames_received"].get("echo", 0)  # the gateway's count, over all rounds
+        assert pings == echoes and missed == 0, (pings, echoes, missed)
+        if echoes >= 3:
+            break
+    assert echoes >= 3, "no round let an echo out before its goodbye"
+
+
 def test_the_rate_limit_answers_429_with_retry_after_and_the_guest_honours_it(start: Any, wm: WebMessagingProfile) -> None:
     gw = start(agent_replies=False)
     fast = Behaviour(name="normal", message_interval=(0.05, 0.05), honour_retry_after=True)

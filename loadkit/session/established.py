@@ -106,7 +106,7 @@ class Established(SessionBase):
                                        detail="session expired, socket left open")
                 flow = goodbye_flow(profile, grant)
                 if flow is not None:
-                    return self._goodbye(lc, ws, flow)
+                    return self._goodbye(lc, ws, flow, pings, acks)
                 for frame in profile.goodbye_frames(grant):
                     ws.send(frame)
                 return self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True)
@@ -220,7 +220,8 @@ class Established(SessionBase):
             else:
                 self._note(ev)
 
-    def _goodbye(self, lc: Lifecycle, ws: Connection, flow: GoodbyeFlow) -> Ending:
+    def _goodbye(self, lc: Lifecycle, ws: Connection, flow: GoodbyeFlow,
+                 pings: dict[Any, float], acks: dict[Any, float]) -> Ending:
         """Say goodbye and wait (at most ``flow.timeout_s``) until the target confirms it.
 
         A goodbye the target did not confirm (no answer in time, a refusal,
@@ -229,6 +230,9 @@ class Established(SessionBase):
         conversation, so it is neither ``closed_normally`` nor a drop. A
         refusal the flow retries (429 with ``retryAfter``) is the target's
         error and counted as such; answers caused by the goodbye itself are not.
+        A pong or ack for a ping or message sent before the goodbye that
+        arrives during it is a round trip like any other (the target answers
+        in order, so it comes before the goodbye's own answers).
         """
         t = self.transport
         rec = self.recorder
@@ -251,7 +255,8 @@ class Established(SessionBase):
                     if self._bad(ev.bad, "closing"):
                         return self._fatal(ws, ev.bad, ev.detail)
                     continue
-                taken = flow.feed(ev, self._arrival(ws))
+                at = self._arrival(ws)
+                taken = flow.feed(ev, at)
                 if taken is Taken.REFUSAL:
                     rec.errors[str(ev.code)] += 1
                 elif taken is Taken.NOT_MINE:
@@ -260,7 +265,8 @@ class Established(SessionBase):
                         said = ev.detail or ev.kind.name.lower()
                         return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True,
                                            detail=f"goodbye cut short by {said}, waiting for {flow.waiting_for()}")
-                    self._note(ev)
+                    if not self._answered_in_goodbye(ev, len(data), at, pings, acks):
+                        self._note(ev)
         except TargetProtocolError:
             raise
         except ConnectionEnded as exc:
@@ -276,6 +282,27 @@ class Established(SessionBase):
             return ending
         why = flow.failed or f"no {flow.waiting_for()} within {flow.timeout_s:g} s"
         return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, detail=f"goodbye incomplete: {why}")
+
+    def _answered_in_goodbye(self, ev: ServerEvent, size: int, at: float,
+                             pings: dict[Any, float], acks: dict[Any, float]) -> bool:
+        """Record a pong or ack that answers a send from before the goodbye; False if it is not one."""
+        kind = ev.kind
+        pending = pings if kind is _E.PONG else acks if kind is _E.ACK else None
+        if pending is None:
+            return False
+        try:
+            sent = pending.pop(ev.ref, None)
+        except TypeError:  # a list or an object as an id: it answers nothing we sent
+            return False
+        if sent is None:
+            return False
+        if kind is _E.ACK:
+            self.recorder.messages_answered += 1
+        phase = _ANSWER_PHASE[kind]
+        dt = at - sent
+        self.recorder.observe(phase, int(dt * 1e6))
+        self._sink(phase, dt * 1000.0, None, size)
+        return True
 
 
 def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, None], before: float,
