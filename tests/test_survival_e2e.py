@@ -18,7 +18,9 @@ the order matters, whichever guest gets which session number (checked on
 300 random assignments: the order of upgrades is the machine's). The test
 checks from the gateway's record that it held on this run, with a tolerance
 derived from what the run measured (twice the largest message round trip
-plus both bucket widths); only then compares. The planned ends (seconds
+plus both bucket widths); only then compares. A run it did not hold
+for (one slow round trip widens the tolerance past a mark) is run again, up
+to three times. The planned ends (seconds
 after auth_ok; D = dropped, c = censored), for one assignment::
 
     0.77 D | 1.38-1.72 c ×4 | 2.15 D 2.16 D 2.61 D | 3.14-3.40 c ×4
@@ -71,11 +73,12 @@ def kaplan_meier(ends: list[tuple[int, bool]], mark_s: int) -> dict[str, Any]:
     return {"estimate": estimate, "at_risk": at_risk, "events": events, "censored": censored}
 
 
-def test_survival_at_each_mark_is_the_kaplan_meier_estimate_of_the_gateways_session_ages(
-        tmp_path: Any, gateway_factory: Any) -> None:
+def _laid_out_run(tmp: Any, gateway_factory: Any) -> tuple[dict[str, Any], list[tuple[float, bool]], Any, str]:
+    """One seeded run, its gateway's ends, and the tolerance it allows; ``why`` is non-empty if the layout failed."""
+    tmp.mkdir()
     gw = gateway_factory(**{"faults.drop_fraction": 0.5, "faults.drop_after_s": "0.3,3.2",
                             "faults.drop_code": 1011}, seed=GATEWAY_SEED)
-    run = run_locust(tmp_path, "--host", gw.url, "--loadkit-seed", str(HARNESS_SEED), "--guest-mix", "normal=100",
+    run = run_locust(tmp, "--host", gw.url, "--loadkit-seed", str(HARNESS_SEED), "--guest-mix", "normal=100",
                      "--session-seconds", "1.2-3.6", "--guest-pause", "60-60", "--keepalive-interval", "0.5",
                      "--message-interval", "0.3-0.5", "--reconnect-max-attempts", "0",
                      "--survival-marks", ",".join(f"{m}s" for m in MARKS_S), users=12, rate=12, run_time="8s")
@@ -100,9 +103,24 @@ def test_survival_at_each_mark_is_the_kaplan_meier_estimate_of_the_gateways_sess
                   and abs(d - c) <= 2 * tolerance(max(d, c))]
     censored_before_a_drop = any(c < d < 3000 for d, dropped in ends if dropped for c, kept in ends if not kept)
     at_risk_at_3s = any(age > 3000 for age, _ in ends)
-    assert not near_marks and not near_pairs and censored_before_a_drop and at_risk_at_3s, (
+    why = "" if not near_marks and not near_pairs and censored_before_a_drop and at_risk_at_3s else (
         f"the layout did not hold on this run (round trips up to {rtt_ms} ms): ends near a mark {near_marks}, "
         f"a drop and a normal end too close to order {near_pairs}; ends were {ends}")
+    return report, ends, tolerance, why
+
+
+def test_survival_at_each_mark_is_the_kaplan_meier_estimate_of_the_gateways_session_ages(
+        tmp_path: Any, gateway_factory: Any) -> None:
+    # The layout is the seeds'; whether it holds is the machine's (one slow round trip widens the
+    # tolerance past a mark). A run it did not hold for compares nothing, so up to three are tried.
+    failed: list[str] = []
+    for attempt in range(3):
+        report, ends, tolerance, why = _laid_out_run(tmp_path / f"run{attempt}", gateway_factory)
+        if not why:
+            break
+        failed.append(why)
+    assert len(failed) < 3, failed
+    drops = [age for age, dropped in ends if dropped]
 
     for mark in MARKS_S:
         harness = report["survival"][f"{mark}s"]
