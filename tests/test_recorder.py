@@ -329,10 +329,10 @@ def test_a_report_from_another_version_is_refused_with_what_to_do() -> None:
     rec.session_started()
     wire = rec.to_wire()
     legacy = {k: v for k, v in wire.items() if k != "v"}  # before versions: no "v"
-    with pytest.raises(WireError, match="version 1, this loadkit reads version 3: run the same loadkit"):
+    with pytest.raises(WireError, match="version 1, this loadkit reads version 4: run the same loadkit"):
         Recorder.from_wire(legacy)
-    for other in (2, 4):  # version 2: a deflated stream per histogram; 4: a loadkit from the future
-        with pytest.raises(WireError, match=f"version {other}, this loadkit reads version 3"):
+    for other in (2, 3, 5):  # 2: a deflated stream per histogram; 3: deflated parts; 5: the future
+        with pytest.raises(WireError, match=f"version {other}, this loadkit reads version 4"):
             Recorder.from_wire({**wire, "v": other})
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 import sys
-import zlib
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -198,15 +198,16 @@ def test_a_report_of_another_version_is_refused_saying_what_to_do() -> None:
     rec.observe("auth", 1200)
     wire = rec.to_wire()
     v2 = {"v": 2, "marks": [60], "started": 1, "latency": {"auth": {"v": 2, "c": 1, "sk": [1200], "sn": [1]}}}
-    for data, version in (({k: v for k, v in wire.items() if k != "v"}, 1), (v2, 2), ({**wire, "v": 4}, 4)):
+    unversioned = {k: v for k, v in wire.items() if k != "v"}
+    for data, version in ((unversioned, 1), (v2, 2), ({**wire, "v": 3}, 3), ({**wire, "v": 5}, 5)):
         with pytest.raises(WireError, match=f"version {version}, this loadkit reads version {WIRE_VERSION}: "
                                             "run the same loadkit version on the master and every worker"):
             Recorder.from_wire(data)
 
 
 def deflated(data: bytes) -> bytes:
-    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
-    return deflate.compress(data) + deflate.flush()
+    """A report's part as the wire has it (a zstd frame that says its size)."""
+    return zstandard.ZstdCompressor(write_content_size=True).compress(data)
 
 
 def test_a_malformed_report_is_refused_not_half_merged() -> None:
@@ -225,7 +226,9 @@ def test_a_malformed_report_is_refused_not_half_merged() -> None:
     for data, why in (({**good, "m": b"not deflated"}, "malformed"), ({**good, "m": fields[:5]}, "truncated"),
                       ({**good, "z": None}, "not bytes"), ({"v": WIRE_VERSION}, "not bytes"),
                       ({**good, "m": deflated(b"\xc1")}, "fields are malformed"),
-                      ({**good, "m": deflated(msgpack.packb([1, 2]))}, "not a map")):
+                      ({**good, "m": deflated(msgpack.packb([1, 2]))}, "not a map"),
+                      ({**good, "z": zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * 99)},
+                       "unknown size")):
         with pytest.raises(WireError, match=why):
             Unpacker(data)
     reader = Unpacker(good)

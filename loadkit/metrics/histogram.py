@@ -22,7 +22,8 @@ made of fixed-width fields, and adding a report's stretch is a big-integer
 addition, done in C. A *run* is ``CHUNK`` consecutive buckets by dense
 number; the wire sends a run as four-bit counts, two to a byte, and
 ``add_runs`` turns those bytes into two 8-bit-field integers (even and odd
-buckets: one ``from_bytes``, a shift and two masks) added into ``_near``;
+buckets: one ``from_bytes`` and two masks; the odd ones stay 4 bits up until
+the spill) added into ``_near``;
 before any 8-bit field could pass 255, ``_near`` is spilled into ``_dense``,
 four planes per run of 16-bit fields (buckets 4j, 4j+1, 4j+2, 4j+3). Two
 levels because each big-integer operation costs about as much as the
@@ -90,6 +91,8 @@ _FIELD_MAX = 0xFFFF
 _NEAR_MAX = 0xFF
 #: a run's four-bit counts, even and odd buckets, in 8-bit fields
 _NIBBLES = int.from_bytes(b"\x0f" * (CHUNK // 2), "little")
+#: the odd buckets' four-bit counts where they lie (``_near`` keeps them there: 8-bit fields 4 bits up)
+_HIGH_NIBBLES = _NIBBLES << 4
 #: 8-bit fields' even and odd ones, in 16-bit fields
 _BYTES = int.from_bytes(b"\xff\x00" * (CHUNK // 4), "little")
 #: More buckets than any histogram has (64-bit values: 54 × 1,024 + 2,048), and under 2**16.
@@ -112,7 +115,8 @@ class Histogram:
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
         #: the latest runs merged from the wire: ``2 * run + k`` -> an int of ``CHUNK // 2``
-        #: 8-bit fields, field b the count of bucket ``run * CHUNK + 2 * b + k``; spilled into
+        #: 8-bit fields, field b the count of bucket ``run * CHUNK + 2 * b + k`` (odd ``k``: the
+        #: fields start 4 bits up, as the wire's odd nibbles lie); spilled into
         #: ``_dense`` before any field could pass 255 (``_near_room`` is what is left)
         self._near: dict[int, int] = {}
         self._near_room = _NEAR_MAX
@@ -164,16 +168,16 @@ class Histogram:
         if self._near and top > self._near_room:
             self._spill()
         near = self._near
-        get, from_bytes, m = near.get, int.from_bytes, _NIBBLES
+        get, from_bytes, low, high = near.get, int.from_bytes, _NIBBLES, _HIGH_NIBBLES
         size = CHUNK // 2
         for r in runs:
             x = from_bytes(area[at:at + size], "little")
             at += size
             key = 2 * r
-            v = x & m
+            v = x & low
             if v:
                 near[key] = get(key, 0) + v
-            v = (x >> 4) & m
+            v = x & high  # left in place (4 bits up): ``_spill`` shifts once, not every report
             if v:
                 near[key + 1] = get(key + 1, 0) + v
         self._near_room -= top
@@ -188,6 +192,8 @@ class Histogram:
         get, m = dense.get, _BYTES
         for key, p in near.items():
             r, k = divmod(key, 2)
+            if k:
+                p >>= 4
             low, high = PLANES * r + k, PLANES * r + k + 2
             v = p & m
             if v:
