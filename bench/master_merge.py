@@ -12,11 +12,11 @@ the open series window). Once per series window the master reads every
 window histogram and adds the window to the run's closed windows
 (``Figures.close_window``): that cost is spread over the window's reports.
 
-The baseline in the same run is the previous wire form (version 2: one
-deflated stream per histogram, the report's fields as msgpack maps, every
-report merged into both the run's total and the window), run from the
-previous commit's own code (``git show BASELINE:...``), so the ratio is
-measured, not remembered. Without git history the baseline is skipped.
+The baseline in the same run is the previous wire form (version 3: the
+same layout, its two parts deflated with zlib instead of zstd frames), run
+from the previous commit's own code (``git show BASELINE:...``) through the
+same ``Figures`` and ``Ledger``, so the ratio is measured, not remembered.
+Without git history the baseline is skipped.
 
 The budget: N workers reporting every 3 s send N/3 reports a second; the
 master's share of one core is that rate times the CPU per report. The
@@ -54,52 +54,57 @@ from locust.stats import RequestStats, setup_distributed_stats_event_listeners  
 from report_profiles import PROFILES, worker_delta  # noqa: E402
 
 from loadkit.locust.aggregation import Figures  # noqa: E402
+from loadkit.locust import ledger as ledger_module  # noqa: E402
 from loadkit.locust.ledger import Ledger  # noqa: E402
 from loadkit.metrics.histogram import Histogram  # noqa: E402
 from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, Recorder  # noqa: E402
 from loadkit.session import LiveSessions  # noqa: E402
 
-#: The last commit whose workers sent wire version 2 (the baseline's code is read from it).
-BASELINE = "7681cad"
+#: The last commit whose workers sent wire version 3 (deflated parts): the baseline's code is read from it.
+BASELINE = "f8eb258"
+PREVIOUS, NOW = "v3", "v4"
 
 REPORT_EVERY_S = 3.0
 SERIES_WINDOW_S = 10.0  # --series-interval's default
 BUDGET_SHARE = 0.25
 BUDGET_BYTES = 16 * 1024
 
-# -- the previous form (version 2), from the previous commit's code ----------------------
+# -- the previous form (version 3), from the previous commit's code ----------------------
 
 
 def load_baseline() -> types.ModuleType | None:
-    """The version-2 Recorder (and its Histogram), compiled from ``BASELINE``'s sources; None without git."""
+    """The version-3 Recorder (its Histogram and wire), compiled from ``BASELINE``'s sources; None without git."""
     def source(path: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), "show", f"{BASELINE}:{path}"], capture_output=True,
                               text=True, check=True).stdout
 
+    modules: dict[str, types.ModuleType] = {}
     try:
-        hist_src, rec_src = source("loadkit/metrics/histogram.py"), source("loadkit/metrics/recorder.py")
+        for name in ("histogram", "wire", "recorder"):
+            src = source(f"loadkit/metrics/{name}.py")
+            for dep in ("histogram", "wire"):
+                src = src.replace(f"from loadkit.metrics.{dep} import", f"from {PREVIOUS}_{dep} import")
+            mod = modules[name] = types.ModuleType(f"{PREVIOUS}_{name}")
+            sys.modules[mod.__name__] = mod
+            exec(compile(src, f"{BASELINE}:loadkit/metrics/{name}.py", "exec"), mod.__dict__)
     except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"(no baseline: the version-2 code of commit {BASELINE} is not readable here: {exc})")
+        print(f"(no baseline: the version-3 code of commit {BASELINE} is not readable here: {exc})")
         return None
-    hist = types.ModuleType("v2_histogram")
-    exec(compile(hist_src, f"{BASELINE}:loadkit/metrics/histogram.py", "exec"), hist.__dict__)
-    sys.modules["v2_histogram"] = hist
-    rec = types.ModuleType("v2_recorder")
-    rec_src = rec_src.replace("from loadkit.metrics.histogram import", "from v2_histogram import")
-    exec(compile(rec_src, f"{BASELINE}:loadkit/metrics/recorder.py", "exec"), rec.__dict__)
-    assert rec.WIRE_VERSION == 2, rec.WIRE_VERSION
+    rec = modules["recorder"]
+    assert modules["wire"].WIRE_VERSION == 3, modules["wire"].WIRE_VERSION
+    rec.Histogram = modules["histogram"].Histogram
     return rec
 
 
-def as_v2(rec: Recorder, v2: types.ModuleType) -> Any:
-    """The same figures in a version-2 Recorder (what a worker of the previous commit would hold)."""
-    old = v2.Recorder(rec.marks)
+def as_previous(rec: Recorder, prev: types.ModuleType) -> Any:
+    """The same figures in a version-3 Recorder (what a worker of the previous commit would hold)."""
+    old = prev.Recorder(rec.marks)
     for name in Recorder.__slots__:
         value = getattr(rec, name)
         if isinstance(value, Histogram | dict) and not isinstance(value, Counter):
             hists = value if isinstance(value, dict) else {None: value}
             for key, h in hists.items():
-                copy = v2.Histogram()
+                copy = prev.Histogram()
                 copy.counts = dict(h.counts)
                 copy.count, copy.total, copy.min, copy.max = h.count, h.total, h.min, h.max
                 if key is None:
@@ -111,37 +116,6 @@ def as_v2(rec: Recorder, v2: types.ModuleType) -> Any:
     return old
 
 
-class TwoPlaceFigures:
-    """The previous master: every report merged into the run's total and into the window."""
-
-    def __init__(self, v2: types.ModuleType) -> None:
-        self.total, self.window = v2.Recorder(), v2.Recorder()
-        self.worker_open: dict[str, int] = {}
-        self.lost_workers: set[str] = set()
-        self.left_workers: dict[str, str] = {}
-
-    def absorb(self, delta: Any) -> None:
-        self.total.merge(delta)
-        self.window.merge(delta)
-
-    def close_window(self) -> None:
-        for hist in self.window.latency.values():
-            hist.summary_ms((50, 95, 99))
-        self.window.outcomes()
-
-
-def previous_receive(rt: TwoPlaceFigures, v2: types.ModuleType | None) -> Any:
-    """The previous ledger's ``receive`` for a running worker: decode to a Recorder, merge it twice."""
-    assert v2 is not None
-
-    def receive(cid: str, payload: dict[str, Any]) -> None:
-        rt.absorb(v2.Recorder.from_wire(payload["delta"]))
-        rt.worker_open[cid] = int(payload["open"])
-        _ = {k: payload.get(k) for k in ("pid", "hostname")}
-
-    return receive
-
-
 # -- workers and the master ------------------------------------------------------------
 
 
@@ -149,7 +123,7 @@ def previous_receive(rt: TwoPlaceFigures, v2: types.ModuleType | None) -> Any:
 ENCODE_US: dict[str, float] = {}
 
 
-def make_reports(profile: str, n: int, form: str, v2: types.ModuleType | None, seed: int = 1) -> list[bytes]:
+def make_reports(profile: str, n: int, form: str, prev: types.ModuleType | None, seed: int = 1) -> list[bytes]:
     """``n`` distinct workers' report messages, msgpack-encoded as Locust sends them."""
     rng = random.Random(seed)
     out = []
@@ -161,7 +135,7 @@ def make_reports(profile: str, n: int, form: str, v2: types.ModuleType | None, s
         rec = worker_delta(rng, profile, lambda phase, ms, stats=stats: stats.log_request("WS", phase, ms, 64))
         data: dict[str, Any] = {}
         events.report_to_master.fire(client_id=f"w{i}", data=data)
-        worker = as_v2(rec, v2) if form == "v2" else rec
+        worker = as_previous(rec, prev) if form == PREVIOUS else rec
         t0 = time.process_time()
         delta = worker.detach()
         data["loadkit"] = {"delta": delta.to_wire(), "open": 4400, "in_run": True, "pid": 1000 + i,
@@ -183,7 +157,7 @@ def locust_part(reports: list[bytes]) -> list[bytes]:
     return out
 
 
-def one_pass(reports: list[bytes], form: str, v2: types.ModuleType | None, best: dict[str, float]) -> None:
+def one_pass(reports: list[bytes], form: str, prev: types.ModuleType | None, best: dict[str, float]) -> None:
     """Feed every report to a fresh master once; keep the figures of the cheapest pass in ``best``.
 
     CPU µs per report on the master: msgpack, Locust's statistics, loadkit's
@@ -193,16 +167,32 @@ def one_pass(reports: list[bytes], form: str, v2: types.ModuleType | None, best:
     events = Events()
     stats = RequestStats()
     setup_distributed_stats_event_listeners(events, stats)
-    rt: Any
-    if form == "v2":
-        assert v2 is not None
-        rt = TwoPlaceFigures(v2)
-    else:
-        rt = Figures(DEFAULT_SURVIVAL_MARKS, Recorder(), LiveSessions(), is_master=True)
-        rt.restart(DEFAULT_SURVIVAL_MARKS)
-    ledger = Ledger(rt)
-    ledger.new_run(f"w{i}" for i in range(len(reports)))
-    receive = ledger.receive if form == "v3" else previous_receive(rt, v2)
+    rt = Figures(DEFAULT_SURVIVAL_MARKS, Recorder(), LiveSessions(), is_master=True)
+    rt.restart(DEFAULT_SURVIVAL_MARKS)
+    if form == PREVIOUS:  # the same master, reading and merging with the previous commit's Recorder
+        assert prev is not None
+        rt.window, rt.closed = prev.Recorder(DEFAULT_SURVIVAL_MARKS), prev.Recorder(DEFAULT_SURVIVAL_MARKS)
+        ledger_module.Recorder = prev.Recorder
+    try:
+        ledger = Ledger(rt)
+        ledger.new_run(f"w{i}" for i in range(len(reports)))
+        timed = feed(reports, ledger, events)
+        assert not ledger.unreadable, ledger.unreadable
+        t0 = time.process_time()
+        rt.close_window()
+        t_window = time.process_time() - t0
+    finally:
+        ledger_module.Recorder = Recorder
+    n = len(reports)
+    got = {"msgpack": timed[0] / n * 1e6, "locust": timed[1] / n * 1e6, "loadkit": timed[2] / n * 1e6,
+           "window_ms": t_window * 1e3}
+    got["per_report_us"] = got["msgpack"] + got["locust"] + got["loadkit"]
+    if not best or got["per_report_us"] < best["per_report_us"]:
+        best.update(got)
+
+
+def feed(reports: list[bytes], ledger: Ledger, events: Events) -> tuple[float, float, float]:
+    """Every report through msgpack, Locust's statistics and loadkit's ledger: CPU seconds of each."""
     t_unpack = t_locust = t_loadkit = 0.0
     for raw in reports:
         t0 = time.process_time()
@@ -210,21 +200,12 @@ def one_pass(reports: list[bytes], form: str, v2: types.ModuleType | None, best:
         t1 = time.process_time()
         events.worker_report.fire(client_id=msg["node_id"], data=msg["data"])
         t2 = time.process_time()
-        receive(msg["node_id"], msg["data"]["loadkit"])
+        ledger.receive(msg["node_id"], msg["data"]["loadkit"])
         t3 = time.process_time()
         t_unpack += t1 - t0
         t_locust += t2 - t1
         t_loadkit += t3 - t2
-    assert not ledger.unreadable, ledger.unreadable
-    t0 = time.process_time()
-    rt.close_window()
-    t_window = time.process_time() - t0
-    n = len(reports)
-    got = {"msgpack": t_unpack / n * 1e6, "locust": t_locust / n * 1e6, "loadkit": t_loadkit / n * 1e6,
-           "window_ms": t_window * 1e3}
-    got["per_report_us"] = got["msgpack"] + got["locust"] + got["loadkit"]
-    if not best or got["per_report_us"] < best["per_report_us"]:
-        best.update(got)
+    return t_unpack, t_locust, t_loadkit
 
 
 def locust_only(reports: list[bytes], best: dict[str, float]) -> None:
@@ -247,20 +228,20 @@ def run(workers: int, sample: int, repeats: int) -> dict[str, Any]:
           f"({workers / REPORT_EVERY_S:,.0f} reports/s); budget {BUDGET_SHARE:.0%} of a core, "
           f"{BUDGET_BYTES // 1024} KB a report")
     print(f"({sample} distinct synthetic workers' reports per profile, best CPU of {repeats} interleaved "
-          f"repeats; v2 = the previous wire form and master, commit {BASELINE}'s code, in this run)")
+          f"repeats; {PREVIOUS} = the previous wire form, commit {BASELINE}'s code, in this run)")
     print("load average at the start: {:.1f} {:.1f} {:.1f} on {} cores (CPU time per operation grows with "
           "contention: trust the ratios)\n".format(*os.getloadavg(), os.cpu_count()))
-    v2 = load_baseline()
-    forms = ("v2", "v3") if v2 is not None else ("v3",)
+    prev = load_baseline()
+    forms = (PREVIOUS, NOW) if prev is not None else (NOW,)
     rate = workers / REPORT_EVERY_S
     for profile in PROFILES:
-        reports = {form: make_reports(profile, sample, form, v2) for form in forms}
-        alone = locust_part(reports["v3"])
+        reports = {form: make_reports(profile, sample, form, prev) for form in forms}
+        alone = locust_part(reports[NOW])
         costs: dict[str, dict[str, float]] = {form: {} for form in forms}
         locust: dict[str, float] = {}
         for _ in range(repeats):  # interleaved, so a busy spell of the machine hits every form
             for form in forms:
-                one_pass(reports[form], form, v2, costs[form])
+                one_pass(reports[form], form, prev, costs[form])
             locust_only(alone, locust)
         row: dict[str, Any] = {}
         for form in forms:
@@ -271,10 +252,10 @@ def run(workers: int, sample: int, repeats: int) -> dict[str, Any]:
         row["locust_alone"] = {"us": locust["us"], "bytes": sum(map(len, alone)) / sample,
                                "core_share": rate * locust["us"] / 1e6}
         results[profile] = row
-        now = row["v3"]
-        base = row.get("v2", now)
+        now = row[NOW]
+        base = row.get(PREVIOUS, now)
         print(profile)
-        print(f"  {'':38}{'v2 (before)':>13}{'v3 (now)':>12}{'v3:v2':>8}")
+        print(f"  {'':38}{PREVIOUS + ' (before)':>13}{NOW + ' (now)':>12}{NOW + ':' + PREVIOUS:>8}")
         lines = [
             ("bytes per report (msgpack, all of it)", "bytes", "{:,.0f}"),
             ("worker µs per report: loadkit encode", "encode_us", "{:,.0f}"),

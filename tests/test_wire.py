@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from loadkit.locust.aggregation import Figures
 from loadkit.locust.ledger import Ledger
-from loadkit.metrics.histogram import CHUNK, Histogram, index_of
+from loadkit.metrics.histogram import CHUNK, Histogram, index_of, key_of
 from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, Recorder
 from loadkit.metrics.wire import HEADER_LEN, WIRE_VERSION, Packer, Unpacker, WireError
 from loadkit.session import LiveSessions
@@ -118,6 +118,29 @@ def test_counts_that_would_overflow_a_field_spill_or_fold_first_and_stay_exact()
     for part in parts:
         whole.merge(part)
     assert whole.counts == {key: c * 4050 for key, c in busy.counts.items()}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sets(st.integers(0, 40), min_size=1, max_size=7), st.integers(1, 15), st.integers(1, 60),
+       st.integers(0, 60), st.randoms(use_true_random=False))
+def test_dense_runs_consecutive_or_not_add_up_exactly(runs: set[int], most: int, reports: int, cut: int,
+                                                      rng: random.Random) -> None:
+    # the master adds each stretch of consecutive runs whole and cuts it into runs when it
+    # spills (after 255 // most reports): runs with gaps between them, spills, and two
+    # packed accumulators added together must all give the plain sum
+    counts = {key_of(r * CHUNK + i): rng.randint(1, most) for r in runs for i in rng.sample(range(CHUNK), 20)}
+    hist = fed([key for key, n in counts.items() for _ in range(n)])
+    packer = Packer()
+    head = packer.pack(hist)
+    assert head[RUNS] == len(runs) and head[SPARSE] == 0
+    reader = Unpacker(locust_wire(packer.seal({"h": head})))
+    plan = reader.check(reader.fields["h"])
+    first, second = Histogram(), Histogram()
+    for i in range(reports):
+        reader.merge(first if i < cut else second, plan)
+    first.merge(second)
+    assert first.counts == {key: n * reports for key, n in counts.items()}
+    assert (first.count, first.total) == (hist.count * reports, hist.total * reports)
 
 
 def test_busy_runs_go_dense_and_outliers_and_small_histograms_sparse() -> None:

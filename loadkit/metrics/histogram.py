@@ -14,28 +14,20 @@ Values are integers in microseconds. Exact ``min``, ``max`` and ``sum`` are
 kept beside the buckets, so ``max`` is the true maximum, not a bucket edge.
 
 Between processes (Locust workers → master) histograms travel in the
-compact form of ``loadkit.metrics.wire``. A master of 1,000 workers merges
-about 300 reports a second, each with a few thousand occupied buckets:
-merging them bucket by bucket in Python would take more than a core. So the
-busy stretches of a histogram merged from the wire are kept as big integers
-made of fixed-width fields, and adding a report's stretch is a big-integer
-addition, done in C. A *run* is ``CHUNK`` consecutive buckets by dense
-number; the wire sends a run as four-bit counts, two to a byte, and
-``add_runs`` turns those bytes into two 8-bit-field integers (even and odd
-buckets: one ``from_bytes`` and two masks; the odd ones stay 4 bits up until
-the spill) added into ``_near``;
-before any 8-bit field could pass 255, ``_near`` is spilled into ``_dense``,
-four planes per run of 16-bit fields (buckets 4j, 4j+1, 4j+2, 4j+3). Two
-levels because each big-integer operation costs about as much as the
-bytes it touches: a report's run costs two extractions and two additions,
-not four of each, and the spill comes once every dozen or more reports. The counts are folded
-into the dict only when someone reads them (``counts``), which the master
-does once per series window, not per worker report. Exactness is kept by
-bookkeeping, not hope: ``_near_room`` and ``_dense_room`` are how much any
-field may still grow without spilling into its neighbour (each report says
-its largest count), and a merge that would exceed them spills or folds
-first. Buckets outside busy runs arrive by their dense number (``_sparse``,
-``add_sparse``) and are keyed into the dict when read.
+compact form of ``loadkit.metrics.wire``; a master of 1,000 workers merges
+300 reports a second, too many to add bucket by bucket in Python. So what
+is merged from the wire is kept as big integers of fixed-width fields and
+added in C: ``add_runs`` turns each stretch of consecutive dense runs (a
+*run*: ``CHUNK`` buckets by dense number, four-bit counts on the wire) into
+two 8-bit-field integers, even and odd buckets (one ``from_bytes``, two
+masks), added into ``_near``; before any field could pass 255, ``_near`` is
+cut into runs and spilled into ``_dense`` (four planes per run of 16-bit
+fields), once every dozen or more reports. The dict gets the counts only
+when someone reads them (``counts``: the master, once per series window).
+Exactness is bookkeeping, not hope: ``_near_room`` and ``_dense_room`` say
+how much any field may still grow (each report says its largest count),
+and a merge that would exceed them spills or folds first. Buckets outside
+busy runs arrive by number (``_sparse``, ``add_sparse``).
 """
 
 from __future__ import annotations
@@ -89,10 +81,11 @@ PLANES = 4
 PLANE_FIELDS = CHUNK // PLANES
 _FIELD_MAX = 0xFFFF
 _NEAR_MAX = 0xFF
-#: a run's four-bit counts, even and odd buckets, in 8-bit fields
-_NIBBLES = int.from_bytes(b"\x0f" * (CHUNK // 2), "little")
-#: the odd buckets' four-bit counts where they lie (``_near`` keeps them there: 8-bit fields 4 bits up)
-_HIGH_NIBBLES = _NIBBLES << 4
+#: a run's bytes on the wire (two four-bit counts a byte), and all of its bits
+RUN_BYTES = CHUNK // 2
+_RUN_MASK = (1 << (8 * RUN_BYTES)) - 1
+_SPAN = 512  # ``_near``'s keys: ``(first run * _SPAN + runs) * 2 + k`` (more runs than any histogram has)
+_LOW_MASKS: dict[int, int] = {}  # n -> a stretch of n runs' even buckets' four-bit counts (built once each)
 #: 8-bit fields' even and odd ones, in 16-bit fields
 _BYTES = int.from_bytes(b"\xff\x00" * (CHUNK // 4), "little")
 #: More buckets than any histogram has (64-bit values: 54 × 1,024 + 2,048), and under 2**16.
@@ -114,10 +107,9 @@ class Histogram:
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
-        #: the latest runs merged from the wire: ``2 * run + k`` -> an int of ``CHUNK // 2``
-        #: 8-bit fields, field b the count of bucket ``run * CHUNK + 2 * b + k`` (odd ``k``: the
-        #: fields start 4 bits up, as the wire's odd nibbles lie); spilled into
-        #: ``_dense`` before any field could pass 255 (``_near_room`` is what is left)
+        #: the latest stretches of runs from the wire: ``(first * _SPAN + n) * 2 + k`` -> an int of
+        #: ``n * RUN_BYTES`` 8-bit fields, field b the count of bucket ``first * CHUNK + 2 * b + k``
+        #: (odd ``k``: 4 bits up, where the wire has them); spilled before a field could pass 255
         self._near: dict[int, int] = {}
         self._near_room = _NEAR_MAX
         #: counts merged in from the wire and not yet folded into ``_counts``:
@@ -163,21 +155,29 @@ class Histogram:
 
     # -- merging from the wire (loadkit.metrics.wire locates and checks; these add) --
 
-    def add_runs(self, area: memoryview, at: int, runs: Iterable[int], top: int) -> None:
-        """Add dense runs: ``runs`` numbers them, their four-bit counts lie at ``area[at:]``, none above ``top``."""
+    def add_runs(self, area: memoryview, at: int, stretches: Iterable[tuple[int, int]], top: int) -> None:
+        """Add dense runs by stretch (``(first run, runs)``): four-bit counts at ``area[at:]``, none above ``top``.
+
+        Consecutive runs lie side by side in the area, so each stretch of them
+        is added whole (one ``from_bytes`` and two masks, whatever its length):
+        ``_spill`` cuts the stretches into runs once every dozen reports or more.
+        """
         if self._near and top > self._near_room:
             self._spill()
         near = self._near
-        get, from_bytes, low, high = near.get, int.from_bytes, _NIBBLES, _HIGH_NIBBLES
-        size = CHUNK // 2
-        for r in runs:
-            x = from_bytes(area[at:at + size], "little")
-            at += size
-            key = 2 * r
+        get, from_bytes = near.get, int.from_bytes
+        for first, n in stretches:
+            width = RUN_BYTES * n
+            x = from_bytes(area[at:at + width], "little")
+            at += width
+            low = _LOW_MASKS.get(n)
+            if low is None:
+                low = _LOW_MASKS[n] = int.from_bytes(b"\x0f" * (RUN_BYTES * n), "little")
+            key = (first * _SPAN + n) * 2
             v = x & low
             if v:
                 near[key] = get(key, 0) + v
-            v = x & high  # left in place (4 bits up): ``_spill`` shifts once, not every report
+            v = x & (low << 4)  # left in place (4 bits up): ``_spill`` shifts once, not every report
             if v:
                 near[key + 1] = get(key + 1, 0) + v
         self._near_room -= top
@@ -189,18 +189,22 @@ class Histogram:
         if self._dense and bound > self._dense_room:
             self._fold_dense()
         dense = self._dense
-        get, m = dense.get, _BYTES
-        for key, p in near.items():
-            r, k = divmod(key, 2)
+        get, m, run_bits = dense.get, _BYTES, RUN_BYTES * 8
+        for key, stretch in near.items():
+            span, k = divmod(key, 2)
+            first, n = divmod(span, _SPAN)
             if k:
-                p >>= 4
-            low, high = PLANES * r + k, PLANES * r + k + 2
-            v = p & m
-            if v:
-                dense[low] = get(low, 0) + v
-            v = (p >> 8) & m
-            if v:
-                dense[high] = get(high, 0) + v
+                stretch >>= 4
+            for r in range(first, first + n):
+                p = stretch & _RUN_MASK
+                stretch >>= run_bits
+                low, high = PLANES * r + k, PLANES * r + k + 2
+                v = p & m
+                if v:
+                    dense[low] = get(low, 0) + v
+                v = (p >> 8) & m
+                if v:
+                    dense[high] = get(high, 0) + v
         self._dense_room -= bound
 
     def add_sparse(self, numbers: Iterable[int], counts: Iterable[int]) -> None:
@@ -217,10 +221,8 @@ class Histogram:
         """Add the exact count and sum, and widen min and max, of samples added by bucket."""
         self.count += count
         self.total += total
-        if self.max is None or hi > self.max:
-            self.max = hi
-        if self.min is None or lo < self.min:
-            self.min = lo
+        self.max = hi if self.max is None or hi > self.max else self.max
+        self.min = lo if self.min is None or lo < self.min else self.min
 
     def merge(self, other: Histogram) -> None:
         """Add every sample of ``other`` to this histogram (exact; ``other`` is unchanged)."""

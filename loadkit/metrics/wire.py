@@ -87,7 +87,8 @@ class Plan(NamedTuple):
     total: int
     lo: int
     hi: int
-    run_numbers: memoryview
+    #: the dense runs, as stretches of consecutive ones: ``(first run, runs)``
+    stretches: list[tuple[int, int]]
     runs_at: int
     top: int
     #: the sparse buckets' numbers as the wire has them: each the step from the previous one
@@ -178,6 +179,24 @@ def refuse_version(version: object, what: str) -> WireError:
                      "run the same loadkit version on the master and every worker")
 
 
+def _stretches(runs: memoryview) -> list[tuple[int, int]]:
+    """The run numbers as stretches of consecutive ones: ``(first, how many)`` each, in their order."""
+    n = len(runs)
+    first = runs[0]
+    if runs[-1] - first == n - 1 and bytes(runs) == bytes(range(first, first + n)):
+        return [(first, n)]  # the usual case: one stretch, checked in C
+    out: list[tuple[int, int]] = []
+    start, length = first, 0
+    for r in runs:
+        if r == start + length:
+            length += 1
+        else:
+            out.append((start, length))
+            start, length = r, 1
+    out.append((start, length))
+    return out
+
+
 class Unpacker:
     """Reads one report (the master's side): two inflates, then C calls per run."""
 
@@ -231,14 +250,14 @@ class Unpacker:
                 raise WireError("histogram on the wire has buckets beyond any histogram's")
         if count and not (runs or sparse):
             raise WireError(f"histogram on the wire has count {count!r} but no samples in its buckets")
-        return Plan(count, total, lo, hi, run_numbers, runs_at, top, deltas, counts)
+        return Plan(count, total, lo, hi, _stretches(run_numbers) if runs else [], runs_at, top, deltas, counts)
 
     def merge(self, hist: Histogram, plan: Plan) -> None:
         """Add a checked histogram to ``hist`` (exact)."""
         if not plan.samples:
             return
-        if plan.run_numbers:
-            hist.add_runs(self.area, plan.runs_at, plan.run_numbers, plan.top)
+        if plan.stretches:
+            hist.add_runs(self.area, plan.runs_at, plan.stretches, plan.top)
         if plan.sparse_steps:
             hist.add_sparse(accumulate(plan.sparse_steps), plan.sparse_counts)
         hist.add_summary(plan.samples, plan.total, plan.lo, plan.hi)
