@@ -72,7 +72,7 @@ assert all(w in TYPECODES for w in (1, 2, 4, 8)), TYPECODES
 BIG_ENDIAN = sys.byteorder == "big"
 #: Buckets per dense run (part of the wire format: a run is CHUNK four-bit counts). 1,024 is one
 #: octave of values (runs start at powers of two); fewer, longer runs cost the master fewer Python
-#: steps per report than 256 or 512 did, and the zeros they add cost deflate little (bench/master_merge.py).
+#: steps per report than 256 or 512 did, and the zeros they add cost the compressor little (bench/master_merge.py).
 CHUNK = 1024
 #: A dense run's counts are below this (four bits: larger ones travel sparse).
 RUN_COUNT_LIMIT = 16

@@ -256,8 +256,8 @@ class Recorder:
 
         Field by field, by type (as ``merge``): numbers as they are, Counters
         as ``[key, n]`` pairs (tuple keys as lists), histograms as headers of
-        one shared area, empty fields left out; all of it deflated in one
-        stream (``loadkit.metrics.wire``). ``v`` is the wire version, checked
+        one shared area, empty fields left out; the fields and the area each one
+        zstd frame (``loadkit.metrics.wire``). ``v`` is the wire version, checked
         by ``from_wire``.
         """
         out: dict[str, Any] = {"marks": list(self.marks)}
