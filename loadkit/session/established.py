@@ -71,7 +71,6 @@ class Established(SessionBase):
         profile = self.profile
         rng = self.rng
         rec = self.recorder
-        sink = self._sink  # a success needs no failure text: straight to Locust's statistics
         now = t.now()
         keepalive = behaviour.keepalive
         interval = behaviour.message_interval or s.message_interval
@@ -176,11 +175,7 @@ class Established(SessionBase):
                         misses = 0
                         if not pings:
                             pings.clear()  # an emptied dict keeps its table: give it back while idle
-                    elif kind is _E.ACK:
-                        rec.messages_answered += 1
-                    dt = last_rx - sent
-                    rec.observe(latency, int(dt * 1e6))
-                    sink(latency, dt * 1000.0, None, len(data))
+                    self._round_trip(kind, latency, last_rx - sent, len(data))
                 elif kind in match and gone.pop(ref, _ABSENT) is _ABSENT:  # an answer to nothing we sent
                     where = "just_after_auth" if last_rx - auth_at <= s.just_after_auth_s else "established"
                     if self._bad(UNMATCHED_ANSWER, where):
@@ -189,10 +184,8 @@ class Established(SessionBase):
                 if kind is _E.AGENT_MESSAGE:
                     rec.agent_messages += 1
                     if last_msg_at is not None:
-                        dt = last_rx - last_msg_at
+                        self._round_trip(kind, "reply", last_rx - last_msg_at, len(data))
                         last_msg_at = None
-                        rec.observe("reply", int(dt * 1e6))
-                        sink("reply", dt * 1000.0, None, len(data))
             elif kind is _E.SESSION_ENDED:  # e.g. ConnectionClosedEvent: the server is done with us
                 return self._close(ws, Cause.SERVER_ENDED, 1000, "", wait=True, detail=ev.detail or "session ended")
             elif kind is _E.SESSION_EXPIRED:
@@ -296,13 +289,15 @@ class Established(SessionBase):
             return False
         if sent is None:
             return False
+        self._round_trip(kind, _ANSWER_PHASE[kind], at - sent, size)
+        return True
+
+    def _round_trip(self, kind: _E, phase: str, dt: float, size: int) -> None:
+        """One answered ping or message (or the agent's reply to one): its latency, everywhere it is reported."""
         if kind is _E.ACK:
             self.recorder.messages_answered += 1
-        phase = _ANSWER_PHASE[kind]
-        dt = at - sent
         self.recorder.observe(phase, int(dt * 1e6))
-        self._sink(phase, dt * 1000.0, None, size)
-        return True
+        self._sink(phase, dt * 1000.0, None, size)  # a success needs no failure text: straight to Locust
 
 
 def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, None], before: float,
