@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +25,37 @@ LOCUSTFILE = ROOT / "locustfile.py"
 #: validity check is held at 10 s, so a test box descheduled for a moment (the lag check's own
 #: subject, tested in tests/test_harness_lag.py) cannot turn the verdict under test into "invalid".
 LAG_ASIDE = ("--lag-limit", "10000")
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free now and that the kernel will not hand out by itself.
+
+    ``bind(("127.0.0.1", 0))`` returns an *ephemeral* port, and every outgoing
+    connection on the machine (thousands a second while a suite runs) draws its
+    local port from that same range: between this probe and the child's bind
+    (seconds, on a busy machine) a connection could take it, and Locust's web UI
+    or master would fail with "Address already in use". A port below the
+    ephemeral range is only ever taken by an explicit bind, so it stays free.
+    Falls back to an ephemeral port where that range leaves no room below it.
+    """
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(10000, low) if low > 11000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError("no free loopback port found below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @dataclass

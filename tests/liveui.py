@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -19,13 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT, locust_command
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.harness import ROOT, free_port, locust_command
 
 
 def get(url: str, timeout: float = 5) -> bytes:

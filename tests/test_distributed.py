@@ -19,7 +19,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ from loadkit.locust.aggregation import Figures  # noqa: E402
 from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, LATENCY_PHASES, Recorder  # noqa: E402
 from loadkit.report.build import build_report  # noqa: E402
 from loadkit.session import LiveSessions  # noqa: E402
-from tests.harness import LAG_ASIDE  # noqa: E402
+from tests.harness import LAG_ASIDE, free_port  # noqa: E402 (free_port: below the ephemeral range, see why there)
 
 LOCUSTFILE = ROOT / "locustfile.py"
 #: Short sessions, frequent frames: a few seconds give every phase samples.
@@ -82,12 +81,6 @@ def ended(rec: Recorder, outcome: Outcome, n: int = 1) -> None:
 
 def payload(rec: Recorder, open_: int, in_run: bool = True, pid: int = 1) -> dict[str, Any]:
     return wire({"delta": rec.detach().to_wire(), "open": open_, "in_run": in_run, "pid": pid, "hostname": "test"})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Processes:
