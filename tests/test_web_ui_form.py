@@ -38,8 +38,8 @@ def test_the_untouched_form_starts_a_run_and_each_test_is_its_own_run(tmp_path):
         url = gateway_url(ui)
         answer = ui.swarm(browser_form(ui.page, users=4, rate=4))
         assert answer["success"], answer
-        time.sleep(3)
-        live = get_json(ui.base + "/loadkit/report")
+        # waited for, bounded: a fixed 3 s saw fewer guests in on a busy machine
+        live = _wait_live(ui, lambda r: r["sessions"]["authenticated"] >= 4)
         assert live["sessions"]["authenticated"] >= 4
         ui.stop_test()
         assert ui.wait_state("stopped") == "stopped"
@@ -51,7 +51,7 @@ def test_the_untouched_form_starts_a_run_and_each_test_is_its_own_run(tmp_path):
         # a second test from the same form: its own report, compared with the gateway's delta
         answer = ui.swarm(browser_form(ui.page, users=3, rate=3))
         assert answer["success"], answer
-        time.sleep(3)
+        _wait_live(ui, lambda r: r["sessions"]["authenticated"] >= 3)  # the second test's guests are in
         ui.stop_test()
         assert ui.wait_state("stopped") == "stopped"
         second = _wait_json(tmp_path / "report-2.json")
@@ -84,11 +84,13 @@ def test_thresholds_and_gateway_settings_typed_into_the_form_take_effect(tmp_pat
         settings = gateway_stats(url)["settings"]
         assert settings["idle_timeout_s"] == 7 and settings["faults"]["drop_fraction"] == 0.5
         # Each session draws its drop with p = 0.5, so a fixed wait can see none
-        # (a busy machine runs few sessions in it): wait, bounded, for the first.
+        # (a busy machine runs few sessions in it): wait, bounded, for the first drop
+        # on the wire (the gateway's 1011 close: its fault counter counts planned drops)
+        # and then for the harness to have seen it (the live report).
         deadline = time.monotonic() + 60
-        while sum(gateway_stats(url)["faults"]["drop"].values()) == 0 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(1)
+        while not _dropped_on_the_wire(gateway_stats(url)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _wait_live(ui, lambda r: r["drops"] > 0)
         ui.stop_test()
         data = _wait_json(report)
         ui.stop()
@@ -129,8 +131,8 @@ def test_a_bad_value_is_refused_before_any_user_spawns_with_the_command_lines_me
 def test_reset_restarts_loadkits_figures(tmp_path):
     with WebUI(tmp_path, *FAST) as ui:
         assert ui.swarm(browser_form(ui.page, users=4, rate=4))["success"]
-        time.sleep(4)
-        before = get_json(ui.base + "/loadkit/report")
+        # waited for, bounded (a fixed 4 s could end before a session did on a busy machine)
+        before = _wait_live(ui, lambda r: sum(r["sessions"]["outcomes"].values()) > 0)
         assert sum(before["sessions"]["outcomes"].values()) > 0
         from tests.liveui import post
         post(ui.base + "/stats/reset")
@@ -138,8 +140,7 @@ def test_reset_restarts_loadkits_figures(tmp_path):
         assert after["sessions"]["authenticated"] < before["sessions"]["authenticated"]
         assert sum(after["sessions"]["outcomes"].values()) <= sum(before["sessions"]["outcomes"].values())
         assert after["invariant"]["ok"], after["invariant"]
-        time.sleep(2)
-        later = get_json(ui.base + "/loadkit/report")
+        later = _wait_live(ui, lambda r: r["sessions"]["started"] > after["sessions"]["started"])
         assert later["invariant"]["ok"], later["invariant"]
         assert later["sessions"]["started"] > after["sessions"]["started"]
 
@@ -151,3 +152,21 @@ def _wait_json(path, timeout=20.0):
             raise AssertionError(f"{path} was not written")
         time.sleep(0.2)
     return json.loads(path.read_text())
+
+
+def _wait_live(ui, done, timeout=60.0):
+    """The live report (``/loadkit/report``) once ``done`` holds for it, or the last one read at the bound.
+
+    Waiting for what the test needs, not for a fixed time: on a quiet machine it
+    returns at once; on a busy one Locust may take seconds to get guests in.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        live = get_json(ui.base + "/loadkit/report")
+        if done(live) or time.monotonic() > deadline:
+            return live
+        time.sleep(0.2)
+
+
+def _dropped_on_the_wire(stats):
+    return any(c["code"] == 1011 and c["initiator"] == "server" for c in stats["closes"])
