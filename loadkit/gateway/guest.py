@@ -157,9 +157,10 @@ class GuestSession(Session):
         assert verdict.claims is not None
         self.expires_at = self.loop.time() + (verdict.claims.expires_at - time.time())
         idle = self.settings.idle_timeout_s
+        sent_at = self.loop.time()
         await self.send_auth_ok({"type": "auth_ok", "guestId": guest_id, "sessionId": str(uuid.uuid4()),
                                  "idleTimeout": int(idle) if idle == int(idle) else idle})
-        self.phase = "authenticated"
+        self.answered_auth(sent_at)
         self.stats.authenticated += 1
         return True
 

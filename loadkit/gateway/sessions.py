@@ -95,6 +95,16 @@ class Session(abc.ABC):
             self.authenticated_at = self.loop.time()
         self._phase = value
 
+    def answered_auth(self, sent_at: float) -> None:
+        """Enter ``authenticated``, the age counting from ``sent_at``: loop time taken just before the answer's write.
+
+        Not the time after it: the coroutine resumes after the write only when the loop gets to it, on a
+        busy machine milliseconds after the guest read the answer, and the age would come out short.
+        """
+        if self.authenticated_at is None:
+            self.authenticated_at = sent_at
+        self.phase = "authenticated"
+
     def age_at_end(self) -> float | None:
         """Seconds from the auth answer to the connection's close (None if never authenticated)."""
         if self.authenticated_at is None:

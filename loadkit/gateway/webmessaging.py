@@ -150,10 +150,11 @@ class Connection(Socket):
             self.hub.stats.sessions_new += 1
         else:
             self.hub.stats.sessions_resumed += 1
+        sent_at = self.loop.time()
         await self._send(frames.response("SessionResponse", 200, frames.session_body(new, s.session_ttl_s), tracing))
         if not self.configured:
             self.configured = True
-            self.phase = "authenticated"
+            self.answered_auth(sent_at)
             self.ctx.stats.authenticated += 1
             if self.plan.drop_after_s is not None:
                 self.drop_at = self.loop.time() + self.plan.drop_after_s
