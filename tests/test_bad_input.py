@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,10 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
                           text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
+def cli_command(*args: str, users: str = "1") -> list[str]:
+    return locust_command("--headless", "-u", users, "-t", "2s", *args)
+
+
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -25,9 +31,7 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
+BAD_OPTIONS = [
         (("--session-seconds", "30-10"), "--session-seconds must be MIN-MAX with MIN <= MAX, got '30-10'"),
         (("--keepalive-interval", "-5"), "--keepalive-interval must be greater than 0, got '-5'"),
         (("--message-interval", "abc"), "--message-interval must be MIN-MAX in seconds"),
@@ -42,28 +46,50 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
         (("--gateway-set", "foo"), "--gateway-set expects KEY=VALUE, got 'foo'"),
         (("--protocol", "custom"), "custom profile"),
         (("--saturation-limit", "2"), "--saturation-limit must be a share between 0 and 1"),
-    ],
-)
-def test_a_bad_option_gives_one_clear_line_and_exit_2(args, expected):
-    proc = run_cli(*args)
-    line = one_error_line(proc)
+]
+BAD_USERS = ["0", "-5"]
+
+
+@pytest.fixture(scope="module")
+def typo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("typo") / "typo.toml"
+    path.write_text("[tool.loadkit.lifecycle]\nkeepalive_intervall = 30\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def refused(typo_file: Path) -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+    """Every bad command line of this module, by command: run a few at a time, each its own ``locust``.
+
+    Each is a real Locust start that must refuse its input; nearly all of one is Python importing
+    Locust (about a second of a core), so they overlap instead of queueing one after another.
+    """
+    commands = [cli_command(*args) for args, _ in BAD_OPTIONS]
+    commands += [cli_command(users=users) for users in BAD_USERS]
+    commands.append(cli_command("--config", str(typo_file)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env, cwd=ROOT)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return {tuple(cmd): proc for cmd, proc in zip(commands, pool.map(run, commands), strict=True)}
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_OPTIONS)
+def test_a_bad_option_gives_one_clear_line_and_exit_2(refused, args, expected):
+    line = one_error_line(refused[tuple(cli_command(*args))])
     assert expected in line, line
 
 
-@pytest.mark.parametrize("users", ["0", "-5"])
-def test_no_users_or_fewer_is_bad_input_not_a_pass(users: str) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(locust_command("--headless", "-u", users, "-t", "2s"), capture_output=True,
-                          text=True, timeout=60, env=env, cwd=ROOT)
-    line = one_error_line(proc)
+@pytest.mark.parametrize("users", BAD_USERS)
+def test_no_users_or_fewer_is_bad_input_not_a_pass(refused, users: str) -> None:
+    line = one_error_line(refused[tuple(cli_command(users=users))])
     assert f"-u/--users must be at least 1, got {users}" in line, line
 
 
-def test_a_typo_in_a_scenario_file_is_exit_2_with_a_hint(tmp_path) -> None:
-    path = tmp_path / "typo.toml"
-    path.write_text("[tool.loadkit.lifecycle]\nkeepalive_intervall = 30\n")
-    proc = run_cli("--config", str(path))
-    line = one_error_line(proc)
+def test_a_typo_in_a_scenario_file_is_exit_2_with_a_hint(refused, typo_file: Path) -> None:
+    line = one_error_line(refused[tuple(cli_command("--config", str(typo_file)))])
     assert 'tool.loadkit.lifecycle.keepalive_intervall = 30: unknown key; did you mean "keepalive_interval"?' in line
 
 
