@@ -18,6 +18,8 @@ import orjson
 import pytest
 from gevent import get_hub
 
+from websockets.frames import Opcode
+
 from loadkit.lifecycle import Result
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol import get_profile
@@ -272,6 +274,42 @@ def test_invalid_utf8_after_our_close_is_counted_as_such() -> None:
     rec, result, _ = one_session(script, Behaviour(keepalive=False, messages=False))
     assert result.outcome.value == "closed_normally"
     assert bad(rec) == {("invalid_utf8", "closing"): 1}
+
+
+def test_an_answer_to_nothing_sent_that_arrives_while_closing_is_an_unmatched_answer() -> None:
+    def script(c: Conn) -> None:
+        c.next_text()
+        c.send(AUTH_OK)
+        got = c.wait_close()
+        c.send(text(b'{"type":"ack","id":"never-sent","ts":0}'), text(b'{"type":"pong","id":[1]}'),
+               close(int.from_bytes(got.data[:2], "big")))
+
+    rec, result, _ = one_session(script, Behaviour(keepalive=False, messages=False))
+    assert result.outcome.value == "closed_normally"
+    assert bad(rec) == {("unmatched_answer", "closing"): 2}
+
+
+def test_answers_to_what_was_sent_that_arrive_while_closing_are_no_bad_frames() -> None:
+    """The server holds every ack and pong until the guest closes, then sends them all: each answers a send."""
+    def script(c: Conn) -> None:
+        c.next_text()
+        c.send(AUTH_OK)
+        held = []
+        while True:
+            got = c.next_frame()
+            assert got is not None
+            if got.opcode is Opcode.CLOSE:
+                break
+            held.append(orjson.loads(got.data))
+        answers = [text(orjson.dumps({"type": "pong", "id": m["id"]} if m["type"] == "ping" else
+                                     {"type": "ack", "id": m["id"], "ts": 1})) for m in held]
+        assert {m["type"] for m in held} == {"ping", "message"}, held
+        c.send(*answers, close(int.from_bytes(got.data[:2], "big")))
+
+    rec, result, _ = one_session(script, NORMAL)
+    assert result.outcome.value == "closed_normally"
+    assert rec.messages_sent >= 1 and rec.missed_pongs == 0
+    assert bad(rec) == {}
 
 
 def test_failure_texts_name_no_value_the_server_chose() -> None:

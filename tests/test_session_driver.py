@@ -768,6 +768,16 @@ def test_after_a_confirmed_clear_the_servers_connection_closed_and_close_end_the
     assert_close_recorded(run.recorder, Phase.ESTABLISHED, 1000, "server")
 
 
+def test_an_echo_answering_nothing_sent_that_arrives_during_the_goodbye_is_an_unmatched_answer() -> None:
+    stray = wm_response("StructuredMessage", 200, {"type": "Text", "direction": "Inbound", "text": "ping"},
+                        "never-sent")
+    conn = WebMessagingFake(after_clear=[(0.001, stray)])
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert goodbye_of(conn) == ["clear", "close_session"]
+    assert dict(+run.recorder.bad_frames) == {("unmatched_answer", "closing"): 1}
+
+
 def test_session_not_found_for_close_session_after_a_confirmed_clear_is_no_error_of_the_target() -> None:
     conn = WebMessagingFake(close_session=[4007])
     run = run_wm_guest(conn)

@@ -25,6 +25,7 @@ from loadkit.metrics.recorder import Recorder
 from loadkit.protocol.base import (
     BINARY_FRAME,
     INVALID_UTF8,
+    UNMATCHED_ANSWER,
     BinaryFrame,
     EventKind,
     Profile,
@@ -180,8 +181,13 @@ class SessionBase:
     # -- closing -----------------------------------------------------------------
 
     def _close(self, ws: Connection | None, cause: Cause, code: int, reason: str, wait: bool,
-               detail: str = "") -> Ending:
-        """Close from our side and say how it really ended (the server may have been first)."""
+               detail: str = "", unmatched: Callable[[ServerEvent], bool] | None = None) -> Ending:
+        """Close from our side and say how it really ended (the server may have been first).
+
+        ``unmatched`` tells an answer to nothing the session sent among the
+        frames that arrive while closing (the established phase knows what
+        it sent); it is counted as ``unmatched_answer`` there, as anywhere.
+        """
         if ws is None:
             return Ending(cause, detail=detail)
         already = ws.closed
@@ -198,7 +204,11 @@ class SessionBase:
             if type(data) is not BinaryFrame and not data.isascii() and not is_utf8(data):
                 self._bad(INVALID_UTF8, "closing")
             else:
-                self._note(self._event(data))
+                ev = self._event(data)
+                if unmatched is not None and not ev.bad and unmatched(ev):
+                    self._bad(UNMATCHED_ANSWER, "closing")
+                else:
+                    self._note(ev)
         if isinstance(ended, TargetProtocolError) and not already and cause is not Cause.HARNESS_ERROR:
             # The target broke the protocol while we were closing: whatever we
             # were closing for, that is how it ended. The close code is the one

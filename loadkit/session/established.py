@@ -14,6 +14,7 @@ its timeout, or its ``goodbye_frames`` are sent and the guest closes.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from loadkit.connection import Connection
@@ -105,10 +106,12 @@ class Established(SessionBase):
                                        detail="session expired, socket left open")
                 flow = goodbye_flow(profile, grant)
                 if flow is not None:
-                    return self._goodbye(lc, ws, flow, pings, acks)
+                    return self._goodbye(lc, ws, flow, pings, acks, replies, gone)
                 for frame in profile.goodbye_frames(grant):
                     ws.send(frame)
-                return self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True)
+                return self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True,
+                                   unmatched=partial(self._answers_nothing, pings=pings, acks=acks, replies=replies,
+                                                     gone=gone))
             if now >= next_ping:
                 seq += 1
                 frame, ref = profile.ping_frame(seq, grant)
@@ -213,8 +216,8 @@ class Established(SessionBase):
             else:
                 self._note(ev)
 
-    def _goodbye(self, lc: Lifecycle, ws: Connection, flow: GoodbyeFlow,
-                 pings: dict[Any, float], acks: dict[Any, float]) -> Ending:
+    def _goodbye(self, lc: Lifecycle, ws: Connection, flow: GoodbyeFlow, pings: dict[Any, float],
+                 acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, None]) -> Ending:
         """Say goodbye and wait (at most ``flow.timeout_s``) until the target confirms it.
 
         A goodbye the target did not confirm (no answer in time, a refusal,
@@ -225,13 +228,15 @@ class Established(SessionBase):
         error and counted as such; answers caused by the goodbye itself are not.
         A pong or ack for a ping or message sent before the goodbye that
         arrives during it is a round trip like any other (the target answers
-        in order, so it comes before the goodbye's own answers).
+        in order, so it comes before the goodbye's own answers); one that
+        answers nothing the session sent is an ``unmatched_answer``.
         """
         t = self.transport
         rec = self.recorder
         now = t.now()
         lc.step(Step.GOODBYE, now)
         deadline = now + flow.timeout_s
+        unmatched = partial(self._answers_nothing, pings=pings, acks=acks, replies=replies, gone=gone)
         try:
             while not flow.done and not flow.failed:
                 now = t.now()
@@ -256,9 +261,14 @@ class Established(SessionBase):
                     if ev.kind is _E.SESSION_ENDED or ev.kind is _E.SESSION_EXPIRED:
                         self._note(ev)
                         said = ev.detail or ev.kind.name.lower()
-                        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True,
+                        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, unmatched=unmatched,
                                            detail=f"goodbye cut short by {said}, waiting for {flow.waiting_for()}")
-                    if not self._answered_in_goodbye(ev, len(data), at, pings, acks):
+                    if self._answered_in_goodbye(ev, len(data), at, pings, acks):
+                        continue
+                    if unmatched(ev):
+                        if self._bad(UNMATCHED_ANSWER, "closing"):
+                            return self._fatal(ws, UNMATCHED_ANSWER, f"{ev.kind.name.lower()} {str(ev.ref)[:40]}")
+                    else:
                         self._note(ev)
         except TargetProtocolError:
             raise
@@ -268,13 +278,14 @@ class Established(SessionBase):
             return Ending(Cause.GOODBYE_INCOMPLETE, exc.code, exc.reason, exc.initiator,
                           f"connection closed mid-goodbye, waiting for {flow.waiting_for()}")
         if flow.done:
-            ending = self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True)
+            ending = self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True, unmatched=unmatched)
             if ending.cause is Cause.CLOSED and ending.code == 1000 and ending.initiator == "server":
                 # The target closed as soon as it had confirmed the goodbye: the protocol's own end.
                 return Ending(Cause.SESSION_DONE, ending.code, ending.reason, ending.initiator)
             return ending
         why = flow.failed or f"no {flow.waiting_for()} within {flow.timeout_s:g} s"
-        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, detail=f"goodbye incomplete: {why}")
+        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, unmatched=unmatched,
+                           detail=f"goodbye incomplete: {why}")
 
     def _answered_in_goodbye(self, ev: ServerEvent, size: int, at: float,
                              pings: dict[Any, float], acks: dict[Any, float]) -> bool:
@@ -291,6 +302,18 @@ class Established(SessionBase):
             return False
         self._round_trip(kind, _ANSWER_PHASE[kind], at - sent, size)
         return True
+
+    def _answers_nothing(self, ev: ServerEvent, pings: dict[Any, float], acks: dict[Any, float],
+                         replies: dict[Any, float], gone: dict[Any, None]) -> bool:
+        """An answer (of a kind the profile matches) to nothing this session sent, or no longer awaits."""
+        kind = ev.kind
+        if kind not in self._expects.match:
+            return False
+        pending = pings if kind is _E.PONG else acks if kind is _E.ACK else replies
+        try:
+            return ev.ref not in pending and ev.ref not in gone
+        except TypeError:  # a list or an object as an id: it answers nothing we sent
+            return True
 
     def _round_trip(self, kind: _E, phase: str, dt: float, size: int) -> None:
         """One answered ping or message (or the agent's reply to one): its latency, everywhere it is reported."""
