@@ -465,6 +465,27 @@ def test_a_session_expired_frame_names_the_end_whatever_close_follows() -> None:
     assert_ended_as(run, Outcome.SESSION_EXPIRED, Phase.ESTABLISHED)
 
 
+def test_a_pong_for_a_ping_sent_before_the_session_expired_is_no_bad_frame() -> None:
+    class ExpiresAfterAPing(FakeConnection):
+        """The session expires between a ping and its pong; the pong still comes, then the close."""
+
+        def send(self, data: bytes) -> None:
+            f = orjson.loads(data)
+            if f.get("type") == "ping" and self.pongs:
+                self.pongs = False
+                self.sent.append(f)
+                self.play(RTT, frame(type="session_expired"))
+                self.play(2 * RTT, orjson.dumps({"type": "pong", "id": f["id"]}))
+                self.play(3 * RTT, server_close(4006, "session expired"))
+                return
+            super().send(data)
+
+    conn = ExpiresAfterAPing()
+    run = run_guest(FakeTransport(conn))
+    assert_ended_as(run, Outcome.SESSION_EXPIRED, Phase.ESTABLISHED)
+    assert dict(+run.recorder.bad_frames) == {} and run.recorder.missed_pongs == 0
+
+
 def test_a_close_4006_is_session_expired_without_a_frame() -> None:
     conn = FakeConnection(after_auth=[(3.0, server_close(4006, "session expired"))])
     run = run_guest(FakeTransport(conn))

@@ -201,6 +201,8 @@ class Established(SessionBase):
                     expired_at = t.now()
                     end_at = min(end_at, expired_at + s.close_timeout_s)
                     next_ping = next_msg = float("inf")
+                    for ref in pings:  # no longer awaited, but a pong for one still answers what we sent
+                        gone = _forget(gone, ref)
                     pings.clear()
             elif kind is _E.RATE_LIMITED:
                 rec.errors["4029"] += 1
