@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,15 @@ def locust_command(*args: str) -> list[str]:
 
 
 def run_locust(tmp: Path, *args: str, users: int = 10, rate: float = 10, run_time: str = "5s",
-               timeout: float = 90, headless: bool = True, extra_env: dict[str, str] | None = None) -> Run:
-    """Run ``locust`` headless with a JSON report and series; return both."""
+               timeout: float = 90, headless: bool = True, extra_env: dict[str, str] | None = None,
+               stop_when: Callable[[], bool] | None = None) -> Run:
+    """Run ``locust`` headless with a JSON report and series; return both.
+
+    ``stop_when``: polled while the run goes; once it holds, the run gets SIGINT (a Ctrl-C:
+    the report is written, the verdict is inconclusive). For a test whose subject happens at
+    a moment the machine decides (guests back in after a restart), so that ``run_time`` is
+    only the bound, not a guess that a busy machine can beat.
+    """
     report = tmp / "report.json"
     series = tmp / "series.jsonl"
     cmd = locust_command(
@@ -84,15 +92,46 @@ def run_locust(tmp: Path, *args: str, users: int = 10, rate: float = 10, run_tim
     env = dict(os.environ, PYTHONPATH=str(ROOT), **(extra_env or {}))
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, env=env)
+    watcher = None
+    if stop_when is not None:
+        import threading
+
+        watcher = threading.Thread(target=_interrupt_when, args=(proc, stop_when), daemon=True)
+        watcher.start()
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        if watcher is not None:
+            watcher.join(timeout=5)
     data = json.loads(report.read_text()) if report.exists() else None
     rows = [json.loads(line) for line in series.read_text().splitlines()] if series.exists() else []
     return Run(proc.returncode, out.decode(), err.decode(), data, rows)
+
+
+def _interrupt_when(proc: subprocess.Popen[bytes], condition: Callable[[], bool]) -> None:
+    while proc.poll() is None:
+        if condition():
+            proc.send_signal(signal.SIGINT)
+            return
+        time.sleep(0.05)
+
+
+def series_total(path: Path, key: str, sub: str | None = None) -> int:
+    """The sum of ``row[key]`` (or ``row[key][sub]``) over the complete rows of a series file so far.
+
+    What the harness itself has seen, read while the run goes (a line still being
+    written has no newline yet and is left for the next read).
+    """
+    text = path.read_text() if path.exists() else ""
+    total = 0
+    for line in text.split("\n")[:-1]:
+        if line.strip():
+            value = json.loads(line)[key]
+            total += int(value.get(sub, 0) if sub is not None else value)
+    return total
 
 
 def settled_stats(gateway: Any, timeout: float = 5.0) -> dict[str, Any]:
@@ -123,3 +162,41 @@ def assert_matches_gateway(report: dict[str, Any], stats: dict[str, Any]) -> Non
     ours = codes_by(report["close_codes"], "code", "reason", "initiator")
     theirs = codes_by(stats["closes"], "code", "reason", "initiator")
     assert ours == theirs, f"harness {ours} != gateway {theirs}"
+
+
+class MachineLag:
+    """How late this machine wakes a sleeper, measured beside a run: the scheduling no harness controls.
+
+    The harness's generator lag (``report["harness"]["lag_ms"]``) is how late its
+    timers fire: its own loop's blocking plus the machine's scheduling. A test
+    bounding that lag bounds only the harness's part by adding what a plain
+    thread in the test process saw over the same time (a 20 ms sleep, as the
+    harness's probe does, and how much later it woke).
+    """
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        import threading
+
+        self.interval_s = interval_s
+        self.late_ms: list[float] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            before = time.perf_counter()
+            time.sleep(self.interval_s)
+            self.late_ms.append(max(0.0, (time.perf_counter() - before - self.interval_s) * 1000.0))
+
+    def percentile(self, q: float) -> float:
+        """The q-quantile (0..1) of the lateness seen, in ms (0 if nothing was sampled)."""
+        values = sorted(self.late_ms)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+    def __enter__(self) -> MachineLag:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)

@@ -21,7 +21,7 @@ from loadkit.report import html  # noqa: E402
 from loadkit.report.build import build_report, verdict_of  # noqa: E402
 from loadkit.report.harness import MIN_LAG_SAMPLES, lag_check  # noqa: E402
 from loadkit.report.summary import render_summary  # noqa: E402
-from tests.harness import run_locust  # noqa: E402
+from tests.harness import MachineLag, run_locust  # noqa: E402
 
 TRAFFIC = ["--session-seconds", "1-2", "--keepalive-interval", "0.5", "--message-interval", "0.2-0.4",
            "--guest-pause", "0-0.2"]
@@ -110,13 +110,23 @@ def test_a_greenlet_hogging_the_loop_makes_the_run_invalid_by_lag_not_by_cpu(tmp
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_normal_runs_lag_is_a_few_milliseconds(tmp_path: Path) -> None:
-    run = run_locust(tmp_path, *TRAFFIC, users=10, run_time="5s")
+    with MachineLag() as machine:
+        run = run_locust(tmp_path, *TRAFFIC, users=10, run_time="5s")
     report = run.report
     assert report is not None, run.stderr[-3000:]
     lag = report["harness"]["lag_ms"]
     assert lag["count"] >= 150  # the probe (50/s) and the guests' own timers
-    assert lag["p50"] < 5 and lag["p99"] < 50, lag  # a shared 2-core machine: generous, still far from a hog
+    # The harness's part of its lag, bounded: what a plain thread in this process saw of the
+    # machine's scheduling over the same seconds is added (a shared 2-core box under other suites
+    # wakes any process late; that is the machine's, and the report is right to show it).
+    m50, m99 = machine.percentile(0.5), machine.percentile(0.99)
+    assert lag["p50"] < 5 + m50 and lag["p99"] < 50 + m99, (lag, m50, m99)
     assert report["harness"]["lag_limit_ms"] == 100.0
-    assert {c["name"]: c["ok"] for c in report["validity"]["checks"]}["lag"] is True
-    assert report["verdict"] == "pass"
+    checks = {c["name"]: c["ok"] for c in report["validity"]["checks"]}
+    if m99 < 50:  # the machine left the harness its time: the run is valid and passes
+        assert checks["lag"] is True, (lag, m99)
+        assert report["verdict"] == "pass"
+    else:  # the machine itself woke sleepers 50+ ms late: "invalid" by lag is then the right verdict
+        assert [name for name, ok in checks.items() if not ok] in ([], ["lag"]), checks
+        assert report["verdict"] == ("pass" if checks["lag"] else "invalid")
     assert all("lag_ms" in row["harness"] for row in run.series)
