@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT, assert_matches_gateway, codes_by, locust_command
+from tests.harness import LAG_ASIDE, ROOT, assert_matches_gateway, codes_by, locust_command
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,10 @@ def test_every_shipped_scenario_shortened_to_30_s_passes_or_is_inconclusive_and_
         out = tmp_path / name
         out.mkdir()
         users = min(_users_of(config), MAX_USERS)
-        runs[name] = (out, ["-t", "30s", "-u", str(users), "-r", str(max(1, users // 5))])
+        # LAG_ASIDE: seven runs share two cores here, so each harness wakes late by the machine's
+        # doing; the lag check (tests/test_harness_lag.py) would call that "invalid", which is not
+        # this test's subject. The unchanged smoke run below keeps every check as shipped.
+        runs[name] = (out, ["-t", "30s", "-u", str(users), "-r", str(max(1, users // 5)), *LAG_ASIDE])
     runs["smoke.toml unchanged"] = (tmp_path / "smoke-unchanged", [])
     runs["smoke.toml unchanged"][0].mkdir()
     procs = {}
