@@ -16,7 +16,8 @@ import time
 import pytest
 
 from loadkit.gateway.process import GatewayProcess
-from tests.harness import ROOT, assert_matches_gateway, codes_by, locust_command, run_locust, settled_stats
+from tests.harness import (ROOT, assert_matches_gateway, codes_by, locust_command, run_locust, series_total,
+                           settled_stats)
 
 pytestmark = pytest.mark.slow
 
@@ -161,10 +162,16 @@ def test_a_rolling_restart_drops_every_session_and_guests_reconnect(tmp_path, ga
                 return
             time.sleep(0.05)
 
+    def all_are_back() -> bool:  # the harness has seen all five authenticated again (its series)
+        return bool(fired) and series_total(tmp_path / "series.jsonl", "authenticated") >= 10
+
     trigger = threading.Thread(target=restart_when_all_are_in, daemon=True)
     trigger.start()
-    run = run_locust(tmp_path, "--host", gw.url, "--session-seconds", "10-10", "--keepalive-interval", "0.5",
-                     "--message-interval", "0.3-0.5", "--reconnect-backoff", "0.2-1", users=5, run_time="6s")
+    # Stopped (Ctrl-C) once all five are back, not at a fixed -t: a busy machine's slow start
+    # and reconnects could outlast 6 s. 60 s is only the bound.
+    run = run_locust(tmp_path, "--host", gw.url, "--session-seconds", "30-30", "--keepalive-interval", "0.5",
+                     "--message-interval", "0.3-0.5", "--reconnect-backoff", "0.2-1", users=5, run_time="60s",
+                     stop_when=all_are_back)
     trigger.join(timeout=5)
     assert fired, "the five guests never all authenticated"
     stats = settled_stats(gw)
@@ -188,10 +195,15 @@ def test_a_killed_gateway_is_seen_as_lost_connections_and_guests_recover_after_i
     port = int(first.url.rsplit(":", 1)[1])
     second = GatewayProcess(port=port)
     report_path = tmp_path / "report.json"
-    cmd = locust_command("--headless", "-u", "5", "-r", "10", "-t", "7s", "--host", first.url,
-                         "--session-seconds", "20-20", "--keepalive-interval", "0.5",
+    series = tmp_path / "series.jsonl"
+    # -t 60s is only the bound: the run is stopped (Ctrl-C) once all five guests are back on the
+    # second gateway. A fixed 7 s run could end first on a busy machine (Locust's start, the
+    # second gateway's start-up and the reconnects all take longer there).
+    cmd = locust_command("--headless", "-u", "5", "-r", "10", "-t", "60s", "--host", first.url,
+                         "--session-seconds", "60-60", "--keepalive-interval", "0.5",
                          "--message-interval", "0.3-0.5", "--reconnect-backoff", "0.2-0.5",
-                         "--reconnect-max-attempts", "20", "--loadkit-report", str(report_path), "--only-summary")
+                         "--reconnect-max-attempts", "20", "--loadkit-report", str(report_path), "--only-summary",
+                         "--loadkit-series", str(series), "--series-interval", "0.5")
     harness = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
@@ -207,7 +219,12 @@ def test_a_killed_gateway_is_seen_as_lost_connections_and_guests_recover_after_i
         first.kill()
         os.kill(harness.pid, signal.SIGCONT)
         time.sleep(1)
-        second.start()
+        second.start(timeout=30)  # process start-up on a busy machine can take seconds
+        deadline = time.monotonic() + 30
+        while series_total(series, "authenticated") < 10 and time.monotonic() < deadline:  # the harness saw all back
+            assert harness.poll() is None, harness.communicate()[1][-3000:]
+            time.sleep(0.05)
+        harness.send_signal(signal.SIGINT)
         _out, _err = harness.communicate(timeout=60)
         import json
 
@@ -260,10 +277,14 @@ def test_a_guest_mix_reproduces_each_mistake_in_its_share(tmp_path, gateway_fact
 def test_a_hung_gateway_is_detected_by_the_keepalive_and_counted_as_the_gateway_saw_it(tmp_path, gateway):
     """SIGSTOP the gateway: TCP stays up, pongs stop; guests end with keepalive_timeout."""
     report_path = tmp_path / "report.json"
-    cmd = locust_command("--headless", "-u", "4", "-r", "10", "-t", "7s", "--host", gateway.url,
+    series = tmp_path / "series.jsonl"
+    # -t 60s is only the bound: the run is stopped (Ctrl-C) once the gateway has every guest's
+    # keepalive-timeout close, not at a fixed 7 s a busy machine's slow start could outlast.
+    cmd = locust_command("--headless", "-u", "4", "-r", "10", "-t", "60s", "--host", gateway.url,
                          "--session-seconds", "30-30", "--keepalive-interval", "0.3", "--pong-timeout", "1",
                          "--message-interval", "30-30", "--reconnect-max-attempts", "0", "--close-timeout", "0.5",
-                         "--loadkit-report", str(report_path), "--only-summary")
+                         "--loadkit-report", str(report_path), "--only-summary",
+                         "--loadkit-series", str(series), "--series-interval", "0.5")
     harness = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                start_new_session=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     try:
@@ -273,8 +294,19 @@ def test_a_hung_gateway_is_detected_by_the_keepalive_and_counted_as_the_gateway_
             time.sleep(0.1)
         time.sleep(0.3)
         os.kill(gateway.pid, signal.SIGSTOP)
-        time.sleep(2.5)
+        # hung until the harness has timed every guest out (its series says so), not for a fixed
+        # 2.5 s that a descheduled harness might not have used to notice (pong timeout 1 s)
+        deadline = time.monotonic() + 30
+        while series_total(series, "outcomes", "keepalive_timeout") < 4 and time.monotonic() < deadline:
+            assert harness.poll() is None, harness.communicate()[1][-3000:]
+            time.sleep(0.1)
         os.kill(gateway.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and codes_by(gateway.stats()["closes"], "code", "reason").get(
+                (1001, "keepalive timeout"), 0) < 4:
+            assert harness.poll() is None, harness.communicate()[1][-3000:]
+            time.sleep(0.05)
+        harness.send_signal(signal.SIGINT)
         harness.communicate(timeout=60)
     finally:
         os.kill(gateway.pid, signal.SIGCONT)
