@@ -139,6 +139,21 @@ def gateway_stats(url: str) -> dict[str, Any]:
     return dict(get_json(url.rstrip("/") + "/_gateway/stats"))
 
 
+def settled_gateway_stats(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The gateway's record once every session it held has ended (after a stop).
+
+    The gateway counts a close when its session's connection is done, a moment
+    after the guest has its close answered and Locust says "stopped": read at
+    once, the record can miss the stop's last closes.
+    """
+    deadline = time.monotonic() + timeout
+    stats = gateway_stats(url)
+    while stats["sessions"]["open"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = gateway_stats(url)
+    return stats
+
+
 
 
 def assert_authenticated_matches(harness: int, gateway: int, report: dict[str, Any]) -> None:

@@ -24,8 +24,8 @@ import pytest
 
 from loadkit.locust.prometheus import METRICS
 from tests.harness import ROOT, codes_by, locust_command
-from tests.liveui import (WebUI, assert_authenticated_matches, browser_form, free_port, gateway_stats, gateway_url,
-                          get, get_json)
+from tests.liveui import (WebUI, assert_authenticated_matches, browser_form, free_port, gateway_url, get, get_json,
+                          settled_gateway_stats)
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +142,7 @@ def test_prometheus_stores_loadkits_counters_equal_to_the_gateways_record(tmp_pa
             assert [r["value"] for r in tab if r["section"] == "workers"] == ["running", "running"], tab
             ui.stop_test()
             assert ui.wait_state("stopped") == "stopped"
-            truth = gateway_stats(url)
+            truth = settled_gateway_stats(url)
             report = get_json(ui.base + "/loadkit/report")
             # until Prometheus has scraped the settled figures (bounded; it scrapes every second)
             ended = float(sum(report["sessions"]["outcomes"].values()))

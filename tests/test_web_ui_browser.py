@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from tests.harness import ROOT
-from tests.liveui import WebUI, assert_authenticated_matches, gateway_stats, gateway_url, get_json
+from tests.liveui import (WebUI, assert_authenticated_matches, gateway_stats, gateway_url, get_json,
+                          settled_gateway_stats)
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +107,7 @@ def test_a_browser_starts_a_run_from_the_untouched_form_and_watches_the_loadkit_
         # stop: the tab's final figures equal the gateway's record
         page.get_by_role("button", name="Stop").click()
         assert ui.wait_state("stopped") == "stopped"
-        truth = gateway_stats(url)
+        truth = settled_gateway_stats(url)
         live = get_json(ui.base + "/loadkit/report")
         page.reload()
         page.get_by_role("tab", name="loadkit").click()

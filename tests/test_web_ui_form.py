@@ -15,7 +15,8 @@ import pytest
 
 from loadkit.locust.webform import split_values
 from tests.harness import ROOT, locust_command
-from tests.liveui import WebUI, assert_authenticated_matches, browser_form, gateway_stats, gateway_url, get_json
+from tests.liveui import (WebUI, assert_authenticated_matches, browser_form, gateway_stats, gateway_url, get_json,
+                          settled_gateway_stats)
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def test_the_untouched_form_starts_a_run_and_each_test_is_its_own_run(tmp_path):
         ui.stop_test()
         assert ui.wait_state("stopped") == "stopped"
         first = _wait_json(report)
-        truth1 = gateway_stats(url)
+        truth1 = settled_gateway_stats(url)
         assert first["gateway"]["sessions"]["authenticated"] == truth1["sessions"]["authenticated"]
         assert_authenticated_matches(first["sessions"]["authenticated"], truth1["sessions"]["authenticated"], first)
 
@@ -55,7 +56,7 @@ def test_the_untouched_form_starts_a_run_and_each_test_is_its_own_run(tmp_path):
         ui.stop_test()
         assert ui.wait_state("stopped") == "stopped"
         second = _wait_json(tmp_path / "report-2.json")
-        truth2 = gateway_stats(url)
+        truth2 = settled_gateway_stats(url)
         gw_auth = truth2["sessions"]["authenticated"] - truth1["sessions"]["authenticated"]
         assert gw_auth > 0 and second["gateway"]["sessions"]["authenticated"] == gw_auth
         assert_authenticated_matches(second["sessions"]["authenticated"], gw_auth, second)
