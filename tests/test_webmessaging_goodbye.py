@@ -26,8 +26,11 @@ __all__ = ["start"]  # the fixture, re-used
 pytestmark = pytest.mark.timeout(60)
 
 GUESTS = 3
-#: No messages to race the goodbye's Clear (the rate limit is not what these tests are about).
-QUIET = HarnessSettings(**{**SETTINGS.__dict__, "message_interval": (30.0, 30.0)})
+#: No messages to race the goodbye's Clear (the rate limit is not what these tests are about),
+#: and a short session before it: the goodbye is what is timed. A goodbye starts at least the
+#: session's 0.3 s after auth, past just_after_auth, so every end is in ``established``.
+QUIET = HarnessSettings(**{**SETTINGS.__dict__, "message_interval": (30.0, 30.0), "session_seconds": (0.3, 0.4),
+                           "just_after_auth_s": 0.2})
 
 
 def profile(timeout_s: float) -> Any:
