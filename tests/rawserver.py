@@ -126,6 +126,10 @@ class RawServer:
         for t in self.threads[1:]:  # let scripts finish what the client already sent them
             t.join(2)
         self._stop = True
+        try:  # wake the accept() at once rather than at its next timeout (up to 0.1 s per server)
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            pass
         self.listener.close()
         for s in list(self.socks):
             try:
@@ -143,6 +147,9 @@ class RawServer:
             except TimeoutError:
                 continue
             except OSError:
+                return
+            if self._stop:  # the wake-up connection from __exit__
+                sock.close()
                 return
             self.socks.append(sock)
             t = threading.Thread(target=self._serve, args=(sock,), daemon=True)
