@@ -167,28 +167,35 @@ def forge(guest_id: str, expires_in: float = 60, scopes: tuple[str, ...] = ("gue
 # --- HTTP -----------------------------------------------------------------------------
 
 
-def test_token_endpoint_issues_signed_tokens_and_counts_them(start: Any) -> None:
-    gw = start()
+def tokens_since(gw: GatewayProcess, before: dict[str, Any]) -> dict[str, Any]:
+    """The gateway's token counts since ``before`` (its ``tokens`` then): what this test did on a shared gateway."""
+    now = gw.stats()["tokens"]
+    return {"issued": now["issued"] - before["issued"],
+            "refused": {status: n - before["refused"][status] for status, n in now["refused"].items()}}
+
+
+def test_token_endpoint_issues_signed_tokens_and_counts_them(default_gw: GatewayProcess) -> None:
+    gw, before = default_gw, default_gw.stats()["tokens"]
     status, body = gw.request("POST", "/api/v2/guests", {"displayName": "Load Guest 17"})
     assert status == 201 and set(body) == {"guestId", "token", "expiresAt", "scopes"}
     assert body["scopes"] == ["guest:chat"] and abs(body["expiresAt"] - (time.time() + 3600)) < 5
     assert TokenSigner(SECRET).verify(body["token"], body["guestId"], time.time()).ok
     assert gw.request("POST", "/api/v2/guests")[0] == 201  # body is optional
-    assert gw.stats()["tokens"] == {"issued": 2, "refused": {"429": 0, "503": 0, "400": 0}}
+    assert tokens_since(gw, before) == {"issued": 2, "refused": {"429": 0, "503": 0, "400": 0}}
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"displayName": 17}'])
-def test_malformed_token_body_is_400_with_error_and_message(start: Any, body: bytes) -> None:
+def test_malformed_token_body_is_400_with_error_and_message(default_gw: GatewayProcess, body: bytes) -> None:
     import urllib.request
 
-    gw = start()
+    gw, before = default_gw, default_gw.stats()["tokens"]
     req = urllib.request.Request(gw.url + "/api/v2/guests", data=body, method="POST")
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with pytest.raises(urllib.error.HTTPError) as info:
         opener.open(req, timeout=5)
     assert info.value.code == 400
     assert set(json.loads(info.value.read())) == {"error", "message"}
-    assert gw.stats()["tokens"]["refused"]["400"] == 1
+    assert tokens_since(gw, before) == {"issued": 0, "refused": {"429": 0, "503": 0, "400": 1}}
 
 
 def test_token_rate_limit_answers_429_with_retry_after(start: Any) -> None:
@@ -217,8 +224,8 @@ def raw_http(gw: GatewayProcess, request: bytes) -> tuple[int, dict[str, str], b
     return int(status_line.split(" ")[1]), headers, body
 
 
-def test_a_chunked_token_request_is_issued_a_token(start: Any) -> None:
-    gw = start()
+def test_a_chunked_token_request_is_issued_a_token(default_gw: GatewayProcess) -> None:
+    gw, before = default_gw, default_gw.stats()["tokens"]
     body = json.dumps({"displayName": "Chunked Guest"}).encode()
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:7], body[7:])) + b"0\r\n\r\n"
     status, headers, answer = raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\n"
@@ -230,11 +237,11 @@ def test_a_chunked_token_request_is_issued_a_token(start: Any) -> None:
     status, _, answer = raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
                                  b"%x\r\n%s\r\n0\r\n\r\n" % (len(bad), bad))
     assert status == 400 and set(json.loads(answer)) == {"error", "message"}
-    assert gw.stats()["tokens"] == {"issued": 1, "refused": {"429": 0, "503": 0, "400": 1}}
+    assert tokens_since(gw, before) == {"issued": 1, "refused": {"429": 0, "503": 0, "400": 1}}
 
 
-def test_oversized_heads_and_bodies_and_malformed_requests_are_refused(start: Any) -> None:
-    gw = start()
+def test_oversized_heads_and_bodies_and_malformed_requests_are_refused(default_gw: GatewayProcess) -> None:
+    gw, before = default_gw, default_gw.stats()["tokens"]
     huge_head = b"GET /_gateway/health HTTP/1.1\r\nHost: gw\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
     assert raw_http(gw, huge_head)[0] == 431
     big = b"x" * (64 * 1024 + 1)
@@ -242,7 +249,7 @@ def test_oversized_heads_and_bodies_and_malformed_requests_are_refused(start: An
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)
     assert raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)[0] == 413
     assert raw_http(gw, b"POST /api/v2/guests HTTP/1.1\r\nHost: gw\r\nContent-Length: nope\r\n\r\n")[0] == 400
-    assert gw.stats()["tokens"]["issued"] == 0
+    assert tokens_since(gw, before)["issued"] == 0
 
 
 def test_health_404_and_the_exact_stats_shape(start: Any) -> None:
