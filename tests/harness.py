@@ -144,6 +144,20 @@ def settled_stats(gateway: Any, timeout: float = 5.0) -> dict[str, Any]:
     return stats
 
 
+def assert_auth_answers_timed(report: dict[str, Any], auth_ok_sent: int) -> None:
+    """Every auth answer the gateway sent was timed by the harness, except ones the run's stop read late.
+
+    A guest the stop catches between the gateway's auth_ok and reading it reads
+    it while closing: it counts as authenticated (as the gateway counts it) but
+    has no latency sample, its wait having been cut by the harness, and it ends
+    at once, ``stopped_by_harness`` just after auth. Only such guests may lack
+    one; otherwise equal.
+    """
+    timed = report["latency_ms"]["auth"]["count"]
+    caught = report["sessions"]["by_phase"].get("just_after_auth", {}).get("stopped_by_harness", 0)
+    assert 0 <= auth_ok_sent - timed <= caught, (auth_ok_sent, timed, caught)
+
+
 def codes_by(closes: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], int]:
     """Sum close-code rows by the given keys (e.g. "code", "initiator")."""
     out: dict[tuple[Any, ...], int] = {}
