@@ -67,7 +67,9 @@ def test_abort_on_breach_stops_at_once_on_a_settled_breach_even_inside_the_grace
     started = time.monotonic()
     run = run_locust(tmp_path, "--host", gw.url, *FAST, "--threshold", "close.1011.count == 0",
                      "--abort-on-breach", "--breach-grace", "60", users=4, run_time="30s")
-    assert time.monotonic() - started < 20
+    # it did not run out its 30 s (the wall clock includes Locust's start-up, seconds on a busy
+    # machine); how soon it stopped is the harness's own figure, after_s, bounded below
+    assert time.monotonic() - started < 30
     assert run.returncode == 3
     aborted = run.report["run"]["aborted"]
     assert aborted["by"] == "breach" and "close.1011.count == 0" in aborted["why"]
