@@ -21,12 +21,16 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+#: Fixtures that start a gateway process: a test using one is ``slow`` (not in the quick loop).
+SLOW_FIXTURES = frozenset({"gateway_factory", "gateway"})
+
 #: One more run for an end-to-end test that fails (LOADKIT_TEST_RERUNS=0 for none, to hunt one).
 RERUNS = int(os.environ.get("LOADKIT_TEST_RERUNS", "1"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """An end-to-end test (marked ``slow``) that fails runs once more; the summary names it.
+    """A test that starts a gateway is ``slow``; an end-to-end (``slow``) test that fails runs once more.
 
     Those tests run real Locust, gateway and browser processes on a shared
     2-core machine, where a process can be descheduled for seconds. Their
@@ -35,6 +39,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     "rerun test summary info") and is chased like a failure. A unit test
     never reruns: its failure is deterministic or a bug.
     """
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if RERUNS <= 0:
         return
     for item in items:

@@ -76,18 +76,21 @@ def refused(typo_file: Path) -> dict[tuple[str, ...], subprocess.CompletedProces
         return {tuple(cmd): proc for cmd, proc in zip(commands, pool.map(run, commands), strict=True)}
 
 
+@pytest.mark.slow  # the module's Locust starts
 @pytest.mark.parametrize(("args", "expected"), BAD_OPTIONS)
 def test_a_bad_option_gives_one_clear_line_and_exit_2(refused, args, expected):
     line = one_error_line(refused[tuple(cli_command(*args))])
     assert expected in line, line
 
 
+@pytest.mark.slow  # the module's Locust starts
 @pytest.mark.parametrize("users", BAD_USERS)
 def test_no_users_or_fewer_is_bad_input_not_a_pass(refused, users: str) -> None:
     line = one_error_line(refused[tuple(cli_command(users=users))])
     assert f"-u/--users must be at least 1, got {users}" in line, line
 
 
+@pytest.mark.slow  # the module's Locust starts
 def test_a_typo_in_a_scenario_file_is_exit_2_with_a_hint(refused, typo_file: Path) -> None:
     line = one_error_line(refused[tuple(cli_command("--config", str(typo_file)))])
     assert 'tool.loadkit.lifecycle.keepalive_intervall = 30: unknown key; did you mean "keepalive_interval"?' in line

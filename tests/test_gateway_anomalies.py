@@ -34,7 +34,7 @@ from loadkit.session import LiveSessions, SessionDriver
 from loadkit.settings import Behaviour, HarnessSettings
 from loadkit.transport import GeventTransport
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.slow]  # each test starts a gateway process
 
 AUTH_OK = b'{"type":"auth_ok","guestId":"g","sessionId":"s","idleTimeout":30}'
 

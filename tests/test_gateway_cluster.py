@@ -31,6 +31,8 @@ FAST = ("--session-seconds", "1.5-2.5", "--keepalive-interval", "0.5", "--messag
         "--guest-pause", "0-0.1")
 NO_RECONNECT = ("--reconnect-max-attempts", "0")
 
+pytestmark = pytest.mark.slow  # its tests start gateway processes (the two pure ones take milliseconds)
+
 
 @pytest.fixture
 def start() -> Iterator[Any]:

@@ -18,7 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from loadkit.gateway import GatewayProcess, GatewayStartError
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.slow]  # each test starts a gateway process
 
 ROOT = Path(__file__).resolve().parent.parent
 

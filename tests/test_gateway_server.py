@@ -31,7 +31,7 @@ from loadkit.gateway import GatewayProcess, load_settings
 from loadkit.gateway.faults import FaultPlan
 from loadkit.gateway.tokens import TokenSigner
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.slow]  # each test starts a gateway process
 
 SECRET = "gateway-test-secret"
 FAST = {"agent_think_s": "0.01,0.02", "secret": SECRET}

@@ -22,7 +22,7 @@ from loadkit.gateway.process import GatewayProcess
 from loadkit.gateway.stats import AGE_BITS, CloseRecord, GatewayStats, age_bucket_ms, merge_snapshots
 from tests.harness import settled_stats
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]  # each test starts a gateway process
 
 
 def test_an_age_is_exact_below_the_kept_bits_and_rounded_down_by_less_than_its_bound_above() -> None:

@@ -36,7 +36,7 @@ from loadkit.session import LiveSessions, SessionDriver
 from loadkit.settings import Behaviour, HarnessSettings, behaviour
 from loadkit.transport import GeventTransport, WebSocket
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]  # each test starts a gateway process
 
 E = EventKind
 DEPLOYMENT = "loadkit-test-deployment"

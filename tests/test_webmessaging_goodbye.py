@@ -23,7 +23,7 @@ from tests.test_webmessaging_gateway import DEPLOYMENT, SETTINGS, assert_same_co
 
 __all__ = ["start"]  # the fixture, re-used
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]  # each test starts a gateway process
 
 GUESTS = 3
 #: No messages to race the goodbye's Clear (the rate limit is not what these tests are about),
