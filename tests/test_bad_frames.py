@@ -35,7 +35,7 @@ pytestmark = pytest.mark.timeout(30)
 
 SETTINGS = HarnessSettings(
     session_seconds=(0.6, 0.6), keepalive_s=0.2, pong_timeout_s=2.0, message_interval=(0.15, 0.2),
-    pause_between=(0.0, 0.0), connect_timeout_s=3.0, auth_timeout_s=1.0, close_timeout_s=1.0,
+    pause_between=(0.0, 0.0), connect_timeout_s=3.0, auth_timeout_s=5.0, close_timeout_s=5.0,
     just_after_auth_s=5.0, reconnect_max_attempts=0, survival_marks=(1,),
 )
 NORMAL = Behaviour()  # the default guest: keepalive and messages on
@@ -291,6 +291,8 @@ def test_an_answer_to_nothing_sent_that_arrives_while_closing_is_an_unmatched_an
 
 def test_answers_to_what_was_sent_that_arrive_while_closing_are_no_bad_frames() -> None:
     """The server holds every ack and pong until the guest closes, then sends them all: each answers a send."""
+    kinds: list[set[str]] = []
+
     def script(c: Conn) -> None:
         c.next_text()
         c.send(AUTH_OK)
@@ -301,15 +303,19 @@ def test_answers_to_what_was_sent_that_arrive_while_closing_are_no_bad_frames() 
             if got.opcode is Opcode.CLOSE:
                 break
             held.append(orjson.loads(got.data))
+        kinds.append({m["type"] for m in held})
         answers = [text(orjson.dumps({"type": "pong", "id": m["id"]} if m["type"] == "ping" else
                                      {"type": "ack", "id": m["id"], "ts": 1})) for m in held]
-        assert {m["type"] for m in held} == {"ping", "message"}, held
         c.send(*answers, close(int.from_bytes(got.data[:2], "big")))
 
-    rec, result, _ = one_session(script, NORMAL)
-    assert result.outcome.value == "closed_normally"
-    assert rec.messages_sent >= 1 and rec.missed_pongs == 0
-    assert bad(rec) == {}
+    for _attempt in range(3):  # a stalled test process may close before it sent both a ping and a message
+        rec, result, _ = one_session(script, NORMAL)
+        assert result.outcome.value == "closed_normally"
+        assert rec.missed_pongs == 0
+        assert bad(rec) == {}
+        if kinds[-1] == {"ping", "message"}:
+            break
+    assert kinds[-1] == {"ping", "message"}, kinds
 
 
 def test_failure_texts_name_no_value_the_server_chose() -> None:
