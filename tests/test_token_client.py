@@ -165,7 +165,7 @@ def test_a_token_endpoint_that_never_answers_fails_within_the_http_timeout() -> 
             t0 = time.monotonic()
             with pytest.raises(ConnectFailed, match="timeout"):
                 transport.http(request(server.url))
-            assert 0.45 <= time.monotonic() - t0 < 1.5  # http_timeout=0.5, a second's slack as before
+            assert 0.45 <= time.monotonic() - t0 < 3.0  # http_timeout=0.5 (open_timeout, 5 s, is not what ended it)
     finally:
         transport.close()
 
