@@ -51,6 +51,12 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port found below the ephemeral range")
 
 
+def processes_2() -> list[str]:
+    """``--processes 2`` with the master on a free loopback port (the default, ``*:5557``, may be taken)."""
+    port = str(free_port())
+    return ["--processes", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
+
+
 def _ephemeral_low() -> int:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:

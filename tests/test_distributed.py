@@ -41,7 +41,7 @@ from loadkit.locust.aggregation import Figures  # noqa: E402
 from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, LATENCY_PHASES, Recorder  # noqa: E402
 from loadkit.report.build import build_report  # noqa: E402
 from loadkit.session import LiveSessions  # noqa: E402
-from tests.harness import LAG_ASIDE, assert_auth_answers_timed, free_port  # noqa: E402 (free_port: below the ephemeral range, see why there)
+from tests.harness import LAG_ASIDE, assert_auth_answers_timed, free_port, processes_2  # noqa: E402 (free_port: below the ephemeral range, see why there)
 
 LOCUSTFILE = ROOT / "locustfile.py"
 #: Short sessions, frequent frames: a few seconds give every phase samples.
@@ -129,12 +129,6 @@ def gateway() -> Iterator[GatewayProcess]:
         yield gw
     finally:
         gw.stop()
-
-
-def processes_2() -> list[str]:
-    """--processes 2 on a free loopback port (the default, *:5557, may be taken)."""
-    port = str(free_port())
-    return ["--processes", "2", "--master-bind-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
 
 
 def start_master(procs: Processes, host: str | None, *args: str, workers: int = 2,

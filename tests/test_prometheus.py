@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from loadkit.locust.prometheus import METRICS
-from tests.harness import ROOT, codes_by, locust_command
+from tests.harness import ROOT, codes_by, locust_command, processes_2
 from tests.liveui import (WebUI, assert_authenticated_matches, browser_form, free_port, gateway_url, get, get_json,
                           settled_gateway_stats)
 
@@ -120,7 +120,7 @@ def test_prometheus_stores_loadkits_counters_equal_to_the_gateways_record(tmp_pa
     (tmp_path / "ui").mkdir()
     (tmp_path / "headless").mkdir()
     (tmp_path / "prom").mkdir()
-    with WebUI(tmp_path / "ui", *FAST, *FAULTS, "--processes", "2") as ui:
+    with WebUI(tmp_path / "ui", *FAST, *FAULTS, *processes_2()) as ui:
         prom = Prometheus(tmp_path / "prom", {"ui": f"127.0.0.1:{ui.port}",
                                               "headless": f"127.0.0.1:{metrics_port}"})
         try:
