@@ -221,6 +221,18 @@ def test_our_close_keeps_what_arrived_before_the_servers_answer(conn: tuple[WebS
     assert list(ws.leftover) == [b"in flight"] and ws.closed
 
 
+def test_a_server_close_that_arrived_before_ours_is_the_servers_close(conn: tuple[WebSocket, Peer]) -> None:
+    """The guest was busy when the server's close came in; closing now, it answers that close, not its own."""
+    ws, peer = conn
+    peer.send(text(b"before"), close(1001, "idle timeout"))
+    gevent.sleep(SETTLE_S)  # in our socket, not yet read
+    gevent.spawn_later(SETTLE_S, peer.sock.shutdown, _socket.SHUT_WR)
+    ended = ws.close(1001, "harness stopping", wait=True)
+    assert (ended.code, ended.reason, ended.initiator) == (1001, "idle timeout", "server")
+    assert peer.closes() == [(1001, "idle timeout")]  # the echo, and no close of our own
+    assert list(ws.leftover) == [b"before"]
+
+
 # -- what the target must not send (RFC 6455): failed with the right code, counted by kind ----
 
 

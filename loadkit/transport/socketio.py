@@ -1,7 +1,7 @@
 """The socket under a WebSocket: plain TCP on the real non-blocking socket, or TLS on gevent's.
 
 Split from the frame logic (loadkit/transport/websocket.py) so that only
-these methods touch a socket: ``_recv_data``, ``_send_data``,
+these methods touch a socket: ``_recv_data``, ``_poll_data``, ``_send_data``,
 ``_shutdown_wr``, ``_close_socket`` and ``abort``.
 """
 
@@ -56,6 +56,16 @@ class SocketIO:
             except OSError:
                 self._reset = True
                 return b""  # reset by peer: EOF without a close frame
+
+    def _poll_data(self) -> bytes | None:
+        """What has already arrived, without waiting (None: nothing has); b"" at EOF or reset."""
+        try:
+            return self._sock.recv(_RECV_SIZE)  # type: ignore[no-any-return]
+        except BlockingIOError:
+            return None
+        except OSError:
+            self._reset = True
+            return b""
 
     def _send_data(self, data: bytes) -> None:
         """Write all of ``data``; OSError if the peer is gone or stops reading for ``send_timeout``."""
@@ -122,6 +132,11 @@ class TlsSocketIO(SocketIO):
         except OSError:
             self._reset = True
             return b""
+
+    def _poll_data(self) -> bytes | None:
+        # TLS records may sit in the SSL layer's buffer as well as the socket's:
+        # not looked at before our close (the server's close is then read after it).
+        return None
 
     def _send_data(self, data: bytes) -> None:
         sock = self._sock

@@ -326,6 +326,8 @@ class WebSocket(SocketIO):
             return self._ended
         proto = self._protocol()
         if proto.state is _OPEN:
+            self._take_arrived()
+        if proto.state is _OPEN:
             proto.send_close(code, reason)
             try:
                 for chunk in proto.data_to_send():
@@ -350,6 +352,27 @@ class WebSocket(SocketIO):
                     self.leftover = []
                 self.leftover.append(msg)
         return self._finish()
+
+    def _take_arrived(self) -> None:
+        """Take in what the server sent before our close: if its own close is there, it closed first.
+
+        A guest's greenlet can be descheduled for a while with the server's
+        close (an idle timeout, say) waiting in the socket; closing without
+        looking would call the close ours, where the server's record says it
+        was the server's. Bounded: a server still sending must not hold our close.
+        """
+        proto = self._protocol()
+        for _ in range(4):
+            data = self._poll_data()
+            if data is None:
+                return
+            self.arrived_at = _perf_counter()
+            if data:
+                self._take(data)
+            else:
+                self._taken(proto, eof=True)
+            if not data or proto.state is not _OPEN:
+                return
 
     @property
     def closed(self) -> bool:
