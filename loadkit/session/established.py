@@ -307,13 +307,17 @@ class Established(SessionBase):
 
     def _answers_nothing(self, ev: ServerEvent, pings: dict[Any, float], acks: dict[Any, float],
                          replies: dict[Any, float], gone: dict[Any, None]) -> bool:
-        """An answer (of a kind the profile matches) to nothing this session sent, or no longer awaits."""
+        """An answer (of a kind the profile matches) to nothing this session sent, or no longer awaits.
+
+        The established loop's own check, inlined there: a late answer to a
+        request that left ``pending`` takes it off ``gone`` (a second one is unmatched).
+        """
         kind = ev.kind
         if kind not in self._expects.match:
             return False
         pending = pings if kind is _E.PONG else acks if kind is _E.ACK else replies
         try:
-            return ev.ref not in pending and ev.ref not in gone
+            return ev.ref not in pending and gone.pop(ev.ref, _ABSENT) is _ABSENT
         except TypeError:  # a list or an object as an id: it answers nothing we sent
             return True
 

@@ -198,12 +198,16 @@ class WebSocket(SocketIO):
         data = self._recv_data(timeout)
         if data is None:
             return False
+        self._arrived(data)
+        return True
+
+    def _arrived(self, data: bytes) -> None:
+        """Take in bytes just read (b"": the server's EOF), stamped with when they came."""
         self.arrived_at = _perf_counter()
         if data:
             self._take(data)
         else:
             self._taken(self._protocol(), eof=True)
-        return True
 
     def _take(self, data: bytes) -> None:
         """Bytes from the server: whole text frames directly when at a frame boundary, else websockets."""
@@ -359,20 +363,12 @@ class WebSocket(SocketIO):
         A guest's greenlet can be descheduled for a while with the server's
         close (an idle timeout, say) waiting in the socket; closing without
         looking would call the close ours, where the server's record says it
-        was the server's. Bounded: a server still sending must not hold our close.
+        was the server's. One read, without waiting: a server still sending
+        must not hold our close.
         """
-        proto = self._protocol()
-        for _ in range(4):
-            data = self._poll_data()
-            if data is None:
-                return
-            self.arrived_at = _perf_counter()
-            if data:
-                self._take(data)
-            else:
-                self._taken(proto, eof=True)
-            if not data or proto.state is not _OPEN:
-                return
+        data = self._poll_data()
+        if data is not None:
+            self._arrived(data)
 
     @property
     def closed(self) -> bool:
