@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "locustfile.py"
@@ -140,14 +142,29 @@ def series_total(path: Path, key: str, sub: str | None = None) -> int:
     return total
 
 
+def wait_until(read: Callable[[], T], done: Callable[[T], bool], timeout: float, every: float = 0.05) -> T:
+    """``read()`` once ``done`` holds for it, or the last value read when ``timeout`` runs out.
+
+    Waits for what a test needs instead of a fixed time: at once on a quiet
+    machine, seconds on a busy one. It never fails by itself: the caller
+    asserts on what it gets, so a bound that ran out shows the real value.
+    """
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(every)
+        value = read()
+    return value
+
+
+def settled(read: Callable[[], dict[str, Any]], timeout: float = 5.0) -> dict[str, Any]:
+    """A gateway record (``read()``) once every connection it saw has ended."""
+    return wait_until(read, lambda stats: not stats["sessions"]["open"], timeout)
+
+
 def settled_stats(gateway: Any, timeout: float = 5.0) -> dict[str, Any]:
     """The gateway's ground truth once every connection it saw has ended."""
-    deadline = time.monotonic() + timeout
-    stats = gateway.stats()
-    while stats["sessions"]["open"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-        stats = gateway.stats()
-    return stats
+    return settled(gateway.stats, timeout)
 
 
 def assert_auth_answers_timed(report: dict[str, Any], auth_ok_sent: int) -> None:

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT, free_port, locust_command
+from tests.harness import ROOT, free_port, locust_command, settled
 
 
 def get(url: str, timeout: float = 5) -> bytes:
@@ -146,12 +146,7 @@ def settled_gateway_stats(url: str, timeout: float = 10.0) -> dict[str, Any]:
     after the guest has its close answered and Locust says "stopped": read at
     once, the record can miss the stop's last closes.
     """
-    deadline = time.monotonic() + timeout
-    stats = gateway_stats(url)
-    while stats["sessions"]["open"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-        stats = gateway_stats(url)
-    return stats
+    return settled(lambda: gateway_stats(url), timeout)
 
 
 

@@ -27,6 +27,7 @@ from loadkit.protocol.base import EventKind, ProfileOptionError, TokenGrant, aut
 from loadkit.session import LiveSessions, SessionDriver
 from loadkit.settings import HarnessSettings, behaviour
 from loadkit.transport import GeventTransport
+from tests.harness import settled_stats
 
 E = EventKind
 ROOT = Path(__file__).resolve().parent.parent
@@ -346,20 +347,11 @@ def run_guests(url: str, profile: Any, names: list[str]) -> tuple[Recorder, list
     return rec, [o for _n, o in sorted(outcomes)]
 
 
-def settled(gw: GatewayProcess) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    stats = gw.stats()
-    while stats["sessions"]["open"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-        stats = gw.stats()
-    return stats
-
-
 @pytest.mark.timeout(60)
 def test_the_seed_variant_runs_end_to_end_against_a_gateway_that_expects_it(gateway: Any, seed: Any) -> None:
     gw = gateway(auth_frame="command")
     rec, outcomes = run_guests(gw.url, seed, ["normal"] * 4 + ["wrong_case", "bad_token"])
-    stats = settled(gw)
+    stats = settled_stats(gw)
     assert outcomes == ["closed_normally"] * 4 + ["auth_refused"] * 2
     for phase in ("token", "connect", "auth", "ping", "message", "reply"):
         assert rec.latency[phase].count > 0, phase
@@ -381,4 +373,4 @@ def test_the_seed_variant_against_the_contracts_gateway_is_the_seed_threads_symp
     rec, outcomes = run_guests(gw.url, seed, ["normal"] * 3)
     assert outcomes == ["auth_refused"] * 3
     assert {(code, reason, initiator) for (_p, code, reason, initiator) in rec.close_codes} == {(1000, "", "server")}
-    assert settled(gw)["sessions"]["authenticated"] == 0
+    assert settled_stats(gw)["sessions"]["authenticated"] == 0

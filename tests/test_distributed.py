@@ -41,7 +41,7 @@ from loadkit.locust.aggregation import Figures  # noqa: E402
 from loadkit.metrics.recorder import DEFAULT_SURVIVAL_MARKS, LATENCY_PHASES, Recorder  # noqa: E402
 from loadkit.report.build import build_report  # noqa: E402
 from loadkit.session import LiveSessions  # noqa: E402
-from tests.harness import LAG_ASIDE, assert_auth_answers_timed, free_port, processes_2  # noqa: E402 (free_port: below the ephemeral range, see why there)
+from tests.harness import LAG_ASIDE, assert_auth_answers_timed, free_port, processes_2, settled_stats  # noqa: E402 (free_port: below the ephemeral range, see why there)
 
 LOCUSTFILE = ROOT / "locustfile.py"
 #: Short sessions, frequent frames: a few seconds give every phase samples.
@@ -157,15 +157,6 @@ def load_report(procs: Processes) -> dict[str, Any]:
     path = procs.tmp / "report.json"
     assert path.exists(), f"no report; master log:\n{procs.log('master')[-4000:]}"
     return json.loads(path.read_text())  # type: ignore[no-any-return]
-
-
-def settled_stats(gw: GatewayProcess, timeout: float = 5.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    stats = gw.stats()
-    while stats["sessions"]["open"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-        stats = gw.stats()
-    return stats
 
 
 def codes(rows: list[dict[str, Any]]) -> dict[tuple[int, str, str], int]:

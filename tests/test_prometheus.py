@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from loadkit.locust.prometheus import METRICS
-from tests.harness import ROOT, codes_by, locust_command, processes_2
+from tests.harness import ROOT, codes_by, locust_command, processes_2, wait_until
 from tests.liveui import (WebUI, assert_authenticated_matches, browser_form, free_port, gateway_url, get, get_json,
                           settled_gateway_stats)
 
@@ -87,12 +87,7 @@ class Prometheus:
 
     def wait_value(self, expr: str, done: Any, timeout: float = 60) -> float | None:
         """``expr``'s value once ``done(value)`` holds (bounded): scrapes and worker reports come when they come."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.value_or_none(expr)
-            if (value is not None and done(value)) or time.monotonic() > deadline:
-                return value
-            time.sleep(0.25)
+        return wait_until(lambda: self.value_or_none(expr), lambda v: v is not None and done(v), timeout, every=0.25)
 
     def by(self, expr: str, *labels: str) -> dict[tuple[Any, ...], float]:
         return {tuple(r["metric"].get(k) for k in labels): float(r["value"][1]) for r in self.query(expr)}

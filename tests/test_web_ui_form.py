@@ -14,7 +14,7 @@ import time
 import pytest
 
 from loadkit.locust.webform import split_values
-from tests.harness import ROOT, locust_command
+from tests.harness import ROOT, locust_command, wait_until
 from tests.liveui import (WebUI, assert_authenticated_matches, browser_form, gateway_stats, gateway_url, get_json,
                           settled_gateway_stats)
 
@@ -88,9 +88,7 @@ def test_thresholds_and_gateway_settings_typed_into_the_form_take_effect(tmp_pat
         # (a busy machine runs few sessions in it): wait, bounded, for the first drop
         # on the wire (the gateway's 1011 close: its fault counter counts planned drops)
         # and then for the harness to have seen it (the live report).
-        deadline = time.monotonic() + 60
-        while not _dropped_on_the_wire(gateway_stats(url)) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: gateway_stats(url), _dropped_on_the_wire, 60, every=0.2)
         _wait_live(ui, lambda r: r["drops"] > 0)
         ui.stop_test()
         data = _wait_json(report)
@@ -163,12 +161,7 @@ def _wait_live(ui, done, timeout=60.0):
     Waiting for what the test needs, not for a fixed time: on a quiet machine it
     returns at once; on a busy one Locust may take seconds to get guests in.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        live = get_json(ui.base + "/loadkit/report")
-        if done(live) or time.monotonic() > deadline:
-            return live
-        time.sleep(0.2)
+    return wait_until(lambda: get_json(ui.base + "/loadkit/report"), done, timeout, every=0.2)
 
 
 def _dropped_on_the_wire(stats):
