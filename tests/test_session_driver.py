@@ -799,6 +799,25 @@ def test_an_echo_answering_nothing_sent_that_arrives_during_the_goodbye_is_an_un
     assert dict(+run.recorder.bad_frames) == {("unmatched_answer", "closing"): 1}
 
 
+def test_an_echo_refused_429_is_the_targets_error_not_a_missed_pong() -> None:
+    class RefusesTheFirstEcho(WebMessagingFake):
+        def send(self, data: bytes) -> None:
+            f = orjson.loads(data)
+            if f.get("action") == "echo" and not getattr(self, "refused", False):
+                self.refused = True
+                self.sent.append(f)
+                self.play(RTT, wm_response("TooManyRequestsErrorMessage", 429,
+                                           {"retryAfter": 1, "errorCode": 4029}, f["tracingId"]))
+                return
+            super().send(data)
+
+    conn = RefusesTheFirstEcho()
+    run = run_wm_guest(conn)
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert conn.refused and run.recorder.missed_pongs == 0 and dict(run.recorder.errors) == {"4029": 1}
+    assert dict(+run.recorder.bad_frames) == {}
+
+
 def test_session_not_found_for_close_session_after_a_confirmed_clear_is_no_error_of_the_target() -> None:
     conn = WebMessagingFake(close_session=[4007])
     run = run_wm_guest(conn)

@@ -211,6 +211,8 @@ class Established(SessionBase):
                     if acks.pop(ref, None) is not None:  # refused: no ack and no reply will come
                         gone = _forget(gone, ref)
                     replies.pop(ref, None)
+                    if pings.pop(ref, None) is not None:  # a refused echo was answered: no missed pong
+                        gone = _forget(gone, ref)
                 except TypeError:
                     pass
                 if behaviour.honour_retry_after and ev.retry_after:
