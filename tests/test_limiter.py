@@ -39,3 +39,14 @@ def test_retry_after_is_whole_seconds_until_the_oldest_event_leaves_a_long_windo
 def test_zero_is_unlimited() -> None:
     window = SlidingWindow(0)
     assert all(window.admit(0.0) is None for _ in range(1000))
+
+
+def test_the_echo_window_admits_a_client_echoing_every_30_s_whatever_the_arrival_jitter() -> None:
+    from loadkit.gateway.webmessaging_socket import ECHO_WINDOW_S
+
+    paced = SlidingWindow(2, ECHO_WINDOW_S)
+    # every 30 s as sent; the first arrived 5 ms late, the third on time: 59.995 s apart
+    assert [paced.admit(t) for t in (30.005, 60.0, 90.0, 120.0)] == [None, None, None, None]
+    hasty = SlidingWindow(2, ECHO_WINDOW_S)
+    assert [hasty.admit(t) for t in (0.0, 20.0, 40.0)][:2] == [None, None]
+    assert hasty.admit(45.0) is not None  # three within the minute: refused

@@ -156,7 +156,7 @@ class WebMessagingSettings:
     rate_limit_per_s: int = 2
     """onMessage (text, typing, presence) per session per sliding second; more get 429/4029. 0 = unlimited."""
     echo_limit_per_min: int = 2
-    """echo frames per connection per sliding minute; more get 429/4029. 0 = unlimited."""
+    """echo frames per connection per sliding minute (59 s: arrival jitter); more get 429/4029. 0 = unlimited."""
     echo_without_token: Literal["answer", "error"] = "answer"
     """An echo with no token: answered like any echo, or refused with 400."""
     session_ttl_s: float = 0.0
