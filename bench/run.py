@@ -23,7 +23,10 @@ The contenders:
 - ``threaded``: the obvious recipe, websockets' threaded client in a plain
   Locust user (``bench/baseline_threaded_locustfile.py``);
 - ``raw``: a raw asyncio websockets client, no Locust (``bench/raw_asyncio.py``);
-- ``bare``: a Locust user with no socket, for memory only (``bench/bare_locustfile.py``).
+- ``bare``: a Locust user with no socket, for memory only (``bench/bare_locustfile.py``);
+- ``floor`` ((c) only): loadkit's transport under Locust with a paced send-and-await-ack loop and
+  nothing else (``bench/transport_floor_locustfile.py``): ``loadkit - floor`` is what the session's
+  own work costs per round trip.
 
 Harness CPU is ``psutil.Process(pid).cpu_times()`` (user + system) of the
 harness process only, never the gateways'. The gateway side is several
@@ -83,7 +86,7 @@ FULL: dict[str, Any] = {
     "rounds": 3,
     "accuracy_s": 12.0,
     "auth_delay_ms": 200.0,
-    "chat_interval": "0.02-0.03",  # think time between one guest's messages in (c), all three harnesses
+    "chat_interval": "0.02-0.03",  # think time between one guest's messages in (c), every harness alike
     # (e) chatty load: loadkit's default timings, guests held; steps up to the goal, each held load_hold_s
     "load_steps": (6000, 12000, 18000),
     "load_hold_s": 20.0,
@@ -311,6 +314,9 @@ def start_harness(kind: str, mode: str, workdir: Path, hosts: list[str], cfg: di
         return Harness(name, locust_argv("baseline_threaded_locustfile.py", hosts[0], user_class=cls),
                        workdir, hosts, {"KEEPALIVE_S": str(cfg["keepalive_s"]),
                                         "CHAT_INTERVAL": cfg.get("chat_interval", "0")})
+    if kind == "floor":  # loadkit's transport with the least loop on top (chat only)
+        return Harness(name, locust_argv("transport_floor_locustfile.py", hosts[0]), workdir, hosts,
+                       {"CHAT_INTERVAL": cfg.get("chat_interval", "0.02-0.03")})
     if kind == "raw":
         argv = [PY, str(BENCH / "raw_asyncio.py"), "--mode", mode, "--hosts", ",".join(hosts),
                 "--keepalive", str(cfg["keepalive_s"]), "--interval", cfg.get("chat_interval", "0")]
@@ -519,10 +525,10 @@ def summarize(rounds: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def rate_phase(label: str, mode: str, counter: str, users: int, cfg: dict[str, Any], workdir: Path,
-               settings: dict[str, Any], loadkit_args: list[str]) -> dict[str, Any]:
-    """All three harnesses start idle; each takes its turn with ``users`` for a window,
+               settings: dict[str, Any], loadkit_args: list[str],
+               kinds: tuple[str, ...] = ("loadkit", "threaded", "raw")) -> dict[str, Any]:
+    """All the harnesses start idle; each takes its turn with ``users`` for a window,
     round after round, so a slow spell on this shared machine hits them alike."""
-    kinds = ("loadkit", "threaded", "raw")
     out: dict[str, Any] = {}
     with Gateways(cfg["gateways"], settings) as gws:
         meter = CpuMeter([gw.pid for gw in gws.procs])
@@ -585,7 +591,8 @@ def chat_phase(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     log(f"(c) throughput: {cfg['chat_users']} users per harness, one message every {cfg['chat_interval']} s each, "
         f"{cfg['rounds']} rounds")
     return rate_phase("(c) throughput", "chat", "message", cfg["chat_users"], cfg, workdir,
-                      {"agent_replies": "false", "rate_limit_per_s": 0}, args)
+                      {"agent_replies": "false", "rate_limit_per_s": 0}, args,
+                      ("loadkit", "threaded", "raw", "floor"))
 
 
 def percentile(values: list[int], p: float) -> float | None:
@@ -799,6 +806,18 @@ def versus(doc: dict[str, Any], key: str, others: Iterable[str], fmt: Callable[[
     return "  ".join(f"loadkit:{o} {fmt(ratio(get(doc, 'loadkit', key), get(doc, o, key)))}" for o in others)
 
 
+def floor_split(chat: dict[str, Any]) -> str | None:
+    """(c)'s round trip split into loadkit's transport (the floor harness) and the session's work on top."""
+    whole, floor = get(chat, "loadkit", "cpu_us_each"), get(chat, "floor", "cpu_us_each")
+    raw = get(chat, "raw", "cpu_us_each")
+    if not (whole and floor and raw):
+        return None
+    return (f"  of loadkit's {whole:.0f} µs a round trip, the transport under Locust (floor) is {floor:.0f} and "
+            f"the session's work {whole - floor:.0f} ({100 * (whole - floor) / whole:.0f} %); "
+            f"floor:raw per CPU-s {raw / floor:.2f} (the most this transport could reach); "
+            f"1.5x raw leaves the session {raw / 1.5 - floor:.0f} µs")
+
+
 #: Why a target can be missed, from profiling (py-spy, perf, tracemalloc; see docs/capacity.md).
 WHY = {
     "idle_kb_per_guest": (
@@ -813,11 +832,12 @@ WHY = {
         "same floor as raw asyncio (the kernel's loopback send, recv and epoll: ~16 us a round trip for "
         "both); above it, Python (see chat_vs_raw)"),
     "chat_vs_raw": (
-        "perf, 2026-12-01: per round trip both pay ~16 us in the kernel (18 % of loadkit's CPU, 17 % of "
-        "raw's); loadkit adds ~7 us of gevent/libev/greenlet C and ~7 us of libc; 1.5x raw's rate leaves "
-        "loadkit's Python ~30 us where it spends ~55 us (raw's websockets + asyncio: ~71 us): two greenlet "
-        "wake-ups with a timer each, the session loop's pacing and bookkeeping, classification, two "
-        "histogram records and Locust's statistics per round trip (docs/capacity.md)"),
+        "the floor harness (bench/transport_floor_locustfile.py: loadkit's transport under Locust with a "
+        "paced send-and-await-ack loop and nothing else) reaches about 1.8x raw; the session's own work per "
+        "round trip (pacing, the pending tables, classification, the latency and lag histograms, Locust's "
+        "statistics, keepalive) costs about 30 us on top, where 1.5x raw leaves it about 13 us. perf, "
+        "2026-12-01: both harnesses pay ~16 us a round trip in the kernel; no single item of the session's "
+        "work is over ~3 us (docs/capacity.md)"),
     "churn_vs_threaded": (
         "a session is mostly kernel work (TCP connects, token HTTP call, close handshake); the recipe pays "
         "3 descriptors and 2 extra greenlets per connection"),
@@ -862,6 +882,9 @@ def verdicts(res: dict[str, Any]) -> list[dict[str, Any]]:
         goal = TARGETS["chat_vs_raw"]
         row("round trips per harness CPU-s vs raw asyncio", r, f">= {goal}", r >= goal,
             "met" if r >= goal else f"short by {goal - r:.2f}x ({100 * (goal - r) / goal:.0f} %)", "chat_vs_raw")
+        split = floor_split(chat)
+        if split and rows[-1]["why"]:
+            rows[-1]["why"] += ". Measured in this run: " + split.strip()
     r = ratio(get(chat, "loadkit", "cpu_us_each"), get(chat, "raw", "cpu_us_each"))
     if r is not None:
         goal = TARGETS["chat_cpu_vs_raw"]
@@ -908,9 +931,9 @@ def render(res: dict[str, Any]) -> str:
         lines.append("")
         lines.append(title)
         w0 = max(len(r[0]) for r in rows) if rows else 10
-        lines.append("  " + " " * w0 + "".join(f"{h:>16}" for h in heads))
-        for label, values in rows:
-            lines.append("  " + label.ljust(w0) + "".join(f"{fmt(v):>16}" for v in values))
+        lines.append("  " + " " * w0 + "".join(f" {h:>15}" for h in heads))
+        for label, values in rows:  # a space before every cell: a long one must not run into the last
+            lines.append("  " + label.ljust(w0) + "".join(f" {fmt(v):>15}" for v in values))
 
     idle = res.get("idle")
     if idle:
@@ -943,7 +966,7 @@ def render(res: dict[str, Any]) -> str:
         ph = res.get(key)
         if not ph:
             continue
-        c3 = ("loadkit", "threaded", "raw", *(p for p in peers_order() if p in ph))
+        c3 = ("loadkit", "threaded", "raw", *(p for p in ("floor", *peers_order()) if p in ph))
         rows = [
             (f"{unit} per harness CPU-s", [get(ph, c, "per_cpu_s") for c in c3]),
             (f"{unit} per s", [get(ph, c, "per_s") for c in c3]),
@@ -959,6 +982,9 @@ def render(res: dict[str, Any]) -> str:
         lines.append(f"  ratio per CPU-s {versus(ph, 'per_cpu_s', ('threaded', 'raw'), fmt)}"
                      f"  (CPU per op {versus(ph, 'cpu_us_each', ('raw',), fmt)})"
                      + "".join(f"  {versus(ph, 'per_cpu_s', (p,), fmt)}" for p in c3[3:]))
+        floor_line = floor_split(ph)
+        if floor_line:
+            lines.append(floor_line)
     acc = res.get("accuracy")
     if acc:
         c3 = ("loadkit", "threaded", "raw", *(p for p in peers_order() if p in acc))
@@ -1021,7 +1047,7 @@ NOTES = [
     "window as their process tree's CPU; they churn open-loop (new guests at peer_churn_rate a second) where "
     "the Locust harnesses and raw asyncio loop 50 users; each peer window is a fresh run (startup excluded)",
     "ratios compare harnesses measured minutes apart on a shared 2-core machine: trust them to ~10 %",
-    "(b) and (c) interleave the three harnesses round by round; per-CPU-s figures are pooled over the rounds",
+    "(b) and (c) interleave the harnesses round by round; per-CPU-s figures are pooled over the rounds",
     "(c) paces every harness alike (one message per guest every chat_interval s): closed-loop runs "
     "batch more work per wake-up and flatter whichever harness keeps the gateway busiest",
 ]
