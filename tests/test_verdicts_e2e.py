@@ -178,8 +178,11 @@ def test_the_loadkit_summary_is_the_last_thing_on_the_terminal(tmp_path, gateway
     assert text.rstrip().endswith("=" * 70), text[-3000:]
 
 
-def test_drift_compares_the_last_window_with_the_first(tmp_path):
+def test_drift_compares_the_last_windows_with_the_first(tmp_path):
     """A gateway whose auth gets slow after 3 s (a soak going bad): drift.auth.p95 breaches.
+
+    Eight 1 s windows: each side of the comparison is two of them, merged
+    (loadkit.metrics.drift; tests/test_drift_spans.py has the arithmetic).
 
     The embedded gateway, so that its clock (degrade_at_s counts from its start) starts
     as the run does: a separate gateway started first would have degraded before a slow
@@ -194,7 +197,8 @@ def test_drift_compares_the_last_window_with_the_first(tmp_path):
     assert report is not None, run.stderr[-2000:]
     assert_matches_gateway(report, report["gateway"])
     first, last = report["drift"]["first"]["auth"]["p95"], report["drift"]["last"]["auth"]["p95"]
-    # the last window waited the degraded 100 ms (plus what a busy machine adds: no upper guess)
+    assert report["drift"]["span_windows"]["auth"] == min(5, report["drift"]["windows"] // 3), report["drift"]
+    # the last windows waited the degraded 100 ms (plus what a busy machine adds: no upper guess)
     assert first < 50.0 and 100.0 <= last <= report["latency_ms"]["auth"]["max"], report["drift"]
     rows = rows_by_expr(report)
     assert rows["drift.auth.p95 < 1.2"]["value"] == pytest.approx(last / first, rel=1e-3)

@@ -1,7 +1,7 @@
 """``Figures``: what one Locust process adds up during a run. No file I/O, no Locust.
 
 Why a job of its own: the run's totals, the current time-series window,
-the workers' gauges, the drift between the first and the last window and
+the workers' gauges, the drift between the first and the last windows and
 the CPU samples are all "what happened so far"; the verdict
 (``loadkit.locust.verdict``) judges them and the outputs
 (``loadkit.locust.outputs``) write them, but neither changes them.
@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from loadkit.metrics.drift import Drift
 from loadkit.metrics.recorder import HARNESS_SERIES, Recorder, WireReport
 from loadkit.report.harness import harness_section
 from loadkit.session import LiveSessions
@@ -49,8 +50,8 @@ class Figures:
         self.lost_workers: set[str] = set()
         self.left_workers: dict[str, str] = {}
         self.series_rows: list[dict[str, Any]] = []
-        self.drift_first: dict[str, dict[str, Any]] = {}
-        self.drift_last: dict[str, dict[str, Any]] = {}
+        #: each phase's first and last windows, for the drift gates (loadkit.metrics.drift)
+        self.drift_spans = Drift()
         self.cpu_samples: list[float] = []
         self.started_wall: float | None = None
         self.started_mono: float | None = None
@@ -107,7 +108,7 @@ class Figures:
         self.window = Recorder(marks)
         self.window.started = carried
         self.series_rows = []
-        self.drift_first, self.drift_last = {}, {}
+        self.drift_spans = Drift()
         self.cpu_samples = []
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
@@ -126,13 +127,12 @@ class Figures:
         if span <= 0.05 and w.is_empty():
             return None
         latency = {}
+        measured = {}
         for phase, hist in w.latency.items():
             if hist and phase not in HARNESS_SERIES:
-                summary = hist.summary_ms((50, 95, 99))
-                latency[phase] = summary
-                entry = {k: summary[k] for k in ("p50", "p95", "p99")}
-                self.drift_first.setdefault(phase, entry)
-                self.drift_last[phase] = entry
+                latency[phase] = hist.summary_ms((50, 95, 99))
+                measured[phase] = hist
+        self.drift_spans.add_window(measured)  # the window's recorder is not written again
         outcomes = w.outcomes()
         codes: dict[str, int] = {}
         for (_p, code, _r, _i), n in w.close_codes.items():
@@ -163,6 +163,6 @@ class Figures:
         return row
 
     def drift(self, window_s: float) -> dict[str, Any]:
-        """The report's ``drift``: each phase's percentiles in the first and the last window."""
-        return {"window_s": window_s, "windows": len(self.series_rows),
-                "first": self.drift_first, "last": self.drift_last}
+        """The report's ``drift``: each phase's percentiles over the first and the last windows."""
+        windows = len(self.series_rows)
+        return {"window_s": window_s, "windows": windows, **self.drift_spans.spans(windows)}

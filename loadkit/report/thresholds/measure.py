@@ -26,8 +26,8 @@ Measurement = tuple[Number | None, str | None]
 #: What a reader gets: the metric's parsed arguments (see names.py) and the report.
 Reader = Callable[[tuple[Any, ...], Mapping[str, Any]], Measurement]
 
-#: A drift ratio compares the last series window with the first: on a run of
-#: a few windows that is the spawn against the stop, not a trend.
+#: A drift ratio compares the last series windows with the first (loadkit.metrics.drift):
+#: on a run of a few windows that is the spawn against the stop, not a trend.
 DRIFT_MIN_WINDOWS = 6
 
 # Outcomes the harness can report. Any other name is accepted (a custom
