@@ -197,7 +197,7 @@ def test_drift_compares_the_last_windows_with_the_first(tmp_path):
     assert report is not None, run.stderr[-2000:]
     assert_matches_gateway(report, report["gateway"])
     first, last = report["drift"]["first"]["auth"]["p95"], report["drift"]["last"]["auth"]["p95"]
-    assert report["drift"]["span_windows"]["auth"] == min(5, report["drift"]["windows"] // 3), report["drift"]
+    assert report["drift"]["span_windows"] == min(5, report["drift"]["windows"] // 3), report["drift"]
     # the last windows waited the degraded 100 ms (plus what a busy machine adds: no upper guess)
     assert first < 50.0 and 100.0 <= last <= report["latency_ms"]["auth"]["max"], report["drift"]
     rows = rows_by_expr(report)

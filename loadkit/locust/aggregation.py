@@ -164,5 +164,4 @@ class Figures:
 
     def drift(self, window_s: float) -> dict[str, Any]:
         """The report's ``drift``: each phase's percentiles over the first and the last windows."""
-        windows = len(self.series_rows)
-        return {"window_s": window_s, "windows": windows, **self.drift_spans.spans(windows)}
+        return {"window_s": window_s, "windows": len(self.series_rows), **self.drift_spans.spans()}

@@ -3,18 +3,22 @@
 Why spans of windows and not one window each: a drift gate
 (``drift.message.p95 < 1.5``) is there to catch a target that gets slower
 over hours, and a single series window (a minute, in a soak) cannot tell
-that from one minute's noise. On loopback against the reference gateway,
-on a quiet machine, message p95 moved between 1.2 and 7.5 ms from one 60 s
-window to the next, so a 4-hour soak whose last minute was judged against
-its first could breach 1.5× on a healthy target by chance (or pass a
-degraded one because its last minute happened to be quick).
+that from one minute's noise. A 60-minute run of ``config/soak.toml``
+against the healthy reference gateway, on a quiet machine, failed
+``drift.auth.p95 < 1.5`` that way (1.55: the p95 of the last minute's 55
+auths against the spawn's first minute), and its message p95 moved between
+1.2 and 7.5 ms from one minute to the next.
 
-So the gates compare the first ``SPAN`` windows with the last ``SPAN``,
-each span's histograms merged (exact percentiles of all its samples, not
-an average of per-window percentiles). A short run uses fewer: at most a
-third of its windows each, and for a phase seen in only some windows (auth
-after the spawn, say) at most half of those, so the two spans never share a
-window. What it keeps is bounded: ``2 × SPAN`` histograms per phase.
+So the gates compare the run's first ``SPAN`` windows with its last
+``SPAN``, each span's histograms merged (exact percentiles of all its
+samples, not an average of per-window percentiles). A short run uses
+fewer: at most a third of its windows a side, so the sides never share a
+window. The spans are positions in the run, not "the windows in which the
+phase was seen": a phase with no samples in the last span (auth in a soak
+shorter than its sessions: every auth happened in the spawn) has no last
+side, and its drift is not measured rather than the spawn's first minute
+against its second. What it keeps is bounded: ``2 × SPAN`` windows'
+histograms.
 """
 
 from __future__ import annotations
@@ -33,58 +37,52 @@ _STATS = (50, 95, 99)
 
 
 class Drift:
-    """The first and last ``SPAN`` windows' latency histograms of every phase."""
+    """The first and the last ``SPAN`` series windows' latency histograms, by phase."""
 
-    __slots__ = ("_head", "_tail", "_seen", "_cached")
+    __slots__ = ("_head", "_tail", "windows", "_cached")
 
     def __init__(self) -> None:
-        self._head: dict[str, list[Histogram]] = {}
-        self._tail: dict[str, deque[Histogram]] = {}
-        #: phase -> windows that had samples of it
-        self._seen: dict[str, int] = {}
-        self._cached: tuple[int, dict[str, Any]] | None = None
+        self._head: list[Mapping[str, Histogram]] = []
+        self._tail: deque[Mapping[str, Histogram]] = deque(maxlen=SPAN)
+        #: series windows added so far
+        self.windows = 0
+        self._cached: dict[str, Any] | None = None
 
     def add_window(self, latency: Mapping[str, Histogram]) -> None:
-        """One closed window's histograms (each with samples); they must not change afterwards."""
-        for phase, hist in latency.items():
-            head = self._head.setdefault(phase, [])
-            if len(head) < SPAN:
-                head.append(hist)
-            tail = self._tail.get(phase)
-            if tail is None:
-                tail = self._tail[phase] = deque(maxlen=SPAN)
-            tail.append(hist)
-            self._seen[phase] = self._seen.get(phase, 0) + 1
+        """One closed window's histograms, by phase (only phases with samples); they must not change afterwards."""
+        if len(self._head) < SPAN:
+            self._head.append(latency)
+        self._tail.append(latency)
+        self.windows += 1
         self._cached = None
 
-    def spans(self, windows: int) -> dict[str, Any]:
-        """``{"span_windows": {phase: n}, "first": {phase: {p50, p95, p99}}, "last": {...}}`` in ms.
+    def spans(self) -> dict[str, Any]:
+        """``{"span_windows": n, "first": {phase: {p50, p95, p99}}, "last": {...}}``, in ms.
 
-        ``windows`` is how many series windows the run has closed: each span
-        is at most a third of them.
+        A phase is in ``first`` (``last``) only if it has samples in the first (last) ``n`` windows.
         """
-        if self._cached is not None and self._cached[0] == windows:
-            return self._cached[1]
-        most = max(1, min(SPAN, windows // 3))
-        used: dict[str, int] = {}
-        first: dict[str, dict[str, Any]] = {}
-        last: dict[str, dict[str, Any]] = {}
-        for phase, head in self._head.items():
-            n = max(1, min(most, self._seen[phase] // 2))
-            used[phase] = n
-            first[phase] = _percentiles(head[:n])
-            last[phase] = _percentiles(list(self._tail[phase])[-n:])
-        out = {"span_windows": used, "first": first, "last": last}
-        self._cached = (windows, out)
+        if self._cached is not None:
+            return self._cached
+        n = max(1, min(SPAN, self.windows // 3))
+        out = {"span_windows": n, "first": _merged(self._head[:n]), "last": _merged(list(self._tail)[-n:])}
+        self._cached = out
         return out
 
 
-def _percentiles(hists: list[Histogram]) -> dict[str, Any]:
-    if len(hists) == 1:
-        merged = hists[0]
-    else:
-        merged = Histogram()
-        for hist in hists:
-            merged.merge(hist)
-    summary = merged.summary_ms(_STATS)
-    return {f"p{p}": summary[f"p{p}"] for p in _STATS}
+def _merged(windows: list[Mapping[str, Histogram]]) -> dict[str, dict[str, Any]]:
+    """Each phase's percentiles over ``windows``, its samples merged."""
+    by_phase: dict[str, list[Histogram]] = {}
+    for latency in windows:
+        for phase, hist in latency.items():
+            by_phase.setdefault(phase, []).append(hist)
+    out: dict[str, dict[str, Any]] = {}
+    for phase, hists in by_phase.items():
+        if len(hists) == 1:
+            merged = hists[0]
+        else:
+            merged = Histogram()
+            for hist in hists:
+                merged.merge(hist)
+        summary = merged.summary_ms(_STATS)
+        out[phase] = {f"p{p}": summary[f"p{p}"] for p in _STATS}
+    return out

@@ -248,9 +248,8 @@ def drift_section(report: Mapping[str, Any]) -> str:
             ratio = y / x if x and y is not None else None
             rows.append((esc(phase), esc(stat), fmt(a.get(stat)), fmt(b.get(stat)), fmt(ratio)))
     window = fmt(drift.get("window_s"))
-    spans = as_dict(drift.get("span_windows"))
-    most = max((n for n in (num(v) for v in spans.values()) if n is not None), default=None)
-    across = f"the first and last {int(most)} windows" if most and most > 1 else "the first and last window"
+    span = num(drift.get("span_windows"))
+    across = f"the first and last {int(span)} windows" if span and span > 1 else "the first and last window"
     return (f'<p class="sub">Each phase over {across} of {window} s (its samples merged).</p>'
             + table(("phase", "statistic", "first (ms)", "last (ms)", "last / first"), rows, numeric=(2, 3, 4)))
 
