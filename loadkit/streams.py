@@ -81,4 +81,18 @@ def user_stream(seed: int, worker_index: int, user_number: int) -> Stream:
     return Stream(seed, worker_index + 1, user_number)
 
 
-__all__ = ["Rng", "Stream", "cumulative", "new_seed", "user_stream"]
+#: The key part that sets a user's arrival stream apart from its main one.
+_ARRIVAL_KEY = 0xA221
+
+
+def arrival_stream(seed: int, worker_index: int, user_number: int) -> Stream:
+    """The stream that picks when user ``user_number`` arrives (loadkit.locust.user), apart from its main one.
+
+    Drawing the arrival from the user's own stream would shift every later
+    draw: the same seed would replay other session lengths, mixes and jitter
+    than a run without the spread did.
+    """
+    return Stream(seed, worker_index + 1, user_number, _ARRIVAL_KEY)
+
+
+__all__ = ["Rng", "Stream", "arrival_stream", "cumulative", "new_seed", "user_stream"]

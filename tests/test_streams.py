@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loadkit.settings import backoff  # noqa: E402
-from loadkit.streams import Stream, cumulative, user_stream  # noqa: E402
+from loadkit.streams import Stream, arrival_stream, cumulative, user_stream  # noqa: E402
 from tests.harness import LAG_ASIDE  # noqa: E402
 from tests.test_distributed import free_port  # noqa: E402
 
@@ -56,6 +56,17 @@ def test_the_first_draws_of_neighbouring_users_are_not_correlated() -> None:
     assert abs(sum(firsts) / len(firsts) - 0.5) < 0.03
     ups = sum(1 for a, b in itertools.pairwise(firsts) if b > a)
     assert 900 < ups < 1100  # neighbours' first draws are not in step
+
+
+def test_a_users_arrival_has_its_own_stream_spread_evenly_over_users() -> None:
+    # Its own: the arrival is not the user's first draw, so a seed replays the same sessions with it.
+    assert arrival_stream(3, 0, 1).random() == arrival_stream(3, 0, 1).random()
+    assert arrival_stream(3, 0, 1).random() != user_stream(3, 0, 1).random()
+    arrivals = [arrival_stream(3, w, u).random() for w in range(2) for u in range(1, 1001)]
+    deciles = [0] * 10
+    for x in arrivals:
+        deciles[int(x * 10)] += 1
+    assert all(140 < d < 260 for d in deciles), deciles  # about 200 each: evenly over the second
 
 
 def test_weighted_choice_follows_the_weights_and_never_picks_a_zero_weight() -> None:

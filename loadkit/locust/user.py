@@ -9,9 +9,15 @@ from locust import User, task
 
 from loadkit.session import Report, SessionDriver
 from loadkit.settings import Behaviour, behaviour
-from loadkit.streams import cumulative, new_seed, user_stream
+from loadkit.streams import arrival_stream, cumulative, new_seed, user_stream
 
 _user_numbers = itertools.count(1)
+
+#: Locust starts each second's users at once (its dispatcher hands out
+#: ``floor(spawn rate)`` users per iteration, one iteration a second, on a
+#: worker as on one process); each guest's first session starts at a random
+#: point of that second instead (see ``GuestUser.on_start``).
+ARRIVAL_SPREAD_S = 1.0
 
 
 class _Shared:
@@ -42,6 +48,12 @@ def _shared_for(runtime: Any) -> _Shared:
     return _shared[0]
 
 
+def _worker_index(environment: Any) -> int:
+    """This worker's index (0 in a single process)."""
+    index = getattr(environment.runner, "worker_index", 0)
+    return index if isinstance(index, int) else 0
+
+
 class GuestUser(User):
     """Runs the whole guest lifecycle, then starts over as a new guest.
 
@@ -61,14 +73,30 @@ class GuestUser(User):
         seed = getattr(rt, "run_seed", None)
         if seed is None:
             seed = rt.run_seed = rt.settings.seed if rt.settings.seed is not None else new_seed()
-        index = getattr(environment.runner, "worker_index", 0)
-        self.rng = user_stream(seed, index if isinstance(index, int) else 0, self.number)
+        self.rng = user_stream(seed, _worker_index(environment), self.number)
         self._shared = shared = _shared_for(rt)
         self.driver = SessionDriver(
             rt.transport, rt.profile, rt.recorder, rt.settings, self.host or environment.host,
             rt.live, shared.report, self.rng,
         )
         self._guests = 0
+
+    def on_start(self) -> None:
+        """Arrive at a random moment of the second Locust started this user in.
+
+        ``-r 20`` starts 20 users in the same millisecond once a second. A
+        gateway's guests arrive one by one; 20 token calls, upgrades and auth
+        frames at once measure a queue the harness made, and since each
+        guest's keepalive runs from its auth, their pings stayed in step for
+        the whole run: a soak at ``-r 20`` read ping p95 4x message p95 on a
+        gateway that answers both the same way. Spread evenly over the
+        second, arrivals keep the rate Locust was asked for (as Artillery's
+        ``arrivalRate`` spaces its arrivals) without the burst.
+        """
+        env = self.environment
+        rt = env.loadkit
+        at = arrival_stream(rt.run_seed, _worker_index(env), self.number).uniform(0.0, ARRIVAL_SPREAD_S)
+        rt.transport.sleep(at)
 
     def wait_time(self) -> float:
         return self.rng.uniform(*self.environment.loadkit.settings.pause_between)
