@@ -564,6 +564,55 @@ def test_a_stop_while_established_is_stopped_by_harness_closed_1001_and_raised_o
     assert_close_recorded(rec, Phase.ESTABLISHED, 1001, "client", "harness stopping")
 
 
+class StopBegins(BaseException):
+    """Stands for Locust's test_stopping: ``live.stopping`` turns on (the guest's greenlet is not killed yet)."""
+
+
+class StoppingConnection(FakeConnection):
+    """Plays ``StopBegins`` by setting ``live.stopping``, as loadkit.locust.lag does, and reads on."""
+
+    live: LiveSessions
+
+    def recv(self, timeout: float | None) -> bytes | None:
+        while True:
+            try:
+                return super().recv(timeout)
+            except StopBegins:
+                self.live.stopping = True
+
+
+def test_answers_read_once_the_run_is_stopping_count_but_are_not_timed() -> None:
+    # Messages every 7 s, each acked RTT later. The stop begins between the second message and its
+    # ack; the guest reads the ack (Locust has not killed it yet), then is stopped.
+    conn = StoppingConnection(after_auth=[(14.0 + RTT / 2, StopBegins()), (15.0, Stop())])
+    rec, live = Recorder(), LiveSessions()
+    conn.live = live
+    reported: list[str] = []
+    driver = SessionDriver(FakeTransport(conn), get_profile("guest"), rec, SETTINGS, "http://gateway.test", live,
+                           lambda name, ms, error, length: reported.append(name), rng=random.Random(7))
+    with pytest.raises(Stop):
+        driver.run_guest(1, behaviour("normal"))
+    assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.ESTABLISHED)
+    assert [f["type"] for f in conn.sent].count("message") == 2
+    assert rec.messages_sent == rec.messages_answered == 2  # both answered ...
+    assert rec.latency["message"].count == 1  # ... the one read while stopping not timed
+    assert reported.count("message") == 1  # nor in Locust's table
+    assert rec.latency["auth"].count == rec.latency["token"].count == rec.latency["connect"].count == 1
+
+
+def test_a_session_that_gets_through_auth_once_the_run_is_stopping_counts_it_without_timing_it() -> None:
+    conn = StoppingConnection(during_auth=[(RTT / 2, StopBegins())], after_auth=[(1.0, Stop())])
+    rec, live = Recorder(), LiveSessions()
+    conn.live = live
+    driver = SessionDriver(FakeTransport(conn), get_profile("guest"), rec, SETTINGS, "http://gateway.test", live,
+                           rng=random.Random(7))
+    with pytest.raises(Stop):
+        driver.run_guest(1, behaviour("normal"))
+    assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.JUST_AFTER_AUTH)
+    assert rec.authenticated == 1 and rec.latency["auth"].count == 0
+    assert rec.latency["token"].count == rec.latency["connect"].count == 1  # read before the stop began
+
+
 def test_a_stop_before_the_auth_ok_was_read_counts_it_authenticated_when_it_arrives_while_we_close() -> None:
     # the gateway answered (and counts the guest authenticated); the stop came before our read
     conn = FakeConnection(during_auth=[(RTT / 2, Stop())])

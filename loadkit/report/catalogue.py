@@ -141,7 +141,8 @@ def _count(name: str, path: str, what: str, example: str, worse: int = +1, unit:
 CATALOGUE: tuple[Entry, ...] = (
     _latency("PHASE.STAT", "latency_ms.PHASE.STAT",
              "that statistic of the phase's latency (PHASE one of " + ", ".join(PHASES)
-             + "; `count` is a count of samples); no sample: not measured", "auth.p95 < 300"),
+             + "; `count` is a count of samples, answers read once the run was stopping not among them); "
+             "no sample: not measured", "auth.p95 < 300"),
     _count("sessions.started", "sessions.started", "sessions begun", "sessions.started > 100", worse=0,
            unit="sessions"),
     _count("sessions.authenticated", "sessions.authenticated", "sessions that got auth_ok",

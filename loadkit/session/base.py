@@ -75,8 +75,14 @@ class LiveSessions:
 
     def __init__(self) -> None:
         self.open = 0
-        #: the run is stopping: timers that fire late now (Locust's stop
-        #: itself holds the loop for tens of ms) are not the run's lag
+        #: the run is stopping (Locust's test_stopping, loadkit.locust.lag):
+        #: its stop holds the loop for tens of ms and closes every session at
+        #: once, so timers that fire late now are not the run's lag, and an
+        #: answer read now is not timed (a token, connect, auth, ack, pong or
+        #: reply; it still counts): it waited for the harness's stop, not for
+        #: the target. A 4-minute run of config/soak.toml timed the answers
+        #: of its stop's 0.8 s at message p50 17 ms, against 0.9 ms in the
+        #: minute before.
         self.stopping = False
 
 

@@ -69,8 +69,9 @@ class Phases(SessionBase):
             except HttpStatusError as exc:
                 self.report("token", wire_ms, exc, len(answer.body))
                 raise
-            self.recorder.observe("token", int(answer.wire_s * 1e6))
-            self.report("token", wire_ms, None, len(answer.body))
+            if not self.live.stopping:  # see LiveSessions.stopping
+                self.recorder.observe("token", int(answer.wire_s * 1e6))
+                self.report("token", wire_ms, None, len(answer.body))
         lc.step(Step.TOKEN_OK, t.now())
         return grant
 
@@ -85,8 +86,9 @@ class Phases(SessionBase):
             self.report("connect", (t.now() - t0) * 1000.0, exc, 0)
             raise
         t1 = t.now()
-        self.recorder.observe("connect", int((t1 - t0) * 1e6))
-        self.report("connect", (t1 - t0) * 1000.0, None, 0)
+        if not self.live.stopping:  # see LiveSessions.stopping
+            self.recorder.observe("connect", int((t1 - t0) * 1e6))
+            self.report("connect", (t1 - t0) * 1000.0, None, 0)
         lc.step(Step.OPENED, t1)
         return ws
 
@@ -157,8 +159,9 @@ class Phases(SessionBase):
                 lc.step(Step.AUTH_OK, t1)
                 rec = self.recorder
                 rec.session_authenticated(expected_drop(behaviour))
-                rec.observe("auth", int((t1 - t0) * 1e6))
-                self.report("auth", (t1 - t0) * 1000.0, None, len(data))
+                if not self.live.stopping:  # see LiveSessions.stopping
+                    rec.observe("auth", int((t1 - t0) * 1e6))
+                    self.report("auth", (t1 - t0) * 1000.0, None, len(data))
                 self._recovered(t1)
                 return None
             self._note(ev)
