@@ -81,6 +81,8 @@ def test_a_seconds_users_arrive_spread_over_it(tmp_path: Path) -> None:
     assert run.report is not None, run.stderr[-2000:]
     assert len(arrivals) == USERS, (len(arrivals), run.stderr[-2000:])  # one held token call each
     span = max(arrivals) - min(arrivals)
-    # Uniform over 1 s: 30 arrivals span about 0.94 s, and a 50 ms slot holds ~5 at most.
-    assert 0.5 < span < 1.5, span
-    assert busiest(arrivals, 0.05) <= 12, sorted(round(t - min(arrivals), 3) for t in arrivals)
+    # Uniform over 1 s: 30 arrivals span about 0.94 s, and a 50 ms slot holds about 5 at most. The
+    # bounds leave room for a busy machine's timers firing late (which bunches them, and stretches
+    # the span); a burst puts all 30 in one slot, and the old code's span was 6 ms.
+    assert 0.5 < span < 5.0, span
+    assert busiest(arrivals, 0.05) <= USERS // 2, sorted(round(t - min(arrivals), 3) for t in arrivals)
