@@ -63,6 +63,19 @@ def test_harness_delays_are_not_latency_phases() -> None:
     assert "(harness) lag" in render_summary(report)
 
 
+def test_answers_read_while_stopping_are_reported_untimed_by_phase_across_the_wire() -> None:
+    worker = Recorder()
+    worker.untimed["message"] += 19
+    worker.untimed["auth"] += 1
+    merged = Recorder()
+    merged.merge_wire(Recorder.read_wire(worker.to_wire()))  # a worker's report, as the master reads it
+    report = build_report(merged, open_sessions=0, run={})
+    assert report["harness"]["untimed_at_stop"] == {"auth": 1, "message": 19}
+    assert "read while the run was stopping, counted but not timed: auth 1, message 19" in render_summary(report)
+    quiet = build_report(Recorder(), open_sessions=0, run={})
+    assert quiet["harness"]["untimed_at_stop"] == {} and "read while the run was stopping" not in render_summary(quiet)
+
+
 HOG_LOCUSTFILE = '''
 import time
 import gevent

@@ -596,6 +596,7 @@ def test_answers_read_once_the_run_is_stopping_count_but_are_not_timed() -> None
     assert [f["type"] for f in conn.sent].count("message") == 2
     assert rec.messages_sent == rec.messages_answered == 2  # both answered ...
     assert rec.latency["message"].count == 1  # ... the one read while stopping not timed
+    assert rec.untimed == {"message": 1}  # but counted as such
     assert reported.count("message") == 1  # nor in Locust's table
     assert rec.latency["auth"].count == rec.latency["token"].count == rec.latency["connect"].count == 1
 
@@ -609,7 +610,7 @@ def test_a_session_that_gets_through_auth_once_the_run_is_stopping_counts_it_wit
     with pytest.raises(Stop):
         driver.run_guest(1, behaviour("normal"))
     assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.JUST_AFTER_AUTH)
-    assert rec.authenticated == 1 and rec.latency["auth"].count == 0
+    assert rec.authenticated == 1 and rec.latency["auth"].count == 0 and rec.untimed == {"auth": 1}
     assert rec.latency["token"].count == rec.latency["connect"].count == 1  # read before the stop began
 
 

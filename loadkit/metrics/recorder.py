@@ -53,7 +53,7 @@ class Recorder:
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
         "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages", "failure_details",
         "messages_unanswered", "expected_authenticated", "expected_drops",
-        "expected_outcomes",
+        "expected_outcomes", "untimed",
     )
 
     def __init__(self, marks: Iterable[int] = DEFAULT_SURVIVAL_MARKS) -> None:
@@ -108,6 +108,9 @@ class Recorder:
         #: outcome -> sessions that ended as their guest's behaviour meant them to
         #: (``Behaviour.expects``: a wrong auth frame refused, a silent guest idled out)
         self.expected_outcomes: Counter[str] = Counter()
+        #: phase -> answers read once the run was stopping: counted where they count
+        #: (answered, authenticated), not timed (``LiveSessions.stopping``)
+        self.untimed: Counter[str] = Counter()
 
     # -- hot path --------------------------------------------------------------
 

@@ -33,6 +33,8 @@ def harness_section(rec: Recorder, lag_limit_ms: float | None = None) -> dict[st
     out: dict[str, Any] = {
         "wait_ms": wait.summary_ms((50, 95, 99)) if wait else {"count": 0},
         "lag_ms": lag.summary_ms((50, 95, 99)) if lag else {"count": 0},
+        #: answers read once the run was stopping, by phase: counted, not timed
+        "untimed_at_stop": {phase: n for phase, n in sorted(rec.untimed.items()) if n},
     }
     if lag_limit_ms is not None:
         out["lag_limit_ms"] = float(lag_limit_ms)

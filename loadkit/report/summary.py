@@ -71,6 +71,10 @@ def render_summary(report: dict[str, Any]) -> str:
     lines += _table(["latency ms", "count", "p50", "p95", "p99", "max"], [
         [phase, v.get("count", 0), v.get("p50"), v.get("p95"), v.get("p99"), v.get("max")]
         for phase, v in [*lat.items(), *own]])
+    untimed = harness.get("untimed_at_stop") or {}
+    if untimed:
+        lines.append("read while the run was stopping, counted but not timed: "
+                     + ", ".join(f"{phase} {n}" for phase, n in untimed.items()))
     rc = report.get("reconnect", {})
     if rc.get("attempts"):
         rm = rc["recover_ms"]

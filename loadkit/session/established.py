@@ -331,6 +331,7 @@ class Established(SessionBase):
         if kind is _E.ACK:
             self.recorder.messages_answered += 1
         if self.live.stopping:
+            self.recorder.untimed[phase] += 1
             return
         self.recorder.observe(phase, int(dt * 1e6))
         self._sink(phase, dt * 1000.0, None, size)  # a success needs no failure text: straight to Locust

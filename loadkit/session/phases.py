@@ -69,7 +69,9 @@ class Phases(SessionBase):
             except HttpStatusError as exc:
                 self.report("token", wire_ms, exc, len(answer.body))
                 raise
-            if not self.live.stopping:  # see LiveSessions.stopping
+            if self.live.stopping:  # counted, not timed: see LiveSessions.stopping
+                self.recorder.untimed["token"] += 1
+            else:
                 self.recorder.observe("token", int(answer.wire_s * 1e6))
                 self.report("token", wire_ms, None, len(answer.body))
         lc.step(Step.TOKEN_OK, t.now())
@@ -86,7 +88,9 @@ class Phases(SessionBase):
             self.report("connect", (t.now() - t0) * 1000.0, exc, 0)
             raise
         t1 = t.now()
-        if not self.live.stopping:  # see LiveSessions.stopping
+        if self.live.stopping:  # counted, not timed: see LiveSessions.stopping
+            self.recorder.untimed["connect"] += 1
+        else:
             self.recorder.observe("connect", int((t1 - t0) * 1e6))
             self.report("connect", (t1 - t0) * 1000.0, None, 0)
         lc.step(Step.OPENED, t1)
@@ -159,7 +163,9 @@ class Phases(SessionBase):
                 lc.step(Step.AUTH_OK, t1)
                 rec = self.recorder
                 rec.session_authenticated(expected_drop(behaviour))
-                if not self.live.stopping:  # see LiveSessions.stopping
+                if self.live.stopping:  # counted, not timed: see LiveSessions.stopping
+                    rec.untimed["auth"] += 1
+                else:
                     rec.observe("auth", int((t1 - t0) * 1e6))
                     self.report("auth", (t1 - t0) * 1000.0, None, len(data))
                 self._recovered(t1)
