@@ -131,6 +131,18 @@ class SessionBase:
             error = Failure(text)
         self._sink(name, ms, error, length)
 
+    def _timed(self, phase: str, seconds: float, length: int) -> None:
+        """A success's latency, in loadkit's histogram and Locust's table; only counted once the run is stopping.
+
+        The one place a phase's latency is recorded, so the stop rule
+        (``LiveSessions.stopping``) holds for every phase alike.
+        """
+        if self.live.stopping:
+            self.recorder.untimed[phase] += 1
+            return
+        self.recorder.observe(phase, int(seconds * 1e6))
+        self._sink(phase, seconds * 1000.0, None, length)  # a success needs no failure text: straight to Locust
+
     # -- frames in -------------------------------------------------------------
 
     def _event(self, data: bytes) -> ServerEvent:

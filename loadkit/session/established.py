@@ -324,17 +324,10 @@ class Established(SessionBase):
             return True
 
     def _round_trip(self, kind: _E, phase: str, dt: float, size: int) -> None:
-        """One answered ping or message (or the agent's reply to one): its latency, everywhere it is reported.
-
-        Not timed once the run is stopping (it is still answered): see ``LiveSessions.stopping``.
-        """
+        """One answered ping or message (or the agent's reply to one): counted, and its latency timed."""
         if kind is _E.ACK:
             self.recorder.messages_answered += 1
-        if self.live.stopping:
-            self.recorder.untimed[phase] += 1
-            return
-        self.recorder.observe(phase, int(dt * 1e6))
-        self._sink(phase, dt * 1000.0, None, size)  # a success needs no failure text: straight to Locust
+        self._timed(phase, dt, size)
 
 
 def _expire(acks: dict[Any, float], replies: dict[Any, float], gone: dict[Any, None], before: float,

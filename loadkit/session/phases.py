@@ -69,11 +69,7 @@ class Phases(SessionBase):
             except HttpStatusError as exc:
                 self.report("token", wire_ms, exc, len(answer.body))
                 raise
-            if self.live.stopping:  # counted, not timed: see LiveSessions.stopping
-                self.recorder.untimed["token"] += 1
-            else:
-                self.recorder.observe("token", int(answer.wire_s * 1e6))
-                self.report("token", wire_ms, None, len(answer.body))
+            self._timed("token", answer.wire_s, len(answer.body))
         lc.step(Step.TOKEN_OK, t.now())
         return grant
 
@@ -88,11 +84,7 @@ class Phases(SessionBase):
             self.report("connect", (t.now() - t0) * 1000.0, exc, 0)
             raise
         t1 = t.now()
-        if self.live.stopping:  # counted, not timed: see LiveSessions.stopping
-            self.recorder.untimed["connect"] += 1
-        else:
-            self.recorder.observe("connect", int((t1 - t0) * 1e6))
-            self.report("connect", (t1 - t0) * 1000.0, None, 0)
+        self._timed("connect", t1 - t0, 0)
         lc.step(Step.OPENED, t1)
         return ws
 
@@ -161,13 +153,8 @@ class Phases(SessionBase):
                     # A reconnect that reused its grant should find its session.
                     self.recorder.not_resumed += 1
                 lc.step(Step.AUTH_OK, t1)
-                rec = self.recorder
-                rec.session_authenticated(expected_drop(behaviour))
-                if self.live.stopping:  # counted, not timed: see LiveSessions.stopping
-                    rec.untimed["auth"] += 1
-                else:
-                    rec.observe("auth", int((t1 - t0) * 1e6))
-                    self.report("auth", (t1 - t0) * 1000.0, None, len(data))
+                self.recorder.session_authenticated(expected_drop(behaviour))
+                self._timed("auth", t1 - t0, len(data))
                 self._recovered(t1)
                 return None
             self._note(ev)
