@@ -38,6 +38,12 @@ def test_harness_counts_equal_the_gateways_ground_truth(tmp_path, gateway):
         assert lat[phase]["p50"] <= lat[phase]["p95"] <= lat[phase]["p99"] <= lat[phase]["max"]
     assert lat["message"]["count"] <= stats["frames_sent"]["ack"]
     assert lat["ping"]["count"] <= stats["frames_sent"]["pong"]
+    # every answered message is timed or counted untimed (read once the run was stopping), and every
+    # one of them is an ack the gateway sent; so is every pong
+    untimed = report["harness"]["untimed_at_stop"]
+    assert lat["message"]["count"] + untimed.get("message", 0) == report["messages"]["answered"]
+    assert report["messages"]["answered"] <= stats["frames_sent"]["ack"]
+    assert lat["ping"]["count"] + untimed.get("ping", 0) <= stats["frames_sent"]["pong"]
     assert_auth_answers_timed(report, stats["frames_sent"]["auth_ok"])
     # the time series has one row per window, counts adding up to the total
     assert run.series, "no time-series rows"
