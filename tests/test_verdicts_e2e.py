@@ -178,28 +178,41 @@ def test_the_loadkit_summary_is_the_last_thing_on_the_terminal(tmp_path, gateway
     assert text.rstrip().endswith("=" * 70), text[-3000:]
 
 
-def test_drift_compares_the_last_windows_with_the_first(tmp_path):
-    """A gateway whose auth gets slow after 3 s (a soak going bad): drift.auth.p95 breaches.
+def test_drift_compares_the_last_windows_with_the_first_steady_ones(tmp_path):
+    """A gateway whose auth gets slow after 9 s (a soak going bad): drift.auth.p95 breaches.
 
-    Eight 1 s windows: each side of the comparison is two of them, merged
-    (loadkit.metrics.drift; tests/test_drift_spans.py has the arithmetic).
+    About fifteen 1 s windows: each side of the comparison is five of them,
+    merged (loadkit.metrics.drift; tests/test_drift_spans.py has the
+    arithmetic). The spawn (4 guests at 2 a second) and the second after it
+    are no first side: the first side begins with the first window that
+    began once the spawn had completed and its last arrivals were in.
 
     The embedded gateway, so that its clock (degrade_at_s counts from its start) starts
     as the run does: a separate gateway started first would have degraded before a slow
     Locust start reached its first window.
     """
-    run = run_locust(tmp_path, "--gateway-set", "faults.degrade_at_s=3",
+    run = run_locust(tmp_path, "--gateway-set", "faults.degrade_at_s=9",
                      "--gateway-set", "faults.degraded_auth_latency=fixed:100",
                      "--session-seconds", "0.1-0.2", "--guest-pause", "0-0.05",
                      "--threshold", "drift.auth.p95 < 1.2", "--threshold", "drift.connect.p95 < 50",
-                     users=4, run_time="8s")
+                     users=4, rate=2, run_time="15s")
     report = run.report
     assert report is not None, run.stderr[-2000:]
     assert_matches_gateway(report, report["gateway"])
-    first, last = report["drift"]["first"]["auth"]["p95"], report["drift"]["last"]["auth"]["p95"]
-    assert report["drift"]["span_windows"] == min(5, report["drift"]["windows"] // 3), report["drift"]
+    drift = report["drift"]
+    assert drift["span_windows"] == min(5, drift["windows"] // 3), drift
+    # the spawn ends about 1 s in, its last arrivals within 1 s after: window 2 at the earliest
+    steady = drift["steady_from_window"]
+    assert steady is not None and steady >= 2, drift
+    first_auth, last_auth = drift["first"]["auth"], drift["last"]["auth"]
+    assert first_auth["from_window"] == steady, drift  # sessions churn: auths in every window
+    series, n = run.series, drift["span_windows"]
+    assert len(series) == drift["windows"] and all("auth" in row["latency_ms"] for row in series[:steady])
+    # the spawn's auths are left out: the first side is exactly the n windows from the first steady one
+    assert first_auth["count"] == sum(row["latency_ms"]["auth"]["count"] for row in series[steady:steady + n])
+    first, last = first_auth["p95"], last_auth["p95"]
     # the last windows waited the degraded 100 ms (plus what a busy machine adds: no upper guess)
-    assert first < 50.0 and 100.0 <= last <= report["latency_ms"]["auth"]["max"], report["drift"]
+    assert first < 50.0 and 100.0 <= last <= report["latency_ms"]["auth"]["max"], drift
     rows = rows_by_expr(report)
     assert rows["drift.auth.p95 < 1.2"]["value"] == pytest.approx(last / first, rel=1e-3)
     assert rows["drift.auth.p95 < 1.2"]["passed"] is False

@@ -52,6 +52,9 @@ class Figures:
         self.series_rows: list[dict[str, Any]] = []
         #: each phase's first and last windows, for the drift gates (loadkit.metrics.drift)
         self.drift_spans = Drift()
+        #: when the spawn had completed and settled (monotonic): windows that begin then or later are
+        #: steady, a drift first side (loadkit.metrics.drift); None while the spawn is still going
+        self.steady_since: float | None = None
         self.cpu_samples: list[float] = []
         self.started_wall: float | None = None
         self.started_mono: float | None = None
@@ -97,11 +100,14 @@ class Figures:
 
     # -- a new run, or a RESET ----------------------------------------------------
 
-    def restart(self, marks: Any, carried: int = 0) -> None:
+    def restart(self, marks: Any, carried: int = 0, keep_steady: bool = False) -> None:
         """Counting starts again now; ``carried`` sessions open now count as started.
 
         A new test carries none (and drops what users recorded before it);
         a RESET carries the open ones, so ``started == ended + open`` holds.
+        A new test's spawn is still to come; a RESET (``keep_steady``) leaves
+        the run as steady as it was: once the spawn has completed, its
+        windows from now on are steady.
         """
         self.marks = marks
         self.closed = Recorder(marks)
@@ -113,6 +119,13 @@ class Figures:
         self.started_wall = time.time()
         self.started_mono = time.monotonic()
         self.window_started = self.started_mono
+        if not keep_steady:
+            self.steady_since = None
+
+    def spawn_completed(self, settle_s: float) -> None:
+        """Locust's spawn completed: windows that begin ``settle_s`` from now on are steady (the first time only)."""
+        if self.steady_since is None:
+            self.steady_since = time.monotonic() + settle_s
 
     # -- the time series ----------------------------------------------------------
 
@@ -132,7 +145,8 @@ class Figures:
             if hist and phase not in HARNESS_SERIES:
                 latency[phase] = hist.summary_ms((50, 95, 99))
                 measured[phase] = hist
-        self.drift_spans.add_window(measured)  # the window's recorder is not written again
+        steady = self.steady_since is not None and self.window_started >= self.steady_since
+        self.drift_spans.add_window(measured, steady)  # the window's recorder is not written again
         outcomes = w.outcomes()
         codes: dict[str, int] = {}
         for (_p, code, _r, _i), n in w.close_codes.items():

@@ -15,6 +15,8 @@ its event to the job that owns it:
 - ``report_to_master`` / ``worker_report`` / ``test_stop``: workers ship
   metric deltas and their final numbers, the master merges them and waits
   for them (``loadkit.locust.distributed``);
+- ``spawning_complete``: the steady state begins (drift's first side,
+  ``loadkit.metrics.drift``);
 - ``usage_monitor``: harness CPU, for the saturation verdict
   (``loadkit.locust.aggregation``);
 - ``quitting``: the final report, written once nothing is in flight
@@ -116,6 +118,11 @@ def _install_run_listeners(environment: Any, rt: Runtime) -> None:
         rt.reset()
         if rt.ticker is None:
             rt.ticker = gevent.spawn(rt.tick_forever)
+
+    @on(events_.spawning_complete)
+    def _on_spawning_complete(**_kw: Any) -> None:
+        if not rt.is_worker:
+            rt.spawn_completed()
 
     @on(events_.test_stop)
     def _on_test_stop(**_kw: Any) -> None:

@@ -24,12 +24,13 @@ import time
 from typing import Any
 
 import gevent
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
 
 from loadkit.locust import checks, options
 from loadkit.locust.aggregation import Figures
 from loadkit.locust.outputs import Outputs
 from loadkit.locust.request_stats import RequestBatcher
+from loadkit.locust.user import ARRIVAL_SPREAD_S
 from loadkit.locust.verdict import Verdict, iso
 from loadkit.metrics.recorder import Recorder
 from loadkit.protocol.base import check_keepalive
@@ -137,6 +138,16 @@ class Runtime:
         self.test_no += 1
         self.test_done, self.last_code = False, None
         self.outputs.start_test(self.opts, self.test_no, self.gateway)
+
+    def spawn_completed(self) -> None:
+        """Locust's spawn completed: the steady state (drift's first side) begins once it has settled.
+
+        Settled: the last users' first sessions have arrived (each starts
+        within ``ARRIVAL_SPREAD_S`` of its spawn) and, on a master, the
+        workers' reports of the spawn's last seconds are in (one report
+        interval).
+        """
+        self.figures.spawn_completed(ARRIVAL_SPREAD_S + (WORKER_REPORT_INTERVAL if self.is_master else 0.0))
 
     def tick(self) -> None:
         """One series window closed and written; the breach checks run on the figures so far."""

@@ -80,7 +80,7 @@ def reset_live(rt: Any) -> None:
     """RESET: loadkit's figures start again now (see the module docstring)."""
     rt.collect_local()  # local: what users recorded so far belongs to before the reset
     carried = rt.open_sessions()  # no switch since the collect: one instant
-    rt.figures.restart(rt.settings.survival_marks, carried)
+    rt.figures.restart(rt.settings.survival_marks, carried, keep_steady=True)
     if rt.gateway is not None:
         try:
             rt.outputs.gateway_baseline = rt.gateway.stats()

@@ -202,9 +202,10 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("survival.MARK.at_risk", "sessions", "survival.MARK.at_risk", Kind.GAUGE, -1, NoData.NOT_MEASURED,
           "sessions still under observation at MARK", "survival.5m.at_risk >= 50"),
     Entry("drift.PHASE.STAT", "ratio", "drift.last.PHASE.STAT / drift.first.PHASE.STAT", Kind.GAUGE, +1,
-          NoData.NOT_MEASURED, "that statistic over the run's last 5 series windows ÷ over its first 5, each "
-          "side's samples merged (a short run: at most a third of its windows a side; `count` not allowed); "
-          "a run of fewer than 6 series windows, or a phase with no samples on one side: not measured",
+          NoData.NOT_MEASURED, "that statistic over the run's last 5 series windows ÷ over the phase's first 5 "
+          "windows with samples after the spawn, each side's samples merged (a short run: at most a third of "
+          "its windows a side; `count` not allowed); a run of fewer than 6 series windows, a phase with no "
+          "samples on one side, or a side with fewer than 100/(100−Q) samples for pQ: not measured",
           "drift.auth.p95 < 1.2"),
     _count("keepalive.missed_pongs", "keepalive.missed_pongs", "pings the server never answered",
            "keepalive.missed_pongs == 0"),

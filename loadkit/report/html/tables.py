@@ -250,7 +250,11 @@ def drift_section(report: Mapping[str, Any]) -> str:
     window = fmt(drift.get("window_s"))
     span = num(drift.get("span_windows"))
     across = f"the first and last {int(span)} windows" if span and span > 1 else "the first and last window"
-    return (f'<p class="sub">Each phase over {across} of {window} s (its samples merged).</p>'
+    steady = "steady_from_window" in drift
+    start = num(drift.get("steady_from_window"))
+    after = ("" if not steady else f"; the first side from the windows after the spawn, window {int(start)} on"
+             if start is not None else "; no window began after the spawn completed")
+    return (f'<p class="sub">Each phase over {across} of {window} s (its samples merged{after}).</p>'
             + table(("phase", "statistic", "first (ms)", "last (ms)", "last / first"), rows, numeric=(2, 3, 4)))
 
 

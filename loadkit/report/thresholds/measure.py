@@ -18,7 +18,7 @@ from typing import Any
 from loadkit.report.catalogue import OUTCOMES
 from loadkit.report.thresholds.marks import format_mark, mark_seconds
 
-__all__ = ["DRIFT_MIN_WINDOWS", "KNOWN_OUTCOMES", "MEASURES", "Measurement", "Number", "number_at"]
+__all__ = ["DRIFT_MIN_WINDOWS", "drift_min_samples", "KNOWN_OUTCOMES", "MEASURES", "Measurement", "Number", "number_at"]
 
 Number = int | float
 #: ``(value, note)``: value None means not measured, and the note says why.
@@ -29,6 +29,18 @@ Reader = Callable[[tuple[Any, ...], Mapping[str, Any]], Measurement]
 #: A drift ratio compares the last series windows with the first (loadkit.metrics.drift):
 #: on a run of a few windows that is the spawn against the stop, not a trend.
 DRIFT_MIN_WINDOWS = 6
+
+
+def drift_min_samples(stat: str) -> int:
+    """Samples each side of a drift ratio needs for ``stat``: a pQ of fewer than 100/(100-Q) is the maximum.
+
+    p50: 2, p90: 10, p95: 20, p99: 100; ``max``, ``min`` and ``mean``: 1.
+    A ratio of two sides' maxima is one sample against one: the noise the
+    spans are there to keep out of a drift gate.
+    """
+    if stat.startswith("p"):
+        return math.ceil(100 / (100 - float(stat[1:])) - 1e-9)
+    return 1
 
 # Outcomes the harness can report. Any other name is accepted (a custom
 # profile may add outcomes), but a name that neither this set nor the report
@@ -213,7 +225,20 @@ def _measure_drift(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measurem
     first = number_at(report, ("drift", "first", phase, stat))
     last = number_at(report, ("drift", "last", phase, stat))
     if first is None or last is None:
-        return _not_measured(f"drift.first or drift.last has no {phase}.{stat}")
+        side = "first" if first is None else "last"
+        drift = value_at(report, ("drift",))
+        if side == "first" and isinstance(drift, Mapping) and "steady_from_window" in drift \
+                and drift["steady_from_window"] is None:
+            return _not_measured("no series window began after the spawn completed: "
+                                 "there is no steady state to compare the end with")
+        return _not_measured(f"drift.{side} has no {phase}.{stat}" + (
+            " (the first side is taken from the windows after the spawn)" if side == "first" else ""))
+    need = drift_min_samples(stat)
+    for side in ("first", "last"):
+        count = number_at(report, ("drift", side, phase, "count"))
+        if count is not None and count < need:
+            return _not_measured(f"drift.{side}.{phase} has {count:g} samples; {stat} needs at least {need} "
+                                 f"(with fewer it is the side's maximum)")
     if first <= 0:
         return _not_measured(f"drift.first.{phase}.{stat} is {first}, cannot divide by it")
     return last / first, None
