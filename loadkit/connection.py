@@ -77,9 +77,10 @@ class Connection(Protocol):
     """An open WebSocket, driven from its owner's greenlet (``transport.WebSocket``)."""
 
     #: Messages that arrived while ``close`` waited for the server's close
-    #: frame: the server sent them, so the driver still counts them.
+    #: frame, each with when it was read (as ``arrived_at``): the server sent
+    #: them, so the driver still counts them, and times an answer among them.
     @property
-    def leftover(self) -> Sequence[bytes]: ...
+    def leftover(self) -> Sequence[tuple[bytes, float | None]]: ...
 
     #: When the message ``recv`` last returned was read off the socket (the
     #: transport's clock), or None: a burst is handed out one message at a

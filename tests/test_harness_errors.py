@@ -31,7 +31,7 @@ class FakeWs:
     """Answers auth, then lets the session end; ``close`` does what the test says."""
 
     def __init__(self, close: Any = None) -> None:
-        self.leftover: list[bytes] = []
+        self.leftover: list[tuple[bytes, float | None]] = []
         self.closed = False
         self._close = close
         self.aborted = False

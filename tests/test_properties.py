@@ -110,7 +110,7 @@ class ScriptedSocket:
         self.clock = clock
         self.frames = list(frames)
         self.end = end
-        self.leftover: list[bytes] = []
+        self.leftover: list[tuple[bytes, float | None]] = []
         self.closed = False
         self.arrived_at: float | None = None
 
@@ -131,7 +131,7 @@ class ScriptedSocket:
 
     def close(self, code: int = 1000, reason: str = "", wait: bool = True) -> ConnectionEnded:
         self.closed = True
-        self.leftover, self.frames = self.frames[:3], []
+        self.leftover, self.frames = [(f, self.clock[0]) for f in self.frames[:3]], []
         return self.end or ConnectionEnded(code, reason, "client")
 
 

@@ -15,6 +15,7 @@ every one checks the accounting: started = ended by a named outcome + open.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
@@ -106,7 +107,7 @@ class FakeConnection:
         self.sent: list[dict[str, Any]] = []
         self.closed_with: tuple[int, str, bool] | None = None
         self.ended: ConnectionEnded | None = None
-        self.leftover: list[bytes] = []
+        self.leftover: list[tuple[bytes, float | None]] = []
         self.arrived_at: float | None = None
 
     @property
@@ -170,9 +171,9 @@ class FakeConnection:
             return self.ended
         if wait:  # frames already on their way arrive while we wait for the server's close
             while self._inbox and self._inbox[0][0] <= self.clock.t + SETTINGS.close_timeout_s:
-                _, _, item = heapq.heappop(self._inbox)
+                due, _, item = heapq.heappop(self._inbox)
                 if isinstance(item, bytes):
-                    self.leftover.append(item)
+                    self.leftover.append((item, max(due, self.clock.t)))  # read as it arrived
         self.ended = self.close_answer or ConnectionEnded(code, reason, "client")
         return self.ended
 
@@ -550,7 +551,40 @@ def test_frames_arriving_while_we_close_are_still_counted() -> None:
     conn = FakeConnection(after_auth=[(LENGTH + 0.5, agent)])
     run = run_guest(FakeTransport(conn))
     assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
-    assert conn.leftover == [agent] and run.recorder.agent_messages == 1
+    assert [data for data, _at in conn.leftover] == [agent] and run.recorder.agent_messages == 1
+
+
+def test_an_ack_and_a_pong_on_their_way_when_the_session_ends_are_round_trips_timed_from_their_arrival() -> None:
+    """A message and a ping sent just before the planned end; their answers arrive while we close.
+
+    The target answered both: each is a round trip like any other, timed
+    from when it was read, not left neither answered nor unanswered.
+    """
+    settings = dataclasses.replace(SETTINGS, message_interval=(LENGTH - 0.03, LENGTH - 0.03),
+                                   keepalive_s=LENGTH - 0.02)
+    conn = FakeConnection()
+    run = run_guest(FakeTransport(conn), settings)
+    rec = run.recorder
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert [f["type"] for f in conn.sent] == ["auth", "message", "ping"]
+    assert [orjson.loads(data)["type"] for data, _at in conn.leftover] == ["ack", "pong"]  # read while closing
+    assert rec.messages_sent == rec.messages_answered == rec.latency["message"].count == 1
+    assert rec.latency["ping"].count == 1 and rec.missed_pongs == 0
+    for phase in ("message", "ping"):
+        assert rec.latency[phase].max == pytest.approx(RTT * 1e6, abs=1), phase
+    assert dict(rec.bad_frames) == {}
+
+
+def test_a_second_answer_to_one_message_read_while_closing_is_an_unmatched_answer() -> None:
+    """Once the ack answered its message, a duplicate read while closing answers nothing: counted so, once."""
+    settings = dataclasses.replace(SETTINGS, message_interval=(LENGTH - 0.03, LENGTH - 0.03))
+    conn = FakeConnection(acks=False, after_auth=[(LENGTH + 0.01, frame(type="ack", id="c-3", ts=1))] * 2)
+    run = run_guest(FakeTransport(conn), settings)
+    rec = run.recorder
+    ref = next(f["id"] for f in conn.sent if f["type"] == "message")
+    assert ref == "c-3", conn.sent  # the scripted duplicates answer the one message sent
+    assert rec.messages_answered == rec.latency["message"].count == 1
+    assert dict(rec.bad_frames) == {("unmatched_answer", "closing"): 1}
 
 
 # -- the harness's own ends ---------------------------------------------------------
@@ -620,7 +654,7 @@ def test_a_stop_before_the_auth_ok_was_read_counts_it_authenticated_when_it_arri
     rec, live = run_guest_stopped(FakeTransport(conn), Stop)
     assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.JUST_AFTER_AUTH)
     assert rec.authenticated == 1 and rec.latency["auth"].count == 0
-    assert conn.leftover and orjson.loads(conn.leftover[0])["type"] == "auth_ok"
+    assert conn.leftover and orjson.loads(conn.leftover[0][0])["type"] == "auth_ok"
     assert_we_closed(conn, 1001, "harness stopping")
 
 

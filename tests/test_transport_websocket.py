@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _socket
 import struct
+import time
 from collections.abc import Iterator
 
 import gevent
@@ -215,10 +216,13 @@ def test_our_close_keeps_what_arrived_before_the_servers_answer(conn: tuple[WebS
         peer.sock.shutdown(_socket.SHUT_WR)
 
     server = gevent.spawn(answer)
+    before = time.perf_counter()
     ended = ws.close(1000, "done", wait=True)
     server.get(timeout=5)
     assert (ended.code, ended.reason, ended.initiator) == (1000, "done", "client")
-    assert list(ws.leftover) == [b"in flight"] and ws.closed
+    ((data, at),) = ws.leftover
+    assert data == b"in flight" and ws.closed
+    assert at is not None and before <= at <= time.perf_counter()  # when it was read: for timing an answer
 
 
 def test_a_server_close_that_arrived_before_ours_is_the_servers_close(conn: tuple[WebSocket, Peer]) -> None:
@@ -230,7 +234,7 @@ def test_a_server_close_that_arrived_before_ours_is_the_servers_close(conn: tupl
     ended = ws.close(1001, "harness stopping", wait=True)
     assert (ended.code, ended.reason, ended.initiator) == (1001, "idle timeout", "server")
     assert peer.closes() == [(1001, "idle timeout")]  # the echo, and no close of our own
-    assert list(ws.leftover) == [b"before"]
+    assert [data for data, _at in ws.leftover] == [b"before"]
 
 
 # -- what the target must not send (RFC 6455): failed with the right code, counted by kind ----

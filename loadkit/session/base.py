@@ -199,12 +199,16 @@ class SessionBase:
     # -- closing -----------------------------------------------------------------
 
     def _close(self, ws: Connection | None, cause: Cause, code: int, reason: str, wait: bool,
-               detail: str = "", unmatched: Callable[[ServerEvent], bool] | None = None) -> Ending:
+               detail: str = "", unmatched: Callable[[ServerEvent], bool] | None = None,
+               answered: Callable[[ServerEvent, int, float], bool] | None = None) -> Ending:
         """Close from our side and say how it really ended (the server may have been first).
 
-        ``unmatched`` tells an answer to nothing the session sent among the
-        frames that arrive while closing (the established phase knows what
-        it sent); it is counted as ``unmatched_answer`` there, as anywhere.
+        Among the frames that arrive while closing (the established phase
+        knows what it sent), ``answered`` records an answer to a send still
+        pending (a pong or an ack on its way when the session ended: a round
+        trip like any other, timed from when it was read) and ``unmatched``
+        tells an answer to nothing the session sent; that one is counted as
+        ``unmatched_answer`` there, as anywhere.
         """
         if ws is None:
             return Ending(cause, detail=detail)
@@ -218,11 +222,14 @@ class SessionBase:
             log_harness_error(exc)
             _abort_quietly(ws)
             return Ending(Cause.HARNESS_ERROR, detail=_harness_detail(exc))
-        for data in ws.leftover:  # what the server sent before our close reached it
+        for data, at in ws.leftover:  # what the server sent before our close reached it
             if type(data) is not BinaryFrame and not data.isascii() and not is_utf8(data):
                 self._bad(INVALID_UTF8, "closing")
             else:
                 ev = self._event(data)
+                if answered is not None and not ev.bad and answered(
+                        ev, len(data), at if at is not None else self.transport.now()):
+                    continue
                 if unmatched is not None and not ev.bad and unmatched(ev):
                     self._bad(UNMATCHED_ANSWER, "closing")
                 else:

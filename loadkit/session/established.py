@@ -9,7 +9,10 @@ expire (``PENDING_ANSWER_S``), so a session's state stays bounded.
 
 At the guest's planned end it says goodbye: the profile's answered goodbye
 (``goodbye_flow``, webmessaging's Clear and closeSession) is awaited within
-its timeout, or its ``goodbye_frames`` are sent and the guest closes.
+its timeout, or its ``goodbye_frames`` are sent and the guest closes. An ack
+or pong still on its way then (read during the goodbye, or while our close
+waits for the server's) answers its send like any other: RFC 6455 lets a
+server finish the message it is sending before it answers a close.
 """
 
 from __future__ import annotations
@@ -110,8 +113,7 @@ class Established(SessionBase):
                 for frame in profile.goodbye_frames(grant):
                     ws.send(frame)
                 return self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True,
-                                   unmatched=partial(self._answers_nothing, pings=pings, acks=acks, replies=replies,
-                                                     gone=gone))
+                                   **self._pending_checks(pings, acks, replies, gone))
             if now >= next_ping:
                 seq += 1
                 frame, ref = profile.ping_frame(seq, grant)
@@ -190,7 +192,8 @@ class Established(SessionBase):
                         self._round_trip(kind, "reply", last_rx - last_msg_at, len(data))
                         last_msg_at = None
             elif kind is _E.SESSION_ENDED:  # e.g. ConnectionClosedEvent: the server is done with us
-                return self._close(ws, Cause.SERVER_ENDED, 1000, "", wait=True, detail=ev.detail or "session ended")
+                return self._close(ws, Cause.SERVER_ENDED, 1000, "", wait=True, detail=ev.detail or "session ended",
+                                   **self._pending_checks(pings, acks, replies, gone))
             elif kind is _E.SESSION_EXPIRED:
                 # Expired: send nothing more (every frame would be refused 4006), give the
                 # server its close timeout to close (the guest protocol's 4006), then close.
@@ -240,7 +243,8 @@ class Established(SessionBase):
         now = t.now()
         lc.step(Step.GOODBYE, now)
         deadline = now + flow.timeout_s
-        unmatched = partial(self._answers_nothing, pings=pings, acks=acks, replies=replies, gone=gone)
+        checks = self._pending_checks(pings, acks, replies, gone)
+        unmatched = checks["unmatched"]
         try:
             while not flow.done and not flow.failed:
                 now = t.now()
@@ -265,9 +269,9 @@ class Established(SessionBase):
                     if ev.kind is _E.SESSION_ENDED or ev.kind is _E.SESSION_EXPIRED:
                         self._note(ev)
                         said = ev.detail or ev.kind.name.lower()
-                        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, unmatched=unmatched,
+                        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, **checks,
                                            detail=f"goodbye cut short by {said}, waiting for {flow.waiting_for()}")
-                    if self._answered_in_goodbye(ev, len(data), at, pings, acks):
+                    if self._answered_late(ev, len(data), at, pings, acks):
                         continue
                     if unmatched(ev):
                         if self._bad(UNMATCHED_ANSWER, "closing"):
@@ -282,18 +286,24 @@ class Established(SessionBase):
             return Ending(Cause.GOODBYE_INCOMPLETE, exc.code, exc.reason, exc.initiator,
                           f"connection closed mid-goodbye, waiting for {flow.waiting_for()}")
         if flow.done:
-            ending = self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True, unmatched=unmatched)
+            ending = self._close(ws, Cause.SESSION_DONE, 1000, "", wait=True, **checks)
             if ending.cause is Cause.CLOSED and ending.code == 1000 and ending.initiator == "server":
                 # The target closed as soon as it had confirmed the goodbye: the protocol's own end.
                 return Ending(Cause.SESSION_DONE, ending.code, ending.reason, ending.initiator)
             return ending
         why = flow.failed or f"no {flow.waiting_for()} within {flow.timeout_s:g} s"
-        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, unmatched=unmatched,
+        return self._close(ws, Cause.GOODBYE_INCOMPLETE, 1000, "", wait=True, **checks,
                            detail=f"goodbye incomplete: {why}")
 
-    def _answered_in_goodbye(self, ev: ServerEvent, size: int, at: float,
-                             pings: dict[Any, float], acks: dict[Any, float]) -> bool:
-        """Record a pong or ack that answers a send from before the goodbye; False if it is not one."""
+    def _pending_checks(self, pings: dict[Any, float], acks: dict[Any, float], replies: dict[Any, float],
+                        gone: dict[Any, None]) -> dict[str, Any]:
+        """``_close``'s checks of the frames read while closing, against what this session still awaits."""
+        return {"answered": partial(self._answered_late, pings=pings, acks=acks),
+                "unmatched": partial(self._answers_nothing, pings=pings, acks=acks, replies=replies, gone=gone)}
+
+    def _answered_late(self, ev: ServerEvent, size: int, at: float,
+                       pings: dict[Any, float], acks: dict[Any, float]) -> bool:
+        """Record a pong or ack that answers a send from before the goodbye or the close; False if it is not one."""
         kind = ev.kind
         pending = pings if kind is _E.PONG else acks if kind is _E.ACK else None
         if pending is None:

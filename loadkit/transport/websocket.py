@@ -79,9 +79,11 @@ class WebSocket(SocketIO):
         self._events: list[Any] = []
         self._parts: list[bytes] | None = None
         self.close_timeout = close_timeout
-        #: Messages that arrived while we were closing: the caller still
-        #: counts them (the server sent them; the harness must not lose them).
-        self.leftover: list[bytes] | tuple[()] = ()  # a list once there is one
+        #: Messages that arrived while we were closing, each with the
+        #: ``perf_counter`` time its bytes were read: the caller still counts
+        #: them (the server sent them; the harness must not lose them), and
+        #: an answer among them is timed from when it arrived.
+        self.leftover: list[tuple[bytes, float | None]] | tuple[()] = ()  # a list once there is one
         #: ``time.perf_counter()`` when the bytes of the message ``recv`` last
         #: returned were read: the frames of one read share it, however long
         #: the ones before them took to process (answering a burst of pings)
@@ -329,8 +331,10 @@ class WebSocket(SocketIO):
         if self._ended is not None:
             return self._ended
         proto = self._protocol()
+        self._keep_leftover()  # read before the close and not handed out yet: stamped with that read
         if proto.state is _OPEN:
             self._take_arrived()
+            self._keep_leftover()
         if proto.state is _OPEN:
             proto.send_close(code, reason)
             try:
@@ -347,15 +351,20 @@ class WebSocket(SocketIO):
                 remaining = deadline - _monotonic()
                 if remaining <= 0 or not self._read(remaining):
                     break
+                self._keep_leftover()
+        return self._finish()
+
+    def _keep_leftover(self) -> None:
+        """The messages read but not handed out, into ``leftover`` with when their bytes were read."""
         events = self._events
+        at = self.arrived_at
         while events:
             item = events.pop(0)
             msg = item if item.__class__ is bytes else self._on_event(item)
             if msg is not None:
                 if not self.leftover:
                     self.leftover = []
-                self.leftover.append(msg)
-        return self._finish()
+                self.leftover.append((msg, at))
 
     def _take_arrived(self) -> None:
         """Take in what the server sent before our close: if its own close is there, it closed first.

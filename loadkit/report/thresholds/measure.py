@@ -231,8 +231,10 @@ def _measure_drift(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measurem
                 and drift["steady_from_window"] is None:
             return _not_measured("no series window began after the spawn completed: "
                                  "there is no steady state to compare the end with")
-        return _not_measured(f"drift.{side} has no {phase}.{stat}" + (
-            " (the first side is taken from the windows after the spawn)" if side == "first" else ""))
+        if side == "first" and isinstance(drift, Mapping) and "steady_from_window" in drift:
+            return _not_measured(f"drift.first has no {phase}.{stat}: no window after the spawn "
+                                 f"(before the last ones) had {phase} samples")
+        return _not_measured(f"drift.{side} has no {phase}.{stat}")
     need = drift_min_samples(stat)
     for side in ("first", "last"):
         count = number_at(report, ("drift", side, phase, "count"))
