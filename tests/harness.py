@@ -202,6 +202,10 @@ def assert_matches_gateway(report: dict[str, Any], stats: dict[str, Any]) -> Non
     ours = codes_by(report["close_codes"], "code", "reason", "initiator")
     theirs = codes_by(stats["closes"], "code", "reason", "initiator")
     assert ours == theirs, f"harness {ours} != gateway {theirs}"
+    if s["open"] == 0:  # every session ended: each message it sent is accounted for
+        m = report["messages"]
+        assert m["sent"] == m["answered"] + m["unanswered"] + m["refused"] + m["in_flight"], m
+        assert m["answered"] <= stats["frames_sent"].get("ack", m["answered"]), (m, stats["frames_sent"])
 
 
 class MachineLag:

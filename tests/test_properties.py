@@ -194,6 +194,8 @@ def drive_one_session(name: str, frames: list[bytes], end: ConnectionEnded | Non
     assert all(kind in BAD_FRAME_KINDS for kind, _p in rec.bad_frames)
     assert rec.bad_sessions == (1 if rec.bad_frames else 0)
     assert rec.messages_answered <= rec.messages_sent
+    assert rec.messages_sent == (rec.messages_answered + rec.messages_unanswered + rec.messages_refused
+                                 + rec.messages_in_flight)
     assert result.outcome.value != "harness_error"
     if isinstance(end, TargetProtocolError) and result.authenticated is False and not rec.bad_frames:
         pytest.fail("a protocol error went uncounted")

@@ -252,10 +252,11 @@ def run_guest(transport: FakeTransport, settings: HarnessSettings = SETTINGS, pr
     return Run(result, rec, live, transport)
 
 
-def run_guest_stopped(transport: FakeTransport, raised: type[BaseException]) -> tuple[Recorder, LiveSessions]:
+def run_guest_stopped(transport: FakeTransport, raised: type[BaseException],
+                      settings: HarnessSettings = SETTINGS) -> tuple[Recorder, LiveSessions]:
     """A guest whose run ends in an exception the driver must record, then let go on."""
     rec, live = Recorder(), LiveSessions()
-    driver = SessionDriver(transport, get_profile("guest"), rec, SETTINGS, "http://gateway.test", live,
+    driver = SessionDriver(transport, get_profile("guest"), rec, settings, "http://gateway.test", live,
                            rng=random.Random(7))
     with pytest.raises(raised):
         driver.run_guest(1, behaviour("normal"))
@@ -572,7 +573,7 @@ def test_an_ack_and_a_pong_on_their_way_when_the_session_ends_are_round_trips_ti
     assert rec.latency["ping"].count == 1 and rec.missed_pongs == 0
     for phase in ("message", "ping"):
         assert rec.latency[phase].max == pytest.approx(RTT * 1e6, abs=1), phase
-    assert dict(rec.bad_frames) == {}
+    assert dict(rec.bad_frames) == {} and rec.messages_in_flight == 0
 
 
 def test_a_second_answer_to_one_message_read_while_closing_is_an_unmatched_answer() -> None:
@@ -585,6 +586,37 @@ def test_a_second_answer_to_one_message_read_while_closing_is_an_unmatched_answe
     assert ref == "c-3", conn.sent  # the scripted duplicates answer the one message sent
     assert rec.messages_answered == rec.latency["message"].count == 1
     assert dict(rec.bad_frames) == {("unmatched_answer", "closing"): 1}
+
+
+def assert_messages_accounted(rec: Recorder) -> None:
+    """Every message sent is answered, unanswered (expired), refused, or was in flight when its session ended."""
+    assert rec.messages_sent == (rec.messages_answered + rec.messages_unanswered + rec.messages_refused
+                                 + rec.messages_in_flight), (rec.messages_sent, rec.messages_answered,
+                                                             rec.messages_unanswered, rec.messages_refused,
+                                                             rec.messages_in_flight)
+
+
+def test_messages_without_an_ack_at_the_sessions_end_are_in_flight_and_a_refused_one_is_refused() -> None:
+    """Eight messages (one every 7 s of 60); the target refuses the first (4029) and acks none of the rest."""
+    conn = FakeConnection(acks=False, after_auth=[(7.01, frame(type="error", code=4029, id="c-1", retryAfter=1, message="slow down"))])
+    run = run_guest(FakeTransport(conn), dataclasses.replace(SETTINGS, keepalive_s=3600.0))
+    rec = run.recorder
+    assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
+    assert next(f["id"] for f in conn.sent if f["type"] == "message") == "c-1"
+    assert rec.messages_sent == 8 and rec.messages_answered == 0 and rec.messages_unanswered == 0
+    assert rec.messages_refused == 1 and rec.messages_in_flight == 7 and dict(rec.errors) == {"4029": 1}
+    assert_messages_accounted(rec)
+
+
+def test_an_ack_on_its_way_when_the_harness_stops_the_session_is_answered_and_none_is_in_flight() -> None:
+    """The stop's close (1001, waiting for the server's close) reads the ack: it answers its message."""
+    settings = dataclasses.replace(SETTINGS, message_interval=(14.99, 14.99))
+    conn = FakeConnection(after_auth=[(15.0, Stop())])  # the message at +14.99, its ack at +15.04
+    rec, live = run_guest_stopped(FakeTransport(conn), Stop, settings)
+    assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.ESTABLISHED)
+    assert [orjson.loads(data)["type"] for data, _at in conn.leftover] == ["ack"]
+    assert rec.messages_sent == rec.messages_answered == 1 and rec.messages_in_flight == 0
+    assert_messages_accounted(rec)
 
 
 # -- the harness's own ends ---------------------------------------------------------

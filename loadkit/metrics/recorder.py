@@ -52,7 +52,7 @@ class Recorder:
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
         "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages", "failure_details",
-        "messages_unanswered", "expected_authenticated", "expected_drops",
+        "messages_unanswered", "messages_refused", "messages_in_flight", "expected_authenticated", "expected_drops",
         "expected_outcomes", "untimed",
     )
 
@@ -80,6 +80,11 @@ class Recorder:
         self.agent_messages = 0
         #: messages whose ack did not come within PENDING_ANSWER_S (their pending entry expired)
         self.messages_unanswered = 0
+        #: messages the target refused (rate-limited: 4029, 429): no ack will come
+        self.messages_refused = 0
+        #: messages still awaiting their ack when their session ended (a stop, a drop, the
+        #: planned end): with the three above, every message sent is accounted for
+        self.messages_in_flight = 0
         #: what the target said when something failed (close reasons, parser
         #: messages): text -> times, at most MAX_DETAILS texts (the rest in OTHER_DETAILS)
         self.failure_details: Counter[str] = Counter()

@@ -228,6 +228,11 @@ CATALOGUE: tuple[Entry, ...] = (
     _count("messages.unanswered", "messages.unanswered",
            "guest messages whose answer never came in time (a run that does not count them: not measured)",
            "messages.unanswered == 0", unit="messages"),
+    _count("messages.refused", "messages.refused", "guest messages the target refused (rate-limited: 4029, 429)",
+           "messages.refused == 0", unit="messages"),
+    _count("messages.in_flight", "messages.in_flight",
+           "guest messages still awaiting their answer when their session ended (answered + unanswered + "
+           "refused + in flight = sent)", "messages.in_flight < 10", unit="messages"),
     _count("messages.agent_messages", "messages.agent_messages", "agent messages received",
            "messages.agent_messages > 0", worse=0, unit="messages"),
     _latency("harness.lag.STAT", "harness.lag_ms.STAT",

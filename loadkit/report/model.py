@@ -78,6 +78,10 @@ class Messages:
     agent_messages: int = 0
     #: messages whose answer never came in time; None until the harness counts them
     unanswered: int | None = None
+    #: messages the target refused (rate-limited)
+    refused: int = 0
+    #: messages still awaiting their answer when their session ended
+    in_flight: int = 0
 
 
 @dataclass

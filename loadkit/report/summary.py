@@ -93,8 +93,12 @@ def render_summary(report: dict[str, Any]) -> str:
         lines.append("error frames: " + ", ".join(f"{k}×{v}" for k, v in report["errors"].items()))
     msgs = report.get("messages") or {}
     if msgs.get("sent") or msgs.get("agent_messages"):
-        lines.append(f"messages: {msgs.get('sent', 0)} sent, {msgs.get('answered', 0)} answered, "
-                     f"{msgs.get('agent_messages', 0)} agent messages received")
+        rest = [f"{msgs[key]} {what}" for key, what in (
+            ("unanswered", "unanswered in 60 s"), ("refused", "refused by the target"),
+            ("in_flight", "awaiting an answer when their session ended")) if msgs.get(key)]
+        lines.append(f"messages: {msgs.get('sent', 0)} sent, {msgs.get('answered', 0)} answered"
+                     + "".join(f", {r}" for r in rest)
+                     + f"; {msgs.get('agent_messages', 0)} agent messages received")
     bad = report.get("bad_frames") or {}
     if bad.get("count"):
         lines.append(f"bad frames from the target: {bad['count']} in {bad.get('sessions', '?')} sessions; "

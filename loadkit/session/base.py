@@ -64,6 +64,13 @@ def _no_report(name: str, ms: float, error: BaseException | None, length: int) -
     pass
 
 
+#: The tables of sends awaiting an answer until a session sends its first
+#: message: one shared, always empty dict instead of one per session (an idle
+#: guest sends no message). It is only ever read; a session makes its own
+#: dicts before it stores anything.
+NONE_PENDING: dict[Any, Any] = {}
+
+
 class LiveSessions:
     """The open-sessions gauge, kept apart from the recorder's counters.
 
@@ -95,7 +102,7 @@ class SessionBase:
     """
 
     __slots__ = ("transport", "profile", "recorder", "settings", "base_url", "live", "_sink", "rng",
-                 "_dropped_at", "_refused", "_expired", "_late_auth_ok", "_expects", "_bad_seen")
+                 "_dropped_at", "_refused", "_expired", "_late_auth_ok", "_expects", "_bad_seen", "_acks")
 
     def __init__(self, transport: Transport, profile: Profile, recorder: Recorder,
                  settings: HarnessSettings, base_url: str, live: LiveSessions,
@@ -116,6 +123,9 @@ class SessionBase:
         self._expects = expects(profile)
         #: this session has had a bad frame already (for ``Recorder.bad_sessions``)
         self._bad_seen = False
+        #: the session's messages awaiting their ack (the established loop's table, once it sends
+        #: one): what is left in it when the session ends is ``messages_in_flight``
+        self._acks: dict[Any, float] = NONE_PENDING
 
     def report(self, name: str, ms: float, error: BaseException | None, length: int) -> None:
         """A phase timing for Locust; a failure's text drawn from a bounded vocabulary.

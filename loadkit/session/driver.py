@@ -10,6 +10,7 @@ can end turned into one ``Ending``, and that ending recorded exactly once
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from loadkit.connection import ConnectAttempt, Connection
 from loadkit.errors import (
@@ -28,6 +29,7 @@ from loadkit.protocol.base import (
 )
 from loadkit.settings import Behaviour, backoff
 from loadkit.session.base import (
+    NONE_PENDING,
     SessionEnded,
     expected_drop,
     _frame_phase,
@@ -149,7 +151,8 @@ class SessionDriver(Phases, Established):
                         log_harness_error(failure)
                     ending = self._close(ws, cause, 1001 if stopping else 1011,
                                          "harness stopping" if stopping else "harness error", wait=stopping,
-                                         detail="" if stopping else _harness_detail(failure))
+                                         detail="" if stopping else _harness_detail(failure),
+                                         answered=partial(self._answered_late, pings=NONE_PENDING, acks=self._acks))
                     if stopping and self._late_auth_ok and lc.state is State.AUTHENTICATING:
                         # The gateway's auth_ok was on its way when the stop came; read
                         # while we closed, it authenticated the session, as the gateway
@@ -172,6 +175,10 @@ class SessionDriver(Phases, Established):
             lc.step(Step.BEGIN, now)
         result = lc.end(ending, now, self.settings.just_after_auth_s)
         self.live.open -= 1
+        acks = self._acks
+        if acks:  # sent, and neither answered, refused nor expired when the session ended
+            rec.messages_in_flight += len(acks)
+        self._acks = NONE_PENDING
         close = None
         if ending.code is not None:
             close = (ending.code, ending.reason, ending.initiator or "none")

@@ -37,7 +37,7 @@ from loadkit.protocol.base import (
     reply_refs,
 )
 from loadkit.settings import Behaviour
-from loadkit.session.base import _E, SessionBase
+from loadkit.session.base import _E, NONE_PENDING, SessionBase
 
 #: How many answered-elsewhere refs (expired or refused requests) a session remembers,
 #: so a late answer to one of them is not taken for an answer to nothing.
@@ -53,10 +53,9 @@ _ABSENT: Any = object()
 _NEVER = float("inf")
 #: The tables of messages awaiting an answer until the session sends its first
 #: message (and of refs answered elsewhere until it forgets one): one shared,
-#: always empty dict instead of three per session (an idle guest sends no
-#: message). It is only ever read; a session makes its own dicts before it
-#: stores anything (``_forget`` returns the one to keep).
-_NONE_PENDING: dict[Any, Any] = {}
+#: always empty dict instead of three per session (base.NONE_PENDING; ``_forget``
+#: returns the one to keep).
+_NONE_PENDING = NONE_PENDING
 #: The text of the guests' messages, by length: one string for all sessions.
 _TEXTS: dict[int, str] = {}
 #: What each answer closes (its pending sends: ``pings``, ``acks`` or ``replies``) and its latency phase.
@@ -144,6 +143,7 @@ class Established(SessionBase):
                 rec.messages_sent += 1
                 if acks is _NONE_PENDING:
                     acks, replies = {}, {}
+                    self._acks = acks  # what is left in it at the session's end is in flight
                 acks[ref] = now
                 if track_replies:
                     replies[ref] = now
@@ -212,6 +212,7 @@ class Established(SessionBase):
                 ref = ev.ref
                 try:
                     if acks.pop(ref, None) is not None:  # refused: no ack and no reply will come
+                        rec.messages_refused += 1
                         gone = _forget(gone, ref)
                     replies.pop(ref, None)
                     if pings.pop(ref, None) is not None:  # a refused echo was answered: no missed pong
