@@ -205,7 +205,8 @@ def assert_matches_gateway(report: dict[str, Any], stats: dict[str, Any]) -> Non
     if s["open"] == 0:  # every session ended: each message it sent is accounted for
         m = report["messages"]
         assert m["sent"] == m["answered"] + m["unanswered"] + m["refused"] + m["in_flight"], m
-        assert m["answered"] <= stats["frames_sent"].get("ack", m["answered"]), (m, stats["frames_sent"])
+        if report["run"]["profile"] == "guest":  # the guest gateway counts its acks as such
+            assert m["answered"] <= stats["frames_sent"]["ack"], (m, stats["frames_sent"])
 
 
 class MachineLag:
