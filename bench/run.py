@@ -833,11 +833,11 @@ WHY = {
         "both); above it, Python (see chat_vs_raw)"),
     "chat_vs_raw": (
         "the floor harness (bench/transport_floor_locustfile.py: loadkit's transport under Locust with a "
-        "paced send-and-await-ack loop and nothing else) reaches about 1.8x raw; the session's own work per "
-        "round trip (pacing, the pending tables, classification, the latency and lag histograms, Locust's "
-        "statistics, keepalive) costs about 30 us on top, where 1.5x raw leaves it about 13 us. perf, "
-        "2026-12-01: both harnesses pay ~16 us a round trip in the kernel; no single item of the session's "
-        "work is over ~3 us (docs/capacity.md)"),
+        "paced send-and-await-ack loop and nothing else) is the most a harness on this transport can reach; "
+        "the session's own work per round trip (pacing, the pending tables, classification, the latency and "
+        "lag histograms, Locust's statistics, keepalive) comes on top of it (1.56-1.8x raw and 23-31 us in "
+        "the runs of 2026-12-01/02; this run's split follows). perf, 2026-12-01: both harnesses pay ~16 us a "
+        "round trip in the kernel; no single item of the session's work is over ~3 us (docs/capacity.md)"),
     "churn_vs_threaded": (
         "a session is mostly kernel work (TCP connects, token HTTP call, close handshake); the recipe pays "
         "3 descriptors and 2 extra greenlets per connection"),
