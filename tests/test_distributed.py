@@ -440,7 +440,7 @@ def test_eight_workers_merged_through_the_compact_wire_form_match_the_gateway_ex
         procs: Processes, gateway: GatewayProcess) -> None:
     # every worker's histograms and counters cross Locust's msgpack in the
     # versioned compact form (dense cores as big integers on the master)
-    master, port = start_master(procs, gateway.url, workers=8, users=40, run_time="8s")
+    master, port = start_master(procs, gateway.url, "--series-interval", "1", workers=8, users=40, run_time="8s")
     workers = [start_worker(procs, f"worker{i}", port) for i in range(8)]
 
     assert wait(master, procs, "master", timeout=90) == 0, procs.log("master")[-4000:]
@@ -459,6 +459,11 @@ def test_eight_workers_merged_through_the_compact_wire_form_match_the_gateway_ex
     read = report["latency_ms"]["token"]["count"] + report["harness"]["untimed_at_stop"].get("token", 0)
     assert stats["tokens"]["issued"] - cut <= read <= stats["tokens"]["issued"]
     assert "its numbers are left out" not in procs.log("master")  # no worker's report was refused
+    # The master's steady state (drift's first side) begins once the spawn has settled: its last
+    # arrivals in (1 s) and the workers' reports of them too (one report interval, 3 s), so no window
+    # that began in the first 4 s of the run is steady, however fast the spawn.
+    steady = report["drift"]["steady_from_window"]
+    assert steady is None or steady >= 4, report["drift"]
 
 
 @pytest.mark.slow
