@@ -161,6 +161,10 @@ def test_prometheus_stores_loadkits_counters_equal_to_the_gateways_record(tmp_pa
             assert outcomes[("dropped_by_server",)] == drops_closed > 0
             assert sum(outcomes.values()) == prom.value(f"loadkit_sessions_started_total{ui_sel}")
             assert prom.value(f"loadkit_drops_total{ui_sel}") == report["drops"]
+            messages = prom.by(f"loadkit_messages_total{ui_sel}", "result")
+            assert messages == {(k,): float(report["messages"][k])
+                                for k in ("sent", "answered", "unanswered", "refused", "in_flight")}
+            assert messages[("sent",)] > 0
             states = prom.by(f"loadkit_threshold_state{ui_sel}", "threshold")
             assert states == {("auth.p95 < 5000",): 1.0, ("drop_rate < 0.01",): 0.0}
             count = prom.value('loadkit_phase_latency_seconds_count{job="ui",phase="auth"}')

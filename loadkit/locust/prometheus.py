@@ -57,6 +57,8 @@ METRICS: dict[str, str] = {
     "loadkit_reconnects": "Reconnect attempts after a drop (result=attempted) and those that "
                           "authenticated again (result=succeeded).",
     "loadkit_bad_frames": "Frames from the target loadkit could not use, by kind.",
+    "loadkit_messages": "Guest messages: sent, and each one's end (answered, unanswered in 60 s, refused, "
+                        "in_flight when its session ended): sent = the other four once no session is open.",
     "loadkit_phase_latency_seconds": "Latency of each lifecycle phase (token, connect, auth, message, ...).",
     "loadkit_recover_seconds": "Time from a drop to authenticated again.",
     "loadkit_threshold_state": "Each --threshold now: 1 holding, 0 breached, -1 not measured yet.",
@@ -144,6 +146,12 @@ class LoadkitCollector:
         for kind, n in sorted(kinds.items()):
             bad.add_metric([kind], n)
         yield bad
+        messages = CounterMetricFamily("loadkit_messages", METRICS["loadkit_messages"], labels=["result"])
+        for result, n in (("sent", total.messages_sent), ("answered", total.messages_answered),
+                          ("unanswered", total.messages_unanswered), ("refused", total.messages_refused),
+                          ("in_flight", total.messages_in_flight)):
+            messages.add_metric([result], n)
+        yield messages
         latency = _histogram("loadkit_phase_latency_seconds", ["phase"])
         for phase, hist in total.latency.items():
             if phase not in HARNESS_SERIES:
