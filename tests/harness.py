@@ -205,8 +205,11 @@ def assert_matches_gateway(report: dict[str, Any], stats: dict[str, Any]) -> Non
     if s["open"] == 0:  # every session ended: each message it sent is accounted for
         m = report["messages"]
         assert m["sent"] == m["answered"] + m["unanswered"] + m["refused"] + m["in_flight"], m
-        if report["run"]["profile"] == "guest":  # the guest gateway counts its acks as such
+        k = report["keepalive"]
+        assert k["pings_sent"] == k["pongs"] + k["missed_pongs"] + k["refused"] + k["in_flight"], k
+        if report["run"]["profile"] == "guest":  # the guest gateway counts its acks and pongs as such
             assert m["answered"] <= stats["frames_sent"]["ack"], (m, stats["frames_sent"])
+            assert k["pongs"] <= stats["frames_sent"]["pong"], (k, stats["frames_sent"])
 
 
 class MachineLag:

@@ -196,6 +196,8 @@ def drive_one_session(name: str, frames: list[bytes], end: ConnectionEnded | Non
     assert rec.messages_answered <= rec.messages_sent
     assert rec.messages_sent == (rec.messages_answered + rec.messages_unanswered + rec.messages_refused
                                  + rec.messages_in_flight)
+    assert rec.pings_sent == (rec.latency["ping"].count + rec.untimed["ping"] + rec.missed_pongs
+                              + rec.pings_refused + rec.pings_in_flight)
     assert result.outcome.value != "harness_error"
     if isinstance(end, TargetProtocolError) and result.authenticated is False and not rec.bad_frames:
         pytest.fail("a protocol error went uncounted")

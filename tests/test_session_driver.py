@@ -486,6 +486,8 @@ def test_a_pong_for_a_ping_sent_before_the_session_expired_is_no_bad_frame() -> 
     run = run_guest(FakeTransport(conn))
     assert_ended_as(run, Outcome.SESSION_EXPIRED, Phase.ESTABLISHED)
     assert dict(+run.recorder.bad_frames) == {} and run.recorder.missed_pongs == 0
+    assert run.recorder.pings_in_flight == 1  # its pong came after the session had expired: not timed
+    assert_messages_accounted(run.recorder)
 
 
 def test_a_close_4006_is_session_expired_without_a_frame() -> None:
@@ -500,7 +502,8 @@ def test_no_pong_within_the_pong_timeout_is_keepalive_timeout_and_we_close_1001_
     rec = run.recorder
     assert_ended_as(run, Outcome.KEEPALIVE_TIMEOUT, Phase.ESTABLISHED)
     assert_we_closed(conn, 1001, "keepalive timeout", wait=False)
-    assert rec.missed_pongs == 1 and rec.latency["ping"].count == 0
+    assert rec.missed_pongs == 1 and rec.latency["ping"].count == 0 and rec.pings_sent == 1
+    assert_messages_accounted(rec)
     # the ping went at +20 s, given up at +30 s; the last frame was the ack of the message at +28 s
     assert rec.silence.count == 1 and rec.silence.max == pytest.approx((30 - 28 - RTT) * 1e6, abs=1)
     assert run.result.is_drop
@@ -573,7 +576,9 @@ def test_an_ack_and_a_pong_on_their_way_when_the_session_ends_are_round_trips_ti
     assert rec.latency["ping"].count == 1 and rec.missed_pongs == 0
     for phase in ("message", "ping"):
         assert rec.latency[phase].max == pytest.approx(RTT * 1e6, abs=1), phase
-    assert dict(rec.bad_frames) == {} and rec.messages_in_flight == 0
+    assert dict(rec.bad_frames) == {} and rec.messages_in_flight == 0 == rec.pings_in_flight
+    assert rec.pings_sent == 1
+    assert_messages_accounted(rec)
 
 
 def test_a_second_answer_to_one_message_read_while_closing_is_an_unmatched_answer() -> None:
@@ -589,11 +594,17 @@ def test_a_second_answer_to_one_message_read_while_closing_is_an_unmatched_answe
 
 
 def assert_messages_accounted(rec: Recorder) -> None:
-    """Every message sent is answered, unanswered (expired), refused, or was in flight when its session ended."""
+    """Every message sent is answered, unanswered (expired), refused, or was in flight when its session ended.
+
+    And every ping: answered (its pong timed, or counted untimed), missed, refused, or in flight.
+    """
     assert rec.messages_sent == (rec.messages_answered + rec.messages_unanswered + rec.messages_refused
                                  + rec.messages_in_flight), (rec.messages_sent, rec.messages_answered,
                                                              rec.messages_unanswered, rec.messages_refused,
                                                              rec.messages_in_flight)
+    pongs = rec.latency["ping"].count + rec.untimed["ping"]
+    assert rec.pings_sent == pongs + rec.missed_pongs + rec.pings_refused + rec.pings_in_flight, (
+        rec.pings_sent, pongs, rec.missed_pongs, rec.pings_refused, rec.pings_in_flight)
 
 
 def test_messages_without_an_ack_at_the_sessions_end_are_in_flight_and_a_refused_one_is_refused() -> None:
@@ -616,6 +627,19 @@ def test_an_ack_on_its_way_when_the_harness_stops_the_session_is_answered_and_no
     assert_ended_as((rec, live), Outcome.STOPPED_BY_HARNESS, Phase.ESTABLISHED)
     assert [orjson.loads(data)["type"] for data, _at in conn.leftover] == ["ack"]
     assert rec.messages_sent == rec.messages_answered == 1 and rec.messages_in_flight == 0
+    assert_messages_accounted(rec)
+
+
+def test_a_ping_awaiting_its_pong_when_the_session_expires_or_ends_is_in_flight() -> None:
+    """The session-expired frame ends the wait for pongs (none will be timed); a stop ends it too."""
+    conn = FakeConnection(pongs=False, after_auth=[(20.001, frame(type="session_expired"))])
+    run = run_guest(FakeTransport(conn))
+    rec = run.recorder
+    assert rec.pings_sent == 1 and rec.pings_in_flight == 1 and rec.missed_pongs == 0
+    assert_messages_accounted(rec)
+    conn = FakeConnection(pongs=False, after_auth=[(20.5, Stop())])
+    rec, _live = run_guest_stopped(FakeTransport(conn), Stop)
+    assert rec.pings_sent == 1 and rec.pings_in_flight == 1 and rec.missed_pongs == 0
     assert_messages_accounted(rec)
 
 
@@ -932,6 +956,8 @@ def test_an_echo_refused_429_is_the_targets_error_not_a_missed_pong() -> None:
     assert_ended_as(run, Outcome.CLOSED_NORMALLY, Phase.ESTABLISHED)
     assert conn.refused and run.recorder.missed_pongs == 0 and dict(run.recorder.errors) == {"4029": 1}
     assert dict(+run.recorder.bad_frames) == {}
+    assert run.recorder.pings_refused == 1
+    assert_messages_accounted(run.recorder)
 
 
 def test_session_not_found_for_close_session_after_a_confirmed_clear_is_no_error_of_the_target() -> None:

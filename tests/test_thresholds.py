@@ -172,7 +172,7 @@ def test_parse_metric_gives_canonical_names() -> None:
         ("drift.auth.p95.x < 1", 'threshold "drift.auth.p95.x < 1": unknown metric "drift.auth.p95.x" (expected drift.PHASE.STAT, e.g. drift.auth.p95)'),
         ("sessions > 1", 'threshold "sessions > 1": "sessions" needs a metric (e.g. sessions.started; expected one of started, authenticated, open)'),
         ("sessions.ended > 1", 'threshold "sessions.ended > 1": unknown sessions metric "ended" (expected one of started, authenticated, open)'),
-        ("keepalive.pongs == 0", 'threshold "keepalive.pongs == 0": unknown keepalive metric "pongs" (expected one of missed_pongs, timeouts)'),
+        ("keepalive.pings == 0", 'threshold "keepalive.pings == 0": unknown keepalive metric "pings" (expected one of missed_pongs, timeouts, pings_sent, pongs, refused, in_flight)'),
     ],
 )
 def test_parse_errors_say_what_is_wrong_and_how_to_fix_it(expr: str, message: str) -> None:

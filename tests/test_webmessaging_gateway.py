@@ -186,14 +186,16 @@ def test_an_echo_answered_during_the_goodbye_is_a_ping_round_trip_like_any_other
     gw = start(webmessaging__deployments=DEPLOYMENT)
     quiet = Behaviour(name="normal", messages=False)
     settings = dataclasses.replace(SETTINGS, session_seconds=(0.5, 0.5), keepalive_s=0.499)
-    pings = missed = echoes = 0
+    pings = missed = echoes = sent = in_flight = 0
     for _round in range(10):
         rec, results, _ = drive(gw.url, wm, [quiet] * 10, settings)
         _stats, wms = settled(gw)
         assert {r.outcome.value for r in results} == {"closed_normally"}
         pings, missed = pings + rec.latency["ping"].count, missed + rec.missed_pongs
+        sent, in_flight = sent + rec.pings_sent, in_flight + rec.pings_in_flight
         echoes = wms["frames_received"].get("echo", 0)  # the gateway's count, over all rounds
-        assert pings == echoes and missed == 0, (pings, echoes, missed)
+        assert sent == echoes, (sent, echoes)  # every echo sent reached the gateway...
+        assert pings == echoes and missed == in_flight == 0, (pings, echoes, missed, in_flight)  # ...and was timed
         if echoes >= 3:
             break
     assert echoes >= 3, "no round let an echo out before its goodbye"

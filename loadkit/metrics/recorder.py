@@ -52,7 +52,8 @@ class Recorder:
         "errors", "bad_frames", "reconnect_attempts", "reconnect_successes",
         "missed_pongs", "silence", "not_resumed", "session_seconds", "survived", "dropped_at",
         "marks", "failures", "bad_sessions", "messages_sent", "messages_answered", "agent_messages", "failure_details",
-        "messages_unanswered", "messages_refused", "messages_in_flight", "expected_authenticated", "expected_drops",
+        "messages_unanswered", "messages_refused", "messages_in_flight", "pings_sent", "pings_refused",
+        "pings_in_flight", "expected_authenticated", "expected_drops",
         "expected_outcomes", "untimed",
     )
 
@@ -91,6 +92,12 @@ class Recorder:
         self.reconnect_attempts = 0
         self.reconnect_successes = 0
         self.missed_pongs = 0
+        #: keepalive pings sent; those the target refused (a rate-limited echo); those still
+        #: awaiting their pong when their session ended or expired. With the pongs (timed or
+        #: untimed) and the missed ones, every ping sent is accounted for.
+        self.pings_sent = 0
+        self.pings_refused = 0
+        self.pings_in_flight = 0
         #: reconnects that reused their grant but got a new session (``newSession: true``)
         self.not_resumed = 0
         #: on a keepalive timeout: time since the last frame from the server, µs

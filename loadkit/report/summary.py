@@ -89,6 +89,11 @@ def render_summary(report: dict[str, Any]) -> str:
         silence = ka.get("silence_ms", {}).get("max")
         lines.append(f"keepalive: {ka['missed_pongs']} missed pongs, {ka['timeouts']} keepalive timeouts"
                      + (f", longest silence from the server {silence / 1000:.1f} s" if silence else ""))
+    if ka.get("refused") or ka.get("in_flight"):
+        lines.append(f"pings: {ka.get('pings_sent', 0)} sent, {ka.get('pongs', 0)} answered"
+                     + "".join(f", {ka[key]} {what}" for key, what in (
+                         ("missed_pongs", "missed"), ("refused", "refused by the target"),
+                         ("in_flight", "awaiting a pong when their session ended")) if ka.get(key)))
     if report.get("errors"):
         lines.append("error frames: " + ", ".join(f"{k}×{v}" for k, v in report["errors"].items()))
     msgs = report.get("messages") or {}

@@ -102,7 +102,8 @@ class SessionBase:
     """
 
     __slots__ = ("transport", "profile", "recorder", "settings", "base_url", "live", "_sink", "rng",
-                 "_dropped_at", "_refused", "_expired", "_late_auth_ok", "_expects", "_bad_seen", "_acks")
+                 "_dropped_at", "_refused", "_expired", "_late_auth_ok", "_expects", "_bad_seen", "_acks",
+                 "_pings")
 
     def __init__(self, transport: Transport, profile: Profile, recorder: Recorder,
                  settings: HarnessSettings, base_url: str, live: LiveSessions,
@@ -126,6 +127,9 @@ class SessionBase:
         #: the session's messages awaiting their ack (the established loop's table, once it sends
         #: one): what is left in it when the session ends is ``messages_in_flight``
         self._acks: dict[Any, float] = NONE_PENDING
+        #: its pings awaiting their pong (the established loop's table): what is left in it
+        #: when the session ends is ``pings_in_flight``
+        self._pings: dict[Any, float] = NONE_PENDING
 
     def report(self, name: str, ms: float, error: BaseException | None, length: int) -> None:
         """A phase timing for Locust; a failure's text drawn from a bounded vocabulary.

@@ -152,7 +152,7 @@ class SessionDriver(Phases, Established):
                     ending = self._close(ws, cause, 1001 if stopping else 1011,
                                          "harness stopping" if stopping else "harness error", wait=stopping,
                                          detail="" if stopping else _harness_detail(failure),
-                                         answered=partial(self._answered_late, pings=NONE_PENDING, acks=self._acks))
+                                         answered=partial(self._answered_late, pings=self._pings, acks=self._acks))
                     if stopping and self._late_auth_ok and lc.state is State.AUTHENTICATING:
                         # The gateway's auth_ok was on its way when the stop came; read
                         # while we closed, it authenticated the session, as the gateway
@@ -175,10 +175,12 @@ class SessionDriver(Phases, Established):
             lc.step(Step.BEGIN, now)
         result = lc.end(ending, now, self.settings.just_after_auth_s)
         self.live.open -= 1
-        acks = self._acks
+        acks, pings = self._acks, self._pings
         if acks:  # sent, and neither answered, refused nor expired when the session ended
             rec.messages_in_flight += len(acks)
-        self._acks = NONE_PENDING
+        if pings:  # sent, and neither answered, refused nor missed
+            rec.pings_in_flight += len(pings)
+        self._acks = self._pings = NONE_PENDING
         close = None
         if ending.code is not None:
             close = (ending.code, ending.reason, ending.initiator or "none")

@@ -80,6 +80,7 @@ class Established(SessionBase):
         next_ping = now + s.keepalive_s if keepalive else float("inf")
         next_msg = now + rng.uniform(*interval) if behaviour.messages else float("inf")
         pings: dict[Any, float] = {}
+        self._pings = pings  # what is left in it at the session's end is in flight
         acks: dict[Any, float] = _NONE_PENDING  # its own dicts from the first message on
         replies: dict[Any, float] = _NONE_PENDING
         track_replies = reply_refs(profile)  # else nothing would ever pop them
@@ -117,6 +118,7 @@ class Established(SessionBase):
                 seq += 1
                 frame, ref = profile.ping_frame(seq, grant)
                 ws.send(frame)
+                rec.pings_sent += 1
                 pings[ref] = now
                 next_ping = now + s.keepalive_s
             if pings:
@@ -206,6 +208,7 @@ class Established(SessionBase):
                     next_ping = next_msg = float("inf")
                     for ref in pings:  # no longer awaited, but a pong for one still answers what we sent
                         gone = _forget(gone, ref)
+                    rec.pings_in_flight += len(pings)  # the session ended for the target: none will be timed
                     pings.clear()
             elif kind is _E.RATE_LIMITED:
                 rec.errors["4029"] += 1
@@ -216,6 +219,7 @@ class Established(SessionBase):
                         gone = _forget(gone, ref)
                     replies.pop(ref, None)
                     if pings.pop(ref, None) is not None:  # a refused echo was answered: no missed pong
+                        rec.pings_refused += 1
                         gone = _forget(gone, ref)
                 except TypeError:
                     pass
