@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from loadkit.protocol.codes import CLOSE_CODE_NAMES
@@ -90,20 +91,17 @@ def render_summary(report: dict[str, Any]) -> str:
         lines.append(f"keepalive: {ka['missed_pongs']} missed pongs, {ka['timeouts']} keepalive timeouts"
                      + (f", longest silence from the server {silence / 1000:.1f} s" if silence else ""))
     if ka.get("refused") or ka.get("in_flight"):
-        lines.append(f"pings: {ka.get('pings_sent', 0)} sent, {ka.get('pongs', 0)} answered"
-                     + "".join(f", {ka[key]} {what}" for key, what in (
-                         ("missed_pongs", "missed"), ("refused", "refused by the target"),
-                         ("in_flight", "awaiting a pong when their session ended")) if ka.get(key)))
+        lines.append(_sends("pings", ka.get("pings_sent", 0), ka.get("pongs", 0), ka, (
+            ("missed_pongs", "missed"), ("refused", "refused by the target"),
+            ("in_flight", "awaiting a pong when their session ended"))))
     if report.get("errors"):
         lines.append("error frames: " + ", ".join(f"{k}×{v}" for k, v in report["errors"].items()))
     msgs = report.get("messages") or {}
     if msgs.get("sent") or msgs.get("agent_messages"):
-        rest = [f"{msgs[key]} {what}" for key, what in (
+        lines.append(_sends("messages", msgs.get("sent", 0), msgs.get("answered", 0), msgs, (
             ("unanswered", "unanswered in 60 s"), ("refused", "refused by the target"),
-            ("in_flight", "awaiting an answer when their session ended")) if msgs.get(key)]
-        lines.append(f"messages: {msgs.get('sent', 0)} sent, {msgs.get('answered', 0)} answered"
-                     + "".join(f", {r}" for r in rest)
-                     + f"; {msgs.get('agent_messages', 0)} agent messages received")
+            ("in_flight", "awaiting an answer when their session ended")))
+            + f"; {msgs.get('agent_messages', 0)} agent messages received")
     bad = report.get("bad_frames") or {}
     if bad.get("count"):
         lines.append(f"bad frames from the target: {bad['count']} in {bad.get('sessions', '?')} sessions; "
@@ -157,3 +155,10 @@ def _survival(mark: str, v: dict[str, Any]) -> str:
 
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v * 100:.2f}%"
+
+
+def _sends(what: str, sent: Any, answered: Any, section: Mapping[str, Any],
+           ends: tuple[tuple[str, str], ...]) -> str:
+    """``messages: 338 sent, 336 answered, 2 awaiting ...``: where every send went, naming the ends that happened."""
+    return f"{what}: {sent} sent, {answered} answered" + "".join(
+        f", {section[key]} {label}" for key, label in ends if section.get(key))

@@ -225,16 +225,14 @@ def _measure_drift(args: tuple[Any, ...], report: Mapping[str, Any]) -> Measurem
     first = number_at(report, ("drift", "first", phase, stat))
     last = number_at(report, ("drift", "last", phase, stat))
     if first is None or last is None:
-        side = "first" if first is None else "last"
         drift = value_at(report, ("drift",))
-        if side == "first" and isinstance(drift, Mapping) and "steady_from_window" in drift \
-                and drift["steady_from_window"] is None:
+        if first is not None or not isinstance(drift, Mapping) or "steady_from_window" not in drift:
+            return _not_measured(f"drift.{'last' if first is not None else 'first'} has no {phase}.{stat}")
+        if drift["steady_from_window"] is None:
             return _not_measured("no series window began after the spawn completed: "
                                  "there is no steady state to compare the end with")
-        if side == "first" and isinstance(drift, Mapping) and "steady_from_window" in drift:
-            return _not_measured(f"drift.first has no {phase}.{stat}: no window after the spawn "
-                                 f"(before the last ones) had {phase} samples")
-        return _not_measured(f"drift.{side} has no {phase}.{stat}")
+        return _not_measured(f"drift.first has no {phase}.{stat}: no window after the spawn "
+                             f"(before the last ones) had {phase} samples")
     need = drift_min_samples(stat)
     for side in ("first", "last"):
         count = number_at(report, ("drift", side, phase, "count"))
