@@ -98,5 +98,9 @@ def test_error_frames_are_counted_like_the_gateway_sent_them(tmp_path, gateway_f
     stats = settled_stats(gw)
     assert_matches_gateway(run.report, stats)
     assert run.report["errors"].get("4029", 0) == stats["errors_sent"]["4029"] > 0
+    # each refusal the gateway sent refused one message (or ping) the harness counts as refused; one read
+    # while its session was closing is counted as an error frame, its message as in flight
+    refused = run.report["messages"]["refused"] + run.report["keepalive"]["refused"]
+    assert 0 < refused <= stats["errors_sent"]["4029"], (refused, stats["errors_sent"])
     rows = codes_by(run.report["close_codes"], "code", "reason")
     assert rows[(4029, "rate limit")] == codes_by(stats["closes"], "code", "reason")[(4029, "rate limit")]
